@@ -1,0 +1,367 @@
+"""Data contracts: the YAML a user writes to onboard a dataset.
+
+A contract declares where a dataset's rows live (a SQLAlchemy source), how they are keyed,
+timed and partitioned, what every column must look like, where labels come from and when they
+were observed, and the learning problem. Everything downstream (pandera schemas, Dagster
+assets, checks) is generated from it, so no platform code names a dataset's columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ContractError(ValueError):
+    """A contract file that cannot be used; the message names the file, line and field."""
+
+
+class ColumnType(StrEnum):
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    STRING = "string"
+    CATEGORY = "category"
+    DATETIME = "datetime"
+    DATE = "date"
+
+
+# How much each type can hold: narrowing a column to a lower rank is a breaking change.
+TYPE_WIDTH: dict[ColumnType, tuple[str, int]] = {
+    ColumnType.BOOL: ("number", 0),
+    ColumnType.INT: ("number", 1),
+    ColumnType.FLOAT: ("number", 2),
+    ColumnType.CATEGORY: ("text", 0),
+    ColumnType.STRING: ("text", 1),
+    ColumnType.DATE: ("time", 0),
+    ColumnType.DATETIME: ("time", 1),
+}
+
+
+class ProblemType(StrEnum):
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    REGRESSION = "regression"
+
+
+class Granularity(StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Column(_Strict):
+    """One column: its type and the rules every value must satisfy."""
+
+    type: ColumnType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[Any] | None = None
+    description: str = ""
+    pii: bool = False
+
+    @model_validator(mode="after")
+    def _rules_fit_type(self) -> Column:
+        numeric = self.type in (ColumnType.INT, ColumnType.FLOAT)
+        if (self.min is not None or self.max is not None) and not numeric:
+            raise ValueError(f"min/max apply to int and float columns, not {self.type.value}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.type is ColumnType.CATEGORY and not self.allowed:
+            raise ValueError("a category column needs its allowed values")
+        if self.allowed is not None:
+            if len(self.allowed) == 0:
+                raise ValueError("allowed must list at least one value")
+            if self.type in (ColumnType.DATETIME, ColumnType.DATE, ColumnType.FLOAT):
+                raise ValueError(f"allowed does not apply to {self.type.value} columns")
+            want = {ColumnType.INT: int, ColumnType.BOOL: bool}.get(self.type, str)
+            bad = [v for v in self.allowed if not isinstance(v, want) or (want is int and isinstance(v, bool))]
+            if bad:
+                raise ValueError(f"allowed values {bad!r} are not of type {self.type.value}")
+            if len(set(self.allowed)) != len(self.allowed):
+                raise ValueError("allowed values repeat")
+        return self
+
+
+class Source(_Strict):
+    """Where the tables live: a SQLAlchemy URL, read from an environment variable or given."""
+
+    url_env: str | None = "ML_ASSETS_SOURCE_URL"
+    url: str | None = None
+
+
+class Partitioning(_Strict):
+    granularity: Granularity
+    start: dt.date
+    end: dt.date | None = None
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> Partitioning:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class Table(_Strict):
+    """A source table (or query) with a time column that places each row in a partition."""
+
+    table: str | None = None
+    query: str | None = Field(
+        default=None,
+        description="SELECT whose rows make up the table; the platform wraps it to filter by time.",
+    )
+    columns: dict[str, Column]
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> Table:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        if self.table is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", self.table):
+            raise ValueError(f"table name {self.table!r} is not a plain SQL identifier")
+        for name in self.columns:
+            if not NAME_RE.match(name):
+                raise ValueError(f"column name {name!r} must be lower snake_case")
+        return self
+
+    @property
+    def time_column(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def key(self) -> list[str]:
+        raise NotImplementedError
+
+    def _check_named(self, names: list[str], what: str) -> None:
+        for n in names:
+            if n not in self.columns:
+                raise ValueError(f"{what} {n!r} is not one of the declared columns")
+
+    def _check_time(self) -> None:
+        self._check_named([self.time_column], "time column")
+        if self.columns[self.time_column].type is not ColumnType.DATETIME:
+            raise ValueError(f"time column {self.time_column!r} must have type datetime")
+        if self.columns[self.time_column].nullable:
+            raise ValueError(f"time column {self.time_column!r} cannot be nullable")
+
+
+class EntityTable(Table):
+    """The rows to predict on: one per primary key, stamped with the event time."""
+
+    primary_key: list[str]
+    event_time: str
+
+    @property
+    def time_column(self) -> str:
+        return self.event_time
+
+    @property
+    def key(self) -> list[str]:
+        return self.primary_key
+
+    @model_validator(mode="after")
+    def _names_exist(self) -> EntityTable:
+        if not self.primary_key:
+            raise ValueError("primary_key must name at least one column")
+        self._check_named(self.primary_key, "primary key column")
+        for k in self.primary_key:
+            if self.columns[k].nullable:
+                raise ValueError(f"primary key column {k!r} cannot be nullable")
+        self._check_time()
+        return self
+
+
+class LabelTable(Table):
+    """Late-arriving labels: keyed like the entity, stamped with when the label was observed."""
+
+    key_columns: list[str] = Field(alias="key")
+    observed_at: str
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def time_column(self) -> str:
+        return self.observed_at
+
+    @property
+    def key(self) -> list[str]:
+        return self.key_columns
+
+    @model_validator(mode="after")
+    def _names_exist(self) -> LabelTable:
+        self._check_named(self.key_columns, "key column")
+        self._check_time()
+        return self
+
+
+class Demo(_Strict):
+    """How the bundled demo data (shipped in the nannyml package) maps onto the tables."""
+
+    loader: str
+    quality_loader: str | None = None
+    rename: dict[str, str] = {}
+    label_delay_days: tuple[float, float] = (1.0, 30.0)
+
+
+class Contract(_Strict):
+    """A dataset's data contract."""
+
+    name: str
+    version: str
+    owner: str
+    description: str = ""
+    problem_type: ProblemType
+    target: str
+    source: Source = Source()
+    partitioning: Partitioning
+    entity: EntityTable
+    labels: LabelTable
+    demo: Demo | None = None
+    quarantine_threshold: float = Field(default=0.05, ge=0, le=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("name must be lower snake_case (it names assets and tables)")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+\.\d+\.\d+", v):
+            raise ValueError("version must look like MAJOR.MINOR.PATCH")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Contract:
+        if self.target not in self.labels.columns:
+            raise ValueError(f"target {self.target!r} is not a column of labels")
+        if self.target in self.entity.columns:
+            raise ValueError(f"target {self.target!r} must not be an entity column (leakage)")
+        ent_keys = [self.entity.columns[k].type for k in self.entity.primary_key]
+        lab_keys = [self.labels.columns[k].type for k in self.labels.key_columns]
+        if len(self.labels.key_columns) != len(self.entity.primary_key) or ent_keys != lab_keys:
+            raise ValueError("labels.key must match entity.primary_key in number and types")
+        target = self.labels.columns[self.target]
+        if self.problem_type is ProblemType.REGRESSION and target.type not in (
+            ColumnType.INT,
+            ColumnType.FLOAT,
+        ):
+            raise ValueError("a regression target must be int or float")
+        if self.problem_type is ProblemType.BINARY and (
+            target.type is not ColumnType.BOOL and len(target.allowed or []) != 2
+        ):
+            raise ValueError("a binary target must be bool or list exactly two allowed values")
+        if self.problem_type is ProblemType.MULTICLASS and len(target.allowed or []) < 3:
+            raise ValueError("a multiclass target must list at least three allowed values")
+        return self
+
+    @property
+    def tables(self) -> dict[str, Table]:
+        """The source tables by role: ``entity`` and ``labels``."""
+        return {"entity": self.entity, "labels": self.labels}
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Entity columns a model may learn from: all but keys and the event time."""
+        skip = {*self.entity.primary_key, self.entity.event_time}
+        return [c for c in self.entity.columns if c not in skip]
+
+    def fingerprint(self) -> str:
+        """A short hash of the contract's content (not its formatting)."""
+        payload = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# --- loading with line numbers -----------------------------------------------------------
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple, int]]:
+    """Yield (path, 1-based line) for every node of a composed YAML document."""
+    yield path, node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            yield (*path, key), key_node.start_mark.line + 1
+            for sub_path, line in _line_index(value_node, (*path, key)):
+                if sub_path != (*path, key):
+                    yield sub_path, line
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _line_index(item, (*path, i))
+
+
+def _line_for(lines: dict[tuple, int], loc: tuple[Any, ...]) -> int | None:
+    # pydantic's loc may go deeper than the YAML (e.g. into a union branch): walk up.
+    loc = tuple(x for x in loc if not (isinstance(x, str) and x.startswith("function-")))
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+def parse_contract(text: str, origin: str = "<string>") -> Contract:
+    """Parse and validate a contract's YAML text; raise ContractError naming line and field."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}" if mark else origin
+        raise ContractError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise ContractError(f"{origin}: a contract is a YAML mapping, got {type(data).__name__}")
+    lines = dict(_line_index(node)) if node is not None else {}
+    try:
+        return Contract.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_for(lines, loc)
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{origin}:{line}: {field}: {msg}")
+        raise ContractError("invalid contract\n  " + "\n  ".join(problems)) from exc
+
+
+def load_contract(path: str | Path) -> Contract:
+    """Load one contract file."""
+    path = Path(path)
+    return parse_contract(path.read_text(encoding="utf-8"), origin=str(path))
+
+
+BUNDLED_DIR = Path(__file__).parent
+
+
+def load_contracts(directory: str | Path | None = None) -> dict[str, Contract]:
+    """Load every ``*.yaml`` contract in a folder (the bundled ones by default), by name."""
+    folder = Path(directory) if directory else BUNDLED_DIR
+    contracts: dict[str, Contract] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        contract = load_contract(path)
+        if contract.name in contracts:
+            raise ContractError(f"{path}: dataset name {contract.name!r} is used twice")
+        contracts[contract.name] = contract
+    if not contracts:
+        raise ContractError(f"{folder}: no *.yaml contracts found")
+    return contracts
+
