@@ -1,0 +1,1 @@
+"""Getting source rows into the platform: demo seeding and windowed ingestion."""

@@ -1,0 +1,233 @@
+"""The lake: partitioned parquet files under one base path, local or any fsspec URL.
+
+Each asset partition is one parquet file at ``<base>/<asset key path>/<partition>.parquet``.
+Writes go to a temporary name beside the target and are renamed into place, so a run that dies
+mid-write leaves the previous version of the partition intact and readers never see half a file.
+"""
+
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from upath import UPath
+
+log = logging.getLogger(__name__)
+
+PARQUET_COMPRESSION = "zstd"
+
+
+def schema_hash(schema: Mapping[str, pl.DataType] | pl.Schema) -> str:
+    """A short, stable hash of column names and types, to spot schema changes at a glance."""
+    text = ";".join(f"{name}:{dtype}" for name, dtype in schema.items())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Chunks:
+    """A stream of same-shaped DataFrames to be written as one partition without collecting it.
+
+    ``on_chunk`` sees each chunk as it passes (to gather statistics); ``empty_schema`` is the
+    schema written when the stream yields nothing, so an empty partition is still a valid file.
+    """
+
+    frames: Iterable[pl.DataFrame]
+    empty_schema: Mapping[str, pl.DataType]
+    on_chunk: Callable[[pl.DataFrame], None] | None = None
+    rows: int = field(default=0, init=False)
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        for frame in self.frames:
+            self.rows += frame.height
+            if self.on_chunk is not None:
+                self.on_chunk(frame)
+            yield frame
+
+
+def _unify(a: pa.Schema, b: pa.Schema) -> pa.Schema:
+    """The schema both can be cast to: columns whose types disagree become strings."""
+    fields = []
+    for f in a:
+        other = b.field(f.name).type if f.name in b.names else f.type
+        fields.append(f if other == f.type or pa.types.is_null(other) else pa.field(f.name, pa.large_string()))
+    return pa.schema(fields)
+
+
+class Lake(dg.ConfigurableResource):
+    """Where assets' partitions live: a local folder by default, any fsspec URL (``s3://...``)."""
+
+    base_path: str = ".ml_assets/lake"
+
+    def root(self) -> UPath:
+        return UPath(self.base_path)
+
+    def path(self, asset_key: dg.AssetKey, partition: str | None) -> UPath:
+        """The file of one partition (or of the whole asset when unpartitioned)."""
+        folder = self.root().joinpath(*asset_key.path)
+        return folder / f"{partition or '__all__'}.parquet"
+
+    def exists(self, asset_key: dg.AssetKey, partition: str | None) -> bool:
+        return self.path(asset_key, partition).exists()
+
+    def write(self, asset_key: dg.AssetKey, partition: str | None, data: Any) -> dict[str, Any]:
+        """Write a DataFrame, LazyFrame or Chunks atomically; return rows and schema hash."""
+        target = self.path(asset_key, partition)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            if isinstance(data, pl.LazyFrame):
+                data = data.collect(engine="streaming")
+            if isinstance(data, pl.DataFrame):
+                with tmp.open("wb") as fh:
+                    data.write_parquet(fh, compression=PARQUET_COMPRESSION)
+                rows, schema = data.height, data.schema
+            elif isinstance(data, Chunks):
+                rows, schema = self._write_chunks(tmp, data)
+            else:
+                raise TypeError(f"the lake stores polars frames or Chunks, not {type(data).__name__}")
+            # The rename is the commit point: until here the old partition is untouched.
+            tmp.rename(target)
+        except BaseException:
+            if tmp.exists():
+                tmp.unlink()
+            raise
+        return {"rows": rows, "schema_hash": schema_hash(schema), "path": str(target)}
+
+    def _write_chunks(self, tmp: UPath, chunks: Chunks) -> tuple[int, pl.Schema]:
+        writer: pq.ParquetWriter | None = None
+        schema: pa.Schema | None = None
+        with tmp.open("wb") as fh:
+            for frame in chunks:
+                table = frame.to_arrow()
+                if writer is None:
+                    schema = table.schema
+                    writer = pq.ParquetWriter(fh, schema, compression=PARQUET_COMPRESSION)
+                elif table.schema != schema:
+                    # A later chunk disagrees on a column's type (dirty source data): restart
+                    # the file with a schema wide enough for both. Rare, so rewriting is fine.
+                    writer.close()
+                    return self._rewrite_wider(tmp, chunks, frame, table.schema)
+                writer.write_table(table)
+            if writer is None:
+                empty = pl.DataFrame(schema=dict(chunks.empty_schema))
+                empty.write_parquet(fh, compression=PARQUET_COMPRESSION)
+                return 0, empty.schema
+            writer.close()
+        return chunks.rows, pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+
+    def _rewrite_wider(
+        self, tmp: UPath, chunks: Chunks, current: pl.DataFrame, current_schema: pa.Schema
+    ) -> tuple[int, pl.Schema]:
+        with tmp.open("rb") as fh:
+            written = pl.read_parquet(fh)
+        wide = _unify(written.to_arrow().schema, current_schema)
+        wide = _unify(wide, written.to_arrow().schema)
+        string_cols = [f.name for f in wide if pa.types.is_large_string(f.type)]
+
+        def widen(frame: pl.DataFrame) -> pl.DataFrame:
+            return frame.with_columns(pl.col(c).cast(pl.String) for c in string_cols)
+
+        with tmp.open("wb") as fh:
+            first = widen(written)
+            writer = pq.ParquetWriter(fh, first.to_arrow().schema, compression=PARQUET_COMPRESSION)
+            writer.write_table(first.to_arrow())
+            target_schema = first.schema
+            for frame in [current, *chunks]:
+                frame = widen(frame)
+                if frame.schema != target_schema:
+                    frame = frame.with_columns(
+                        pl.col(c).cast(pl.String) for c, t in frame.schema.items() if t != target_schema[c]
+                    ).cast(dict(target_schema.items()), strict=False)
+                writer.write_table(frame.to_arrow())
+            writer.close()
+        return chunks.rows, target_schema
+
+    def scan(self, asset_key: dg.AssetKey, partitions: Iterable[str | None]) -> pl.LazyFrame:
+        """A lazy view over some partitions; a missing partition is an error naming it."""
+        paths = []
+        for p in partitions:
+            path = self.path(asset_key, p)
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"{asset_key.to_user_string()} partition {p!r} is not materialized ({path})"
+                )
+            paths.append(str(path))
+        if not paths:
+            raise ValueError(f"no partitions of {asset_key.to_user_string()} requested")
+        return pl.scan_parquet(paths, storage_options=self._storage_options())
+
+    def _storage_options(self) -> dict[str, Any] | None:
+        opts = dict(getattr(self.root(), "storage_options", {}) or {})
+        return opts or None
+
+    def parquet_stats(self, asset_key: dg.AssetKey, partition: str) -> dict[str, Any] | None:
+        """Row count and per-column null counts from a partition's parquet footer (no data read)."""
+        path = self.path(asset_key, partition)
+        if not path.exists():
+            return None
+        with path.open("rb") as fh:
+            meta = pq.ParquetFile(fh).metadata
+            nulls: dict[str, int] = {}
+            for rg in range(meta.num_row_groups):
+                group = meta.row_group(rg)
+                for ci in range(group.num_columns):
+                    col = group.column(ci)
+                    stats = col.statistics
+                    name = col.path_in_schema
+                    if stats is not None and stats.has_null_count:
+                        nulls[name] = nulls.get(name, 0) + stats.null_count
+        return {"rows": meta.num_rows, "nulls": nulls}
+
+
+class LakeIOManager(dg.ConfigurableIOManager):
+    """Stores asset outputs in the :class:`Lake`; loads inputs as polars LazyFrames.
+
+    An output may be a DataFrame, a LazyFrame, :class:`Chunks`, or, for a run over a range of
+    partitions, a dict of those by partition key. Inputs load lazily, so a downstream asset reads
+    only what it uses; an input whose definition metadata sets ``by_partition`` loads as a dict.
+    """
+
+    lake: Lake
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        key = context.asset_key
+        if context.has_asset_partitions:
+            keys = list(context.asset_partition_keys)
+            items = obj if isinstance(obj, dict) else {keys[0]: obj}
+            missing = set(keys) - set(items)
+            if missing:
+                raise ValueError(f"{key.to_user_string()}: no output for partitions {sorted(missing)}")
+        else:
+            items = {None: obj}
+        total = 0
+        hashes = set()
+        for partition, data in items.items():
+            written = self.lake.write(key, partition, data)
+            total += written["rows"]
+            hashes.add(written["schema_hash"])
+            context.log.debug(f"wrote {written['rows']} rows to {written['path']}")
+        context.add_output_metadata(
+            {
+                "dagster/row_count": total,
+                "lake_path": dg.MetadataValue.path(str(self.lake.path(key, None).parent)),
+                "stored_schema_hash": ", ".join(sorted(hashes)),
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> pl.LazyFrame | dict[str, pl.LazyFrame]:
+        key = context.asset_key
+        partitions: list[str | None] = (
+            list(context.asset_partition_keys) if context.has_asset_partitions else [None]
+        )
+        if (context.definition_metadata or {}).get("by_partition"):
+            return {p: self.lake.scan(key, [p]) for p in partitions if p is not None}
+        return self.lake.scan(key, partitions)

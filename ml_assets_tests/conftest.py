@@ -1,0 +1,39 @@
+"""Shared fixtures: real databases only."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database for this test session, dropped at the end.
+
+    The server is ``ML_ASSETS_TEST_PG_URL`` (default: local ``test`` database, trust auth).
+    An unreachable server fails the tests that need it: it is never skipped.
+    """
+    admin_url = sa.make_url(os.environ.get("ML_ASSETS_TEST_PG_URL", DEFAULT_PG_URL))
+    name = f"mlassets_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        raise RuntimeError(
+            f"PostgreSQL at {admin_url.render_as_string(hide_password=True)} is unreachable; "
+            "start it or set ML_ASSETS_TEST_PG_URL"
+        ) from exc
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
