@@ -1,10 +1,10 @@
 """``ml-assets``: seed the demo source, run the pipeline end to end, inspect contracts.
 
-    ml-assets demo                    seed the SQLite demo source and run every dataset's job
-    ml-assets seed [--url URL]        seed a SQLAlchemy database with the demo tables
-    ml-assets run DATASET             run one dataset's job over all its partitions (one run)
-    ml-assets contract check FILE     validate a contract file
-    ml-assets contract diff OLD NEW   list changes between two contract versions (exit 1 if breaking)
+ml-assets demo                    seed the SQLite demo source and run every dataset's job
+ml-assets seed [--url URL]        seed a SQLAlchemy database with the demo tables
+ml-assets run DATASET             run one dataset's job over all its partitions (one run)
+ml-assets contract check FILE     validate a contract file
+ml-assets contract diff OLD NEW   list changes between two contract versions (exit 1 if breaking)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _out(text: str = "") -> None:
     sys.stdout.flush()
 
 
-def _contracts(folder: str | None):  # noqa: ANN202 - returns dict[str, Contract]
+def _contracts(folder: str | None):
     from ml_assets.contracts import load_contracts
 
     return load_contracts(folder or os.environ.get("ML_ASSETS_CONTRACTS") or None)
@@ -42,14 +42,20 @@ def cmd_seed(args: argparse.Namespace) -> int:
     names = args.dataset or [n for n, c in contracts.items() if c.demo is not None]
     for name in names:
         t0 = time.perf_counter()
-        counts = seed_demo(url, contracts[name], quality=args.quality, rows=args.rows, seed=args.seed)
+        counts = seed_demo(
+            url, contracts[name], quality=args.quality, rows=args.rows, seed=args.seed
+        )
         took = time.perf_counter() - t0
-        _out(f"seeded {name}: " + ", ".join(f"{t} {n:,} rows" for t, n in counts.items()) + f" ({took:.1f} s)")
+        _out(
+            f"seeded {name}: "
+            + ", ".join(f"{t} {n:,} rows" for t, n in counts.items())
+            + f" ({took:.1f} s)"
+        )
     _out(f"source database: {url}")
     return 0
 
 
-def run_dataset(name: str, instance=None) -> bool:  # noqa: ANN001
+def run_dataset(name: str, instance=None) -> bool:
     """Run a dataset's pipeline job over all its partitions as one run; True if it succeeded."""
     import dagster as dg
 
@@ -66,7 +72,9 @@ def run_dataset(name: str, instance=None) -> bool:  # noqa: ANN001
     result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
     took = time.perf_counter() - t0
     status = "succeeded" if result.success else "FAILED"
-    _out(f"{name}: {len(keys)} partitions ({keys[0]} .. {keys[-1]}) in one run, {status} in {took:.1f} s")
+    _out(
+        f"{name}: {len(keys)} partitions ({keys[0]} .. {keys[-1]}) in one run, {status} in {took:.1f} s"
+    )
     for check in result.get_asset_check_evaluations():
         mark = "ok  " if check.passed else ("WARN" if check.severity.value == "WARN" else "FAIL")
         desc = f" - {check.description}" if check.description and not check.passed else ""
@@ -101,7 +109,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _out()
     _out(f"lake (parquet, one file per partition): {settings.home() / 'lake'}")
     _out(f"Dagster run history: {dagster_home}")
-    _out("open the UI:  DAGSTER_HOME=" + str(dagster_home) + " .venv/bin/dagster dev -w workspace.yaml")
+    _out(
+        "open the UI:  DAGSTER_HOME="
+        + str(dagster_home)
+        + " .venv/bin/dagster dev -w workspace.yaml"
+    )
     return 0 if ok else 1
 
 
@@ -112,7 +124,9 @@ def cmd_contract(args: argparse.Namespace) -> int:
         if args.action == "check":
             for f in args.files:
                 c = load_contract(f)
-                _out(f"{f}: ok ({c.name} v{c.version}, {c.problem_type.value}, fingerprint {c.fingerprint()})")
+                _out(
+                    f"{f}: ok ({c.name} v{c.version}, {c.problem_type.value}, fingerprint {c.fingerprint()})"
+                )
             return 0
         old, new = load_contract(args.files[0]), load_contract(args.files[1])
     except ContractError as exc:
@@ -127,8 +141,12 @@ def cmd_contract(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="ml-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    parser = argparse.ArgumentParser(
+        prog="ml-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="seed the demo source and run every dataset end to end")
@@ -139,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="SQLAlchemy URL (default: the embedded SQLite file)")
     p.add_argument("--contracts", help="folder of contract YAML files")
     p.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
-    p.add_argument("--quality", action="store_true", help="the data-quality variant with missing values")
+    p.add_argument(
+        "--quality", action="store_true", help="the data-quality variant with missing values"
+    )
     p.add_argument("--rows", type=int, help="resample to this many entity rows")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_seed)

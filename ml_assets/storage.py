@@ -5,7 +5,6 @@ Writes go to a temporary name beside the target and are renamed into place, so a
 mid-write leaves the previous version of the partition intact and readers never see half a file.
 """
 
-
 import hashlib
 import logging
 import uuid
@@ -56,7 +55,9 @@ def _unify(a: pa.Schema, b: pa.Schema) -> pa.Schema:
     fields = []
     for f in a:
         other = b.field(f.name).type if f.name in b.names else f.type
-        fields.append(f if other == f.type or pa.types.is_null(other) else pa.field(f.name, pa.large_string()))
+        fields.append(
+            f if other == f.type or pa.types.is_null(other) else pa.field(f.name, pa.large_string())
+        )
     return pa.schema(fields)
 
 
@@ -91,7 +92,9 @@ class Lake(dg.ConfigurableResource):
             elif isinstance(data, Chunks):
                 rows, schema = self._write_chunks(tmp, data)
             else:
-                raise TypeError(f"the lake stores polars frames or Chunks, not {type(data).__name__}")
+                raise TypeError(
+                    f"the lake stores polars frames or Chunks, not {type(data).__name__}"
+                )
             # The rename is the commit point: until here the old partition is untouched.
             tmp.rename(target)
         except BaseException:
@@ -143,7 +146,9 @@ class Lake(dg.ConfigurableResource):
                 frame = widen(frame)
                 if frame.schema != target_schema:
                     frame = frame.with_columns(
-                        pl.col(c).cast(pl.String) for c, t in frame.schema.items() if t != target_schema[c]
+                        pl.col(c).cast(pl.String)
+                        for c, t in frame.schema.items()
+                        if t != target_schema[c]
                     ).cast(dict(target_schema.items()), strict=False)
                 writer.write_table(frame.to_arrow())
             writer.close()
@@ -205,7 +210,9 @@ class LakeIOManager(dg.ConfigurableIOManager):
             items = obj if isinstance(obj, dict) else {keys[0]: obj}
             missing = set(keys) - set(items)
             if missing:
-                raise ValueError(f"{key.to_user_string()}: no output for partitions {sorted(missing)}")
+                raise ValueError(
+                    f"{key.to_user_string()}: no output for partitions {sorted(missing)}"
+                )
         else:
             items = {None: obj}
         total = 0

@@ -45,7 +45,9 @@ def _column_changes(where: str, old: Column, new: Column) -> list[Change]:
             removed = [v for v in (old.allowed or []) if v not in new.allowed]
             added = [v for v in new.allowed if v not in (old.allowed or [])]
             if old.allowed is None or removed:
-                out.append(Change(True, where, f"allowed values removed: {removed or 'restricted'}"))
+                out.append(
+                    Change(True, where, f"allowed values removed: {removed or 'restricted'}")
+                )
             if added:
                 out.append(Change(False, where, f"allowed values added: {added}"))
     if old.pii != new.pii:
@@ -65,9 +67,7 @@ def diff_contracts(old: Contract, new: Contract) -> list[Change]:
         if o.key != n.key:
             changes.append(Change(True, f"{role}.key", f"{o.key} -> {n.key}"))
         if o.time_column != n.time_column:
-            changes.append(
-                Change(True, f"{role}.time", f"{o.time_column} -> {n.time_column}")
-            )
+            changes.append(Change(True, f"{role}.time", f"{o.time_column} -> {n.time_column}"))
         if (o.table, o.query) != (n.table, n.query):
             changes.append(Change(False, f"{role}.source", "table or query changed"))
         for col in o.columns:
@@ -79,7 +79,11 @@ def diff_contracts(old: Contract, new: Contract) -> list[Change]:
             if col not in o.columns:
                 nullable = n.columns[col].nullable
                 changes.append(
-                    Change(not nullable, f"{role}.{col}", "column added" + ("" if nullable else " (not nullable)"))
+                    Change(
+                        not nullable,
+                        f"{role}.{col}",
+                        "column added" + ("" if nullable else " (not nullable)"),
+                    )
                 )
     if old.target != new.target:
         changes.append(Change(True, "target", f"{old.target} -> {new.target}"))

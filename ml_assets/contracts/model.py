@@ -91,7 +91,11 @@ class Column(_Strict):
             if self.type in (ColumnType.DATETIME, ColumnType.DATE, ColumnType.FLOAT):
                 raise ValueError(f"allowed does not apply to {self.type.value} columns")
             want = {ColumnType.INT: int, ColumnType.BOOL: bool}.get(self.type, str)
-            bad = [v for v in self.allowed if not isinstance(v, want) or (want is int and isinstance(v, bool))]
+            bad = [
+                v
+                for v in self.allowed
+                if not isinstance(v, want) or (want is int and isinstance(v, bool))
+            ]
             if bad:
                 raise ValueError(f"allowed values {bad!r} are not of type {self.type.value}")
             if len(set(self.allowed)) != len(self.allowed):
@@ -364,4 +368,3 @@ def load_contracts(directory: str | Path | None = None) -> dict[str, Contract]:
     if not contracts:
         raise ContractError(f"{folder}: no *.yaml contracts found")
     return contracts
-

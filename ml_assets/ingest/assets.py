@@ -1,6 +1,5 @@
 """Raw assets: one per source table of each contract, time-partitioned, loaded incrementally."""
 
-
 import dagster as dg
 import polars as pl
 import sqlalchemy as sa
@@ -93,7 +92,9 @@ def build_raw_asset(contract: Contract, role: str) -> dg.AssetsDefinition:
             "time_column": table.time_column,
         },
     )
-    def raw(context: dg.AssetExecutionContext, source: SqlSource, lake: Lake) -> dg.MaterializeResult:
+    def raw(
+        context: dg.AssetExecutionContext, source: SqlSource, lake: Lake
+    ) -> dg.MaterializeResult:
         engine = source.engine(contract)
         keys = context.partition_keys
         per_partition: dict[str, int] = {}
@@ -103,7 +104,9 @@ def build_raw_asset(contract: Contract, role: str) -> dg.AssetsDefinition:
             start, end = window(pdef, pk)
             stats = _WindowStats(table.time_column)
             chunks = Chunks(
-                read_window(engine, table, to_naive_utc(start), to_naive_utc(end), source.chunk_rows),
+                read_window(
+                    engine, table, to_naive_utc(start), to_naive_utc(end), source.chunk_rows
+                ),
                 empty_schema=raw_schema(table),
                 on_chunk=stats,
             )

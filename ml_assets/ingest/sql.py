@@ -75,11 +75,16 @@ def _column(name: str, values: list, expected: pl.DataType) -> pl.Series:
         return pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.String)
 
 
-def rows_to_frame(names: list[str], rows: list[tuple], expected: dict[str, pl.DataType]) -> pl.DataFrame:
+def rows_to_frame(
+    names: list[str], rows: list[tuple], expected: dict[str, pl.DataType]
+) -> pl.DataFrame:
     """Build a chunk column by column, at the expected type where every value fits it."""
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     return pl.DataFrame(
-        [_column(n, list(c), expected.get(n, pl.String())) for n, c in zip(names, columns, strict=True)]
+        [
+            _column(n, list(c), expected.get(n, pl.String()))
+            for n, c in zip(names, columns, strict=True)
+        ]
     )
 
 

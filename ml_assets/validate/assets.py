@@ -1,6 +1,5 @@
 """Validated and quarantine assets, with the data-quality checks that guard them."""
 
-
 import statistics
 from collections.abc import Iterator
 
@@ -47,9 +46,7 @@ def quarantine_key(contract: Contract, role: str) -> dg.AssetKey:
     return dg.AssetKey([contract.name, "quarantine", role])
 
 
-def _baseline(
-    lake: Lake, key: dg.AssetKey, earlier: list[str], n: int
-) -> list[dict]:
+def _baseline(lake: Lake, key: dg.AssetKey, earlier: list[str], n: int) -> list[dict]:
     stats = []
     for pk in reversed(earlier):
         s = lake.parquet_stats(key, pk)
@@ -166,14 +163,20 @@ def build_validated_assets(contract: Contract, role: str) -> dg.AssetsDefinition
             if base:
                 median_rows = statistics.median(b["rows"] for b in base)
                 ratio = config.row_count_ratio
-                if median_rows > 0 and not (median_rows / ratio <= report.valid <= median_rows * ratio):
+                if median_rows > 0 and not (
+                    median_rows / ratio <= report.valid <= median_rows * ratio
+                ):
                     row_warnings.append(f"{pk}: {report.valid} rows vs median {median_rows:g}")
                 for col in table.columns:
                     rows = [b["rows"] for b in base]
                     base_rate = sum(b["nulls"].get(col, 0) for b in base) / max(sum(rows), 1)
-                    rate = valid.get_column(col).null_count() / valid.height if valid.height else 0.0
+                    rate = (
+                        valid.get_column(col).null_count() / valid.height if valid.height else 0.0
+                    )
                     if rate > base_rate + config.null_rate_tolerance:
-                        null_warnings.append(f"{pk}: {col} {rate:.1%} null vs {base_rate:.1%} recently")
+                        null_warnings.append(
+                            f"{pk}: {col} {rate:.1%} null vs {base_rate:.1%} recently"
+                        )
 
         reasons_md = "\n".join(
             f"| {reason} | {count} |" for reason, count in total.reasons.most_common(20)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import pandera.polars as pa
 import polars as pl
 
-from ml_assets.contracts.model import Table
-from ml_assets.validate.schema import TYPED, cast_expr, pandera_schema
+from ml_assets.contracts.model import ColumnType, Table
+from ml_assets.validate.schema import TYPED, cast_expr, pandera_schema, parse_datetimes
 
 ROW = "__row"
 REASON = "_reason"
@@ -79,7 +79,11 @@ def split_valid(
         if name in report.missing_columns:
             typed_cols.append(pl.lit(None, dtype=TYPED[col.type]).alias(name))
             continue
-        typed = cast_expr(name, col, raw.schema[name], timezone).alias(name)
+        if col.type is ColumnType.DATETIME and raw.schema[name] == pl.String:
+            # Evaluated eagerly so clean data takes one parse instead of one per known format.
+            typed = pl.lit(parse_datetimes(raw.get_column(name), timezone)).alias(name)
+        else:
+            typed = cast_expr(name, col, raw.schema[name], timezone).alias(name)
         typed_cols.append(typed)
         if raw.schema[name] != TYPED[col.type]:
             bad = pl.col(name).is_not_null() & typed.is_null()
@@ -108,14 +112,18 @@ def split_valid(
             wrong_typed.drop_nulls("c"), on=[ROW, "c"], how="anti"
         ).filter(~pl.col("c").is_in(report.missing_columns).fill_null(False))
         reasons = pl.concat([reasons, rule_reasons.select(ROW, "r")])
-    per_row = reasons.group_by(ROW).agg(pl.col("r").unique(maintain_order=True).str.join("; ").alias(REASON))
+    per_row = reasons.group_by(ROW).agg(
+        pl.col("r").unique(maintain_order=True).str.join("; ").alias(REASON)
+    )
 
     bad_rows = per_row.get_column(ROW)
     valid = typed.filter(~pl.col(ROW).is_in(bad_rows.implode())).drop(ROW)
     text_cols = [pl.col(c).cast(pl.String) for c in table.columns if c in raw.columns]
     text_cols += [pl.lit(None, dtype=pl.String).alias(c) for c in report.missing_columns]
     if report.extra_columns:
-        extra = pl.struct([pl.col(c).cast(pl.String) for c in report.extra_columns]).struct.json_encode()
+        extra = pl.struct(
+            [pl.col(c).cast(pl.String) for c in report.extra_columns]
+        ).struct.json_encode()
     else:
         extra = pl.lit(None, dtype=pl.String)
     quarantined = (
@@ -140,7 +148,11 @@ def _pandera_failures(typed: pl.DataFrame, schema: pa.DataFrameSchema) -> pl.Dat
     try:
         schema.validate(typed, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        cases = pl.DataFrame(exc.failure_cases) if not isinstance(exc.failure_cases, pl.DataFrame) else exc.failure_cases
+        cases = (
+            pl.DataFrame(exc.failure_cases)
+            if not isinstance(exc.failure_cases, pl.DataFrame)
+            else exc.failure_cases
+        )
         cases = cases.filter(pl.col("index").is_not_null())
         return cases.select(
             pl.col("index").cast(pl.UInt32).alias(ROW),

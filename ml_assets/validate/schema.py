@@ -32,14 +32,27 @@ def typed_dtype(column: Column) -> pl.DataType:
 
 def _parse_datetime_text(expr: pl.Expr, tz: str) -> pl.Expr:
     text = expr.str.strip_chars().str.replace("T", " ", literal=True).str.replace(r"Z$", "+00:00")
-    aware = [text.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC") for f in _AWARE_FORMATS]
+    aware = [
+        text.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC")
+        for f in _AWARE_FORMATS
+    ]
     naive = [
-        text.str.to_datetime(f, strict=False, time_unit="us").dt.replace_time_zone(
-            tz, ambiguous="earliest", non_existent="null"
-        ).dt.convert_time_zone("UTC")
+        text.str.to_datetime(f, strict=False, time_unit="us")
+        .dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+        .dt.convert_time_zone("UTC")
         for f in _NAIVE_FORMATS
     ]
     return pl.coalesce(*aware, *naive)
+
+
+def parse_datetimes(values: pl.Series, tz: str) -> pl.Series:
+    """Parse timestamp text to UTC; the common ISO shape first, every other shape only if needed."""
+    fast = values.str.to_datetime(_NAIVE_FORMATS[0], strict=False, time_unit="us")
+    if fast.null_count() == values.null_count():
+        return fast.dt.replace_time_zone(
+            tz, ambiguous="earliest", non_existent="null"
+        ).dt.convert_time_zone("UTC")
+    return pl.select(_parse_datetime_text(pl.lit(values), tz).alias(values.name)).to_series()
 
 
 def cast_expr(name: str, column: Column, source: pl.DataType, tz: str) -> pl.Expr:
@@ -79,12 +92,16 @@ def cast_expr(name: str, column: Column, source: pl.DataType, tz: str) -> pl.Exp
     if kind is ColumnType.INT:
         if source.is_float():
             # 3.0 is an int; 3.5 is not.
-            return pl.when(col == col.round(0)).then(col.cast(pl.Int64, strict=False)).otherwise(None)
+            return (
+                pl.when(col == col.round(0)).then(col.cast(pl.Int64, strict=False)).otherwise(None)
+            )
         if source == pl.String:
             text = col.str.strip_chars()
             as_int = text.cast(pl.Int64, strict=False)
             as_float = text.cast(pl.Float64, strict=False)
-            whole = pl.when(as_float == as_float.round(0)).then(as_float.cast(pl.Int64, strict=False))
+            whole = pl.when(as_float == as_float.round(0)).then(
+                as_float.cast(pl.Int64, strict=False)
+            )
             return pl.coalesce(as_int, whole)
         return col.cast(pl.Int64, strict=False)
     if kind is ColumnType.FLOAT:

@@ -1,0 +1,39 @@
+# Two commands (see README):  make demo  |  make test
+# Both bootstrap the pinned environment from uv.lock first; nothing else needs installing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := .venv
+
+.PHONY: install demo test lint ui bench clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+.venv/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --extra dev --python $(PYTHON)
+	touch $@
+
+install: .venv/.synced
+
+demo: install
+	.venv/bin/ml-assets demo
+
+test: install
+	bash scripts/system-deps.sh
+	.venv/bin/ruff check ml_assets ml_assets_tests bench
+	.venv/bin/ruff format --check ml_assets ml_assets_tests bench
+	.venv/bin/pytest -n 2 --dist loadgroup -p no:cacheprovider
+
+lint: install
+	.venv/bin/ruff check --fix ml_assets ml_assets_tests bench
+	.venv/bin/ruff format ml_assets ml_assets_tests bench
+
+ui: install
+	DAGSTER_HOME=$${DAGSTER_HOME:-$$PWD/.ml_assets/dagster_home} .venv/bin/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf .ml_assets
