@@ -37,3 +37,21 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def contracts():  # noqa: ANN201 - dict[str, Contract]
+    from ml_assets.contracts import load_contracts
+
+    return load_contracts()
+
+
+@pytest.fixture(scope="session")
+def car_loan_sqlite(tmp_path_factory: pytest.TempPathFactory, contracts) -> str:  # noqa: ANN001
+    """A SQLite source seeded once with the car-loan demo tables. Tests must not write to it."""
+    from ml_assets.ingest.demo import seed_demo
+
+    path = tmp_path_factory.mktemp("car_loan_source") / "source.sqlite"
+    url = f"sqlite:///{path}"
+    seed_demo(url, contracts["car_loan"])
+    return url
