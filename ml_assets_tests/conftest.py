@@ -40,14 +40,14 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def contracts():  # noqa: ANN201 - dict[str, Contract]
+def contracts():
     from ml_assets.contracts import load_contracts
 
     return load_contracts()
 
 
 @pytest.fixture(scope="session")
-def car_loan_sqlite(tmp_path_factory: pytest.TempPathFactory, contracts) -> str:  # noqa: ANN001
+def car_loan_sqlite(tmp_path_factory: pytest.TempPathFactory, contracts) -> str:
     """A SQLite source seeded once with the car-loan demo tables. Tests must not write to it."""
     from ml_assets.ingest.demo import seed_demo
 

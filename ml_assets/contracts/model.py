@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,6 +26,18 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 class ContractError(ValueError):
     """A contract file that cannot be used; the message names the file, line and field."""
+
+
+class FieldError(ValueError):
+    """A rule broken by a field below the model that checks it; ``loc`` is relative to it.
+
+    A model validator's error is reported at the model itself; this lets a cross-field check
+    point at the field (and so the line) that is actually wrong.
+    """
+
+    def __init__(self, loc: tuple[Any, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 class ColumnType(StrEnum):
@@ -116,10 +129,21 @@ class Partitioning(_Strict):
     end: dt.date | None = None
     timezone: str = "UTC"
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown timezone {v!r} (use an IANA name like Europe/Amsterdam)"
+            ) from exc
+        return v
+
     @model_validator(mode="after")
     def _end_after_start(self) -> Partitioning:
         if self.end is not None and self.end <= self.start:
-            raise ValueError("end must be after start")
+            raise FieldError(("end",), "end must be after start")
         return self
 
 
@@ -136,12 +160,15 @@ class Table(_Strict):
     @model_validator(mode="after")
     def _table_or_query(self) -> Table:
         if (self.table is None) == (self.query is None):
-            raise ValueError("give exactly one of 'table' or 'query'")
+            where = ("query",) if self.query is not None else ()
+            raise FieldError(where, "give exactly one of 'table' or 'query'")
         if self.table is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", self.table):
-            raise ValueError(f"table name {self.table!r} is not a plain SQL identifier")
+            raise FieldError(("table",), f"table name {self.table!r} is not a plain SQL identifier")
         for name in self.columns:
             if not NAME_RE.match(name):
-                raise ValueError(f"column name {name!r} must be lower snake_case")
+                raise FieldError(
+                    ("columns", name), f"column name {name!r} must be lower snake_case"
+                )
         return self
 
     @property
@@ -152,17 +179,23 @@ class Table(_Strict):
     def key(self) -> list[str]:
         raise NotImplementedError
 
-    def _check_named(self, names: list[str], what: str) -> None:
-        for n in names:
+    def _check_named(self, names: list[str], what: str, field: str) -> None:
+        for i, n in enumerate(names):
             if n not in self.columns:
-                raise ValueError(f"{what} {n!r} is not one of the declared columns")
+                raise FieldError((field, i), f"{what} {n!r} is not one of the declared columns")
 
-    def _check_time(self) -> None:
-        self._check_named([self.time_column], "time column")
-        if self.columns[self.time_column].type is not ColumnType.DATETIME:
-            raise ValueError(f"time column {self.time_column!r} must have type datetime")
-        if self.columns[self.time_column].nullable:
-            raise ValueError(f"time column {self.time_column!r} cannot be nullable")
+    def _check_time(self, field: str) -> None:
+        name = self.time_column
+        if name not in self.columns:
+            raise FieldError((field,), f"time column {name!r} is not one of the declared columns")
+        if self.columns[name].type is not ColumnType.DATETIME:
+            raise FieldError(
+                ("columns", name, "type"), f"time column {name!r} must have type datetime"
+            )
+        if self.columns[name].nullable:
+            raise FieldError(
+                ("columns", name, "nullable"), f"time column {name!r} cannot be nullable"
+            )
 
 
 class EntityTable(Table):
@@ -182,12 +215,14 @@ class EntityTable(Table):
     @model_validator(mode="after")
     def _names_exist(self) -> EntityTable:
         if not self.primary_key:
-            raise ValueError("primary_key must name at least one column")
-        self._check_named(self.primary_key, "primary key column")
+            raise FieldError(("primary_key",), "primary_key must name at least one column")
+        self._check_named(self.primary_key, "primary key column", "primary_key")
         for k in self.primary_key:
             if self.columns[k].nullable:
-                raise ValueError(f"primary key column {k!r} cannot be nullable")
-        self._check_time()
+                raise FieldError(
+                    ("columns", k, "nullable"), f"primary key column {k!r} cannot be nullable"
+                )
+        self._check_time("event_time")
         return self
 
 
@@ -209,8 +244,8 @@ class LabelTable(Table):
 
     @model_validator(mode="after")
     def _names_exist(self) -> LabelTable:
-        self._check_named(self.key_columns, "key column")
-        self._check_time()
+        self._check_named(self.key_columns, "key column", "key")
+        self._check_time("observed_at")
         return self
 
 
@@ -256,25 +291,35 @@ class Contract(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> Contract:
         if self.target not in self.labels.columns:
-            raise ValueError(f"target {self.target!r} is not a column of labels")
+            raise FieldError(("target",), f"target {self.target!r} is not a column of labels")
         if self.target in self.entity.columns:
-            raise ValueError(f"target {self.target!r} must not be an entity column (leakage)")
+            raise FieldError(
+                ("target",), f"target {self.target!r} must not be an entity column (leakage)"
+            )
         ent_keys = [self.entity.columns[k].type for k in self.entity.primary_key]
         lab_keys = [self.labels.columns[k].type for k in self.labels.key_columns]
         if len(self.labels.key_columns) != len(self.entity.primary_key) or ent_keys != lab_keys:
-            raise ValueError("labels.key must match entity.primary_key in number and types")
+            raise FieldError(
+                ("labels", "key"), "labels.key must match entity.primary_key in number and types"
+            )
         target = self.labels.columns[self.target]
+        where = ("labels", "columns", self.target)
         if self.problem_type is ProblemType.REGRESSION and target.type not in (
             ColumnType.INT,
             ColumnType.FLOAT,
         ):
-            raise ValueError("a regression target must be int or float")
+            raise FieldError((*where, "type"), "a regression target must be int or float")
         if self.problem_type is ProblemType.BINARY and (
             target.type is not ColumnType.BOOL and len(target.allowed or []) != 2
         ):
-            raise ValueError("a binary target must be bool or list exactly two allowed values")
+            raise FieldError(
+                (*where, "allowed"),
+                "a binary target must be bool or list exactly two allowed values",
+            )
         if self.problem_type is ProblemType.MULTICLASS and len(target.allowed or []) < 3:
-            raise ValueError("a multiclass target must list at least three allowed values")
+            raise FieldError(
+                (*where, "allowed"), "a multiclass target must list at least three allowed values"
+            )
         return self
 
     @property
@@ -332,7 +377,10 @@ def parse_contract(text: str, origin: str = "<string>") -> Contract:
         where = f"{origin}:{mark.line + 1}" if mark else origin
         raise ContractError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
     if not isinstance(data, dict):
-        raise ContractError(f"{origin}: a contract is a YAML mapping, got {type(data).__name__}")
+        line = node.start_mark.line + 1 if node is not None else 1
+        raise ContractError(
+            f"{origin}:{line}: (top level): a contract is a YAML mapping, got {type(data).__name__}"
+        )
     lines = dict(_line_index(node)) if node is not None else {}
     try:
         return Contract.model_validate(data)
@@ -340,6 +388,9 @@ def parse_contract(text: str, origin: str = "<string>") -> Contract:
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
+            cause = err.get("ctx", {}).get("error")
+            if isinstance(cause, FieldError):
+                loc = (*loc, *cause.loc)
             field = ".".join(str(p) for p in loc) or "(top level)"
             line = _line_for(lines, loc)
             msg = err["msg"].removeprefix("Value error, ")
@@ -350,7 +401,11 @@ def parse_contract(text: str, origin: str = "<string>") -> Contract:
 def load_contract(path: str | Path) -> Contract:
     """Load one contract file."""
     path = Path(path)
-    return parse_contract(path.read_text(encoding="utf-8"), origin=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ContractError(f"{path}: cannot read the contract: {exc}") from exc
+    return parse_contract(text, origin=str(path))
 
 
 BUNDLED_DIR = Path(__file__).parent
@@ -360,11 +415,18 @@ def load_contracts(directory: str | Path | None = None) -> dict[str, Contract]:
     """Load every ``*.yaml`` contract in a folder (the bundled ones by default), by name."""
     folder = Path(directory) if directory else BUNDLED_DIR
     contracts: dict[str, Contract] = {}
+    origins: dict[str, Path] = {}
     for path in sorted(folder.glob("*.yaml")):
         contract = load_contract(path)
         if contract.name in contracts:
-            raise ContractError(f"{path}: dataset name {contract.name!r} is used twice")
+            node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+            line = _line_for(dict(_line_index(node)), ("name",))
+            raise ContractError(
+                f"{path}:{line}: name: dataset name {contract.name!r} is already used by "
+                f"{origins[contract.name]}"
+            )
         contracts[contract.name] = contract
+        origins[contract.name] = path
     if not contracts:
         raise ContractError(f"{folder}: no *.yaml contracts found")
     return contracts

@@ -31,7 +31,7 @@ def _lake_digest(lake_dir: Path) -> dict[str, str]:
     return out
 
 
-def _source_rows(url: str, table, start, end) -> int:  # noqa: ANN001
+def _source_rows(url: str, table, start, end) -> int:
     """Rows of a contract table in [start, end), counted by the database itself."""
     from ml_assets.ingest.sql import to_naive_utc
 
