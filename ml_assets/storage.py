@@ -6,6 +6,7 @@ mid-write leaves the previous version of the partition intact and readers never 
 """
 
 import hashlib
+import itertools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -48,17 +49,6 @@ class Chunks:
             if self.on_chunk is not None:
                 self.on_chunk(frame)
             yield frame
-
-
-def _unify(a: pa.Schema, b: pa.Schema) -> pa.Schema:
-    """The schema both can be cast to: columns whose types disagree become strings."""
-    fields = []
-    for f in a:
-        other = b.field(f.name).type if f.name in b.names else f.type
-        fields.append(
-            f if other == f.type or pa.types.is_null(other) else pa.field(f.name, pa.large_string())
-        )
-    return pa.schema(fields)
 
 
 class Lake(dg.ConfigurableResource):
@@ -106,53 +96,64 @@ class Lake(dg.ConfigurableResource):
     def _write_chunks(self, tmp: UPath, chunks: Chunks) -> tuple[int, pl.Schema]:
         writer: pq.ParquetWriter | None = None
         schema: pa.Schema | None = None
+        stream = iter(chunks)
+        conflict: pl.DataFrame | None = None
         with tmp.open("wb") as fh:
-            for frame in chunks:
-                table = frame.to_arrow()
-                if writer is None:
-                    schema = table.schema
-                    writer = pq.ParquetWriter(fh, schema, compression=PARQUET_COMPRESSION)
-                elif table.schema != schema:
-                    # A later chunk disagrees on a column's type (dirty source data): restart
-                    # the file with a schema wide enough for both. Rare, so rewriting is fine.
-                    writer.close()
-                    return self._rewrite_wider(tmp, chunks, frame, table.schema)
-                writer.write_table(table)
+            try:
+                for frame in stream:
+                    table = frame.to_arrow()
+                    if writer is None:
+                        schema = table.schema
+                        writer = pq.ParquetWriter(fh, schema, compression=PARQUET_COMPRESSION)
+                    elif table.schema != schema:
+                        conflict = frame
+                        break
+                    writer.write_table(table)
+            except BaseException:
+                if writer is not None:
+                    writer.close()  # into the temporary file, which the caller then removes
+                raise
             if writer is None:
                 empty = pl.DataFrame(schema=dict(chunks.empty_schema))
                 empty.write_parquet(fh, compression=PARQUET_COMPRESSION)
                 return 0, empty.schema
             writer.close()
+        if conflict is not None:
+            # A later chunk disagrees on a column's type (dirty source data): restart the file
+            # with a schema wide enough for both. Rare, so rewriting what was written is fine.
+            return self._rewrite_wider(tmp, chunks, stream, conflict)
         return chunks.rows, pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
 
     def _rewrite_wider(
-        self, tmp: UPath, chunks: Chunks, current: pl.DataFrame, current_schema: pa.Schema
+        self, tmp: UPath, chunks: Chunks, rest: Iterator[pl.DataFrame], current: pl.DataFrame
     ) -> tuple[int, pl.Schema]:
         with tmp.open("rb") as fh:
             written = pl.read_parquet(fh)
-        wide = _unify(written.to_arrow().schema, current_schema)
-        wide = _unify(wide, written.to_arrow().schema)
-        string_cols = [f.name for f in wide if pa.types.is_large_string(f.type)]
+        differ = [
+            c for c, t in current.schema.items() if c in written.schema and written.schema[c] != t
+        ]
 
         def widen(frame: pl.DataFrame) -> pl.DataFrame:
-            return frame.with_columns(pl.col(c).cast(pl.String) for c in string_cols)
+            bad = differ + [c for c, t in frame.schema.items() if c in target and target[c] != t]
+            return frame.with_columns(pl.col(c).cast(pl.String) for c in set(bad))
 
+        target: dict[str, pl.DataType] = {}
+        first = widen(written)
+        target = dict(first.schema)
+        conflict: pl.DataFrame | None = None
         with tmp.open("wb") as fh:
-            first = widen(written)
             writer = pq.ParquetWriter(fh, first.to_arrow().schema, compression=PARQUET_COMPRESSION)
             writer.write_table(first.to_arrow())
-            target_schema = first.schema
-            for frame in [current, *chunks]:
-                frame = widen(frame)
-                if frame.schema != target_schema:
-                    frame = frame.with_columns(
-                        pl.col(c).cast(pl.String)
-                        for c, t in frame.schema.items()
-                        if t != target_schema[c]
-                    ).cast(dict(target_schema.items()), strict=False)
-                writer.write_table(frame.to_arrow())
+            for frame in itertools.chain([current], rest):
+                wide = widen(frame).select(list(target))
+                if dict(wide.schema) != target:
+                    conflict = frame  # yet another column changed type further on
+                    break
+                writer.write_table(wide.to_arrow())
             writer.close()
-        return chunks.rows, target_schema
+        if conflict is not None:
+            return self._rewrite_wider(tmp, chunks, rest, conflict)
+        return chunks.rows, pl.Schema(target)
 
     def scan(self, asset_key: dg.AssetKey, partitions: Iterable[str | None]) -> pl.LazyFrame:
         """A lazy view over some partitions; a missing partition is an error naming it."""
