@@ -69,7 +69,11 @@ def run_dataset(name: str, instance=None) -> bool:
     }
     instance = instance or dg.DagsterInstance.get()
     t0 = time.perf_counter()
-    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    # INFO shows each partition's progress line without Dagster's per-event debug chatter.
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    result = job.execute_in_process(
+        instance=instance, tags=tags, run_config=run_config, raise_on_error=False
+    )
     took = time.perf_counter() - t0
     status = "succeeded" if result.success else "FAILED"
     _out(
