@@ -46,9 +46,9 @@ def test_bundled_contracts_become_assets_with_lineage():
     for name in ("car_loan", "car_price", "credit_card"):
         for role in ("entity", "labels"):
             for stage in ("raw", "validated", "quarantine"):
-                assert f"{name}/{stage}/{role}" in keys
-            parents = graph.get(dg.AssetKey([name, "validated", role])).parent_keys
-            assert parents == {dg.AssetKey([name, "raw", role])}
+                assert f"{name}/{stage}_{role}" in keys
+            parents = graph.get(dg.AssetKey([name, f"validated_{role}"])).parent_keys
+            assert parents == {dg.AssetKey([name, f"raw_{role}"])}
     for name in ("car_loan", "car_price", "credit_card"):
         assert defs.resolve_job_def(f"{name}_pipeline") is not None
     checks = {k.name for k in graph.asset_check_keys}
@@ -63,7 +63,7 @@ def test_a_new_dataset_is_onboarded_with_yaml_only(tmp_path, monkeypatch):
     monkeypatch.setenv("ML_ASSETS_CONTRACTS", str(folder))
     defs = build_definitions()
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert "sensor_alerts/validated/entity" in keys
+    assert "sensor_alerts/validated_entity" in keys
     assert not any(k.startswith("car_loan") for k in keys)
     job = defs.resolve_job_def("sensor_alerts_pipeline")
     assert job.partitions_def.get_partition_keys() == ["2023-01-01", "2023-02-01", "2023-03-01"]
@@ -94,7 +94,7 @@ def test_ml_assets_demo_runs_end_to_end(tmp_path):
     assert "car_price: 59 partitions (2017-01-24 .. 2017-03-23) in one run, succeeded" in out.stdout
     assert "succeeded" in out.stdout
     assert "dagster dev" in out.stdout
-    lake = tmp_path / "home" / "lake" / "car_price" / "validated" / "entity"
+    lake = tmp_path / "home" / "lake" / "car_price" / "validated_entity"
     assert len(list(lake.glob("*.parquet"))) == 59
     assert (tmp_path / "home" / "dagster_home" / "dagster.yaml").exists()
 

@@ -28,7 +28,7 @@ class SqlSource(dg.ConfigurableResource):
 
 
 def raw_key(contract: Contract, role: str) -> dg.AssetKey:
-    return dg.AssetKey([contract.name, "raw", role])
+    return dg.AssetKey([contract.name, f"raw_{role}"])
 
 
 def column_schema(table: Table, types: dict[str, pl.DataType] | None = None) -> dg.TableSchema:

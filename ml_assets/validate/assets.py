@@ -39,11 +39,11 @@ class ValidationConfig(dg.Config):
 
 
 def validated_key(contract: Contract, role: str) -> dg.AssetKey:
-    return dg.AssetKey([contract.name, "validated", role])
+    return dg.AssetKey([contract.name, f"validated_{role}"])
 
 
 def quarantine_key(contract: Contract, role: str) -> dg.AssetKey:
-    return dg.AssetKey([contract.name, "quarantine", role])
+    return dg.AssetKey([contract.name, f"quarantine_{role}"])
 
 
 def _baseline(lake: Lake, key: dg.AssetKey, earlier: list[str], n: int) -> list[dict]:

@@ -154,9 +154,9 @@ def test_each_kind_of_bad_row_is_quarantined_with_its_reason(tmp_path, tiny):
     raw = read(tmp_path / "lake", raw_key(tiny, "entity"))
     assert raw.height == 12 == valid.height + q.height
     evaluations = checks(result)
-    key_check = evaluations["tiny/validated/entity:primary_key_unique"]
+    key_check = evaluations["tiny/validated_entity:primary_key_unique"]
     assert not key_check.passed and "2 rows share a key" in key_check.description
-    rate = evaluations["tiny/validated/entity:quarantine_rate"]
+    rate = evaluations["tiny/validated_entity:quarantine_rate"]
     assert not rate.passed  # 9 of 12 > 50%
     assert "9 of 12 rows quarantined" in rate.description
 
@@ -172,7 +172,7 @@ def test_blocking_check_stops_downstream(tmp_path, tiny):
 
     result = _run(tiny, tmp_path, url, extra=[downstream])
     _failed_by_checks_only(result)
-    assert not checks(result)["tiny/validated/entity:quarantine_rate"].passed
+    assert not checks(result)["tiny/validated_entity:quarantine_rate"].passed
     materialized = {m.asset_key for m in result.get_asset_materialization_events()}
     assert dg.AssetKey("downstream") not in materialized
     assert validated_key(tiny, "entity") in materialized
@@ -184,7 +184,7 @@ def test_missing_column_fails_schema_check_and_quarantines_every_row(tmp_path, t
     _insert(db, [{k: v for k, v in _row(i).items() if k != "amount"} for i in range(5)])
     result = _run(tiny, tmp_path, url)
     _failed_by_checks_only(result)
-    schema_check = checks(result)["tiny/validated/entity:schema_conformance"]
+    schema_check = checks(result)["tiny/validated_entity:schema_conformance"]
     assert not schema_check.passed
     assert schema_check.severity == dg.AssetCheckSeverity.ERROR
     assert "amount" in schema_check.description
@@ -197,7 +197,7 @@ def test_extra_column_is_dropped_with_a_warning(tmp_path, tiny):
     url = _make_source(db, tiny, extra="surprise")
     _insert(db, [{**_row(i), "surprise": "x"} for i in range(4)])
     result = _run(tiny, tmp_path, url)
-    schema_check = checks(result)["tiny/validated/entity:schema_conformance"]
+    schema_check = checks(result)["tiny/validated_entity:schema_conformance"]
     assert not schema_check.passed
     assert schema_check.severity == dg.AssetCheckSeverity.WARN
     assert "surprise" in schema_check.description
@@ -215,7 +215,7 @@ def test_empty_partition_is_a_valid_empty_file(tmp_path, tiny):
     assert empty.height == 0
     assert empty.schema["ts"] == pl.Datetime("us", "UTC")
     assert counts(tmp_path / "lake", tiny, "entity") == (1, 0)
-    rows = checks(result)["tiny/validated/entity:row_count_anomaly"]
+    rows = checks(result)["tiny/validated_entity:row_count_anomaly"]
     assert not rows.passed and rows.severity == dg.AssetCheckSeverity.WARN
     assert "2024-01-02: 0 rows" in rows.description
 
@@ -248,14 +248,14 @@ def test_data_quality_variant_warns_on_null_rate(tmp_path, contracts):
         resources=resources(lake, clean),
         tags=range_tags("2018-01-01", "2018-01-29"),
     )
-    assert first.success and checks(first)["car_loan/validated/entity:null_rate"].passed
+    assert first.success and checks(first)["car_loan/validated_entity:null_rate"].passed
     second = dg.materialize(
         ingest_assets(contract, ("entity",)),
         resources=resources(lake, dirty),
         tags=range_tags("2018-02-05", "2018-02-12"),
     )
     assert second.success  # nulls in nullable columns are valid rows...
-    null_check = checks(second)["car_loan/validated/entity:null_rate"]
+    null_check = checks(second)["car_loan/validated_entity:null_rate"]
     assert not null_check.passed  # ...but far more of them than recently: a warning
     assert null_check.severity == dg.AssetCheckSeverity.WARN
     assert "salary_range" in null_check.description or "driver_tenure" in null_check.description

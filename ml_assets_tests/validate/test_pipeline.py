@@ -69,15 +69,15 @@ def test_range_is_one_run_and_every_row_reconciles(tmp_path, contracts, car_loan
         assert valid + quarantined == raw.height
         assert quarantined == 0  # the demo data is clean
     evaluations = checks(result)
-    assert evaluations["car_loan/validated/entity:quarantine_rate"].passed
-    assert evaluations["car_loan/validated/entity:schema_conformance"].passed
-    assert evaluations["car_loan/validated/entity:primary_key_unique"].passed
+    assert evaluations["car_loan/validated_entity:quarantine_rate"].passed
+    assert evaluations["car_loan/validated_entity:schema_conformance"].passed
+    assert evaluations["car_loan/validated_entity:primary_key_unique"].passed
     mats = {
         m.asset_key.to_user_string(): m
         for m in result.get_asset_materialization_events()
         if m.partition == keys[0]
     }
-    meta = mats["car_loan/raw/entity"].materialization.metadata
+    meta = mats["car_loan/raw_entity"].materialization.metadata
     assert {"dagster/row_count", "time_range", "schema_hash"} <= set(meta)
 
 
