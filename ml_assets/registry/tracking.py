@@ -1,0 +1,248 @@
+"""The experiment-tracking standard and the model registry, on MLflow.
+
+The standard, enforced here rather than hoped for:
+
+* every training run is an MLflow run in the experiment named after the dataset;
+* standard tags (``STANDARD_TAGS``): Dagster run id and URL, asset key, training window,
+  git commit, contract version, training-set fingerprint, feature list;
+* all parameters, all metrics, the model with its signature and an input example, the
+  training set as an MLflow dataset input whose digest is the training set's fingerprint;
+* each model becomes a new version of the registered model named after the dataset, with the
+  alias ``challenger``; ``champion`` moves only through the promotion gate or a rollback.
+
+MLflow is imported inside methods: loading the Dagster definitions must not pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from ml_assets import settings
+
+log = logging.getLogger(__name__)
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+STANDARD_TAGS = (
+    "dagster.run_id",
+    "dagster.run_url",
+    "dagster.asset_key",
+    "training.window",
+    "git.commit",
+    "contract.version",
+    "training_set.fingerprint",
+    "features",
+)
+
+# Requirements of the logged model, given explicitly: inferring them makes MLflow import the
+# model in a subprocess, which costs ~2 s per log_model (see STACK_NOTES).
+MODEL_REQUIREMENTS = ["catboost==1.2.10", "pandas", "numpy"]
+
+
+def git_commit() -> str:
+    """The commit of the code that trained the model ("unknown" outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=5,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _metric_key(text: str) -> str:
+    # MLflow metric names allow letters, digits, _ - . / and space; slice values are free text.
+    return re.sub(r"[^0-9A-Za-z_\-./ ]", "_", text)
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    run_id: str
+    experiment_id: str
+    version: str
+    model_uri: str
+    run_url: str
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """MLflow tracking server and registry. Local SQLite by default; PostgreSQL by URL."""
+
+    tracking_uri: str | None = None
+    """``sqlite:///...`` or ``postgresql+psycopg2://...`` or ``http://mlflow:5000``."""
+    artifact_root: str | None = None
+    """Where new experiments put artifacts (a folder or object-store URL)."""
+    ui_url: str = "http://127.0.0.1:5000"
+    """Base URL of the MLflow UI, for links from Dagster."""
+    dagster_ui_url: str = "http://127.0.0.1:3000"
+    """Base URL of the Dagster UI, for links from MLflow back to the run."""
+
+    def resolved_tracking_uri(self) -> str:
+        return (
+            self.tracking_uri
+            or os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{settings.home() / 'mlflow.db'}"
+        )
+
+    def resolved_artifact_root(self) -> str:
+        return self.artifact_root or str(settings.home() / "mlartifacts")
+
+    @contextmanager
+    def _mlflow(self):  # noqa: ANN202
+        import mlflow
+
+        uri = self.resolved_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        yield mlflow
+
+    def client(self):  # noqa: ANN201 - mlflow.MlflowClient
+        from mlflow import MlflowClient
+
+        uri = self.resolved_tracking_uri()
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def experiment_id(self, name: str) -> str:
+        client = self.client()
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        root = self.resolved_artifact_root()
+        if "://" not in root:
+            Path(root).mkdir(parents=True, exist_ok=True)
+            root = Path(root).resolve().as_uri()
+        return client.create_experiment(name, artifact_location=f"{root}/{name}")
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def log_training(
+        self,
+        *,
+        dataset: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        model: Any,
+        input_example: Any,
+        training_set: Any,
+        training_set_source: str,
+        fingerprint: str,
+        target: str,
+        plots: dict[str, Path],
+        extra_artifacts: dict[str, str] | None = None,
+    ) -> LoggedModel:
+        """One MLflow run with everything the standard asks for; registers a new version."""
+        missing = [t for t in STANDARD_TAGS if not tags.get(t)]
+        if missing:
+            raise ValueError(f"experiment-tracking standard: missing tags {missing}")
+        with self._mlflow() as mlflow:
+            from mlflow.models import infer_signature
+
+            exp_id = self.experiment_id(dataset)
+            with mlflow.start_run(experiment_id=exp_id, tags=tags) as run:
+                mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+                mlflow.log_metrics(
+                    {_metric_key(k): float(v) for k, v in metrics.items() if v == v}  # drop NaN
+                )
+                ds = mlflow.data.from_polars(
+                    training_set,
+                    source=training_set_source,
+                    targets=target,
+                    name=f"{dataset}_training_set",
+                    digest=fingerprint[:36],
+                )
+                mlflow.log_input(ds, context="training")
+                for path in plots.values():
+                    mlflow.log_artifact(str(path), artifact_path="plots")
+                for name, text in (extra_artifacts or {}).items():
+                    mlflow.log_text(text, name)
+                prediction = model.predict(input_example)
+                info = mlflow.catboost.log_model(
+                    model,
+                    name="model",
+                    signature=infer_signature(input_example, prediction),
+                    input_example=input_example,
+                    pip_requirements=MODEL_REQUIREMENTS,
+                    registered_model_name=dataset,
+                    await_registration_for=60,
+                )
+                version = str(info.registered_model_version)
+            client = self.client()
+            client.set_registered_model_alias(dataset, CHALLENGER, version)
+            for key in ("dagster.run_id", "contract.version", "training_set.fingerprint"):
+                client.set_model_version_tag(dataset, version, key, tags[key])
+            return LoggedModel(
+                run_id=run.info.run_id,
+                experiment_id=exp_id,
+                version=version,
+                model_uri=f"models:/{dataset}/{version}",
+                run_url=self.run_url(exp_id, run.info.run_id),
+            )
+
+    def alias_version(self, dataset: str, alias: str) -> str | None:
+        """The version an alias points at, or None when it is not set."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client().get_model_version_by_alias(dataset, alias).version)
+        except MlflowException:
+            return None
+
+    def load_model(self, dataset: str, version: str):  # noqa: ANN201 - CatBoost model
+        with self._mlflow() as mlflow:
+            return mlflow.catboost.load_model(f"models:/{dataset}/{version}")
+
+    def version_tags(self, dataset: str, version: str) -> dict[str, str]:
+        return dict(self.client().get_model_version(dataset, version).tags)
+
+    def record_decision(
+        self, dataset: str, version: str, decision: str, description: str, numbers: dict
+    ) -> None:
+        """Write the promotion decision and its numbers onto the model version."""
+        client = self.client()
+        client.set_model_version_tag(dataset, version, "promotion.decision", decision)
+        for key, value in numbers.items():
+            client.set_model_version_tag(dataset, version, f"promotion.{key}", str(value))
+        client.update_model_version(dataset, version, description=description)
+
+    def promote(self, dataset: str, version: str) -> str | None:
+        """Point ``champion`` at ``version``; return the previous champion's version."""
+        previous = self.alias_version(dataset, CHAMPION)
+        self.client().set_registered_model_alias(dataset, CHAMPION, version)
+        return previous
+
+    def rollback(self, dataset: str, version: str | None = None) -> tuple[str | None, str]:
+        """Point ``champion`` back at ``version`` (default: the champion before the current one).
+
+        Returns (from_version, to_version).
+        """
+        client = self.client()
+        current = self.alias_version(dataset, CHAMPION)
+        if version is None:
+            if current is None:
+                raise ValueError(f"{dataset} has no champion to roll back from")
+            tags = client.get_model_version(dataset, current).tags
+            version = tags.get("promotion.previous_champion")
+            if not version or version == "none":
+                raise ValueError(
+                    f"{dataset} v{current} has no previous champion recorded: name a version"
+                )
+        client.get_model_version(dataset, version)  # raises if it does not exist
+        client.set_registered_model_alias(dataset, CHAMPION, version)
+        client.set_model_version_tag(dataset, version, "promotion.decision", "rolled back to")
+        return current, version

@@ -1,0 +1,1 @@
+"""Training: time-based splits, CatBoost, evaluation and plots; the model assets."""
