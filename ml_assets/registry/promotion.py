@@ -50,7 +50,9 @@ def decide(
         "slice_tolerance": slice_tolerance,
     }
     if math.isnan(chal):
-        return GateDecision(False, f"challenger {metric} is undefined on the held-out rows", numbers)
+        return GateDecision(
+            False, f"challenger {metric} is undefined on the held-out rows", numbers
+        )
     if champion is None:
         beats = chal > baseline[metric] if higher_better else chal < baseline[metric]
         reason = (

@@ -102,7 +102,7 @@ class MlflowTracking(dg.ConfigurableResource):
         return self.artifact_root or str(settings.home() / "mlartifacts")
 
     @contextmanager
-    def _mlflow(self):  # noqa: ANN202
+    def _mlflow(self):
         import mlflow
 
         uri = self.resolved_tracking_uri()
@@ -110,7 +110,7 @@ class MlflowTracking(dg.ConfigurableResource):
         mlflow.set_registry_uri(uri)
         yield mlflow
 
-    def client(self):  # noqa: ANN201 - mlflow.MlflowClient
+    def client(self):
         from mlflow import MlflowClient
 
         uri = self.resolved_tracking_uri()
@@ -203,7 +203,7 @@ class MlflowTracking(dg.ConfigurableResource):
         except MlflowException:
             return None
 
-    def load_model(self, dataset: str, version: str):  # noqa: ANN201 - CatBoost model
+    def load_model(self, dataset: str, version: str):
         with self._mlflow() as mlflow:
             return mlflow.catboost.load_model(f"models:/{dataset}/{version}")
 

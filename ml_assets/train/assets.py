@@ -216,7 +216,9 @@ def build_model_asset(contract: Contract) -> dg.AssetsDefinition:
                 plots=plots,
                 extra_artifacts={"slices.json": evaluation.slices.write_json()},
             )
-        mlflow.client().set_model_version_tag(contract.name, logged.version, "problem", tags["problem"])
+        mlflow.client().set_model_version_tag(
+            contract.name, logged.version, "problem", tags["problem"]
+        )
 
         # --- the promotion gate: challenger and champion on the same held-out rows ----------
         champion_version = mlflow.alias_version(contract.name, CHAMPION)
@@ -349,7 +351,7 @@ def build_champion_asset(contract: Contract) -> dg.AssetsDefinition:
     return champion
 
 
-def score_frame(model, frame: pl.DataFrame, problem: core.Problem, version: str) -> pl.DataFrame:  # noqa: ANN001
+def score_frame(model, frame: pl.DataFrame, problem: core.Problem, version: str) -> pl.DataFrame:
     """Predictions for feature rows: probabilities and label, or a value; with model version."""
     scores = core.predict(model, frame, problem)
     out: dict[str, Any] = {}
@@ -405,11 +407,19 @@ def build_predictions_asset(contract: Contract) -> dg.AssetsDefinition:
                 scored = score_frame(model, feats, problem, version)
             else:
                 scored = score_frame_empty(feats, problem, version)
-            lake.write(context.asset_key, pk, scored.with_columns(pl.lit(scored_at).alias("scored_at")))
+            lake.write(
+                context.asset_key, pk, scored.with_columns(pl.lit(scored_at).alias("scored_at"))
+            )
             total += feats.height
-            context.log.info(f"[{i}/{len(context.partition_keys)}] {pk}: {feats.height} rows scored")
+            context.log.info(
+                f"[{i}/{len(context.partition_keys)}] {pk}: {feats.height} rows scored"
+            )
         return dg.MaterializeResult(
-            metadata={"dagster/row_count": total, "model_version": version, "scored_at": scored_at.isoformat()}
+            metadata={
+                "dagster/row_count": total,
+                "model_version": version,
+                "scored_at": scored_at.isoformat(),
+            }
         )
 
     return predictions
@@ -426,9 +436,9 @@ def score_frame_empty(frame: pl.DataFrame, problem: core.Problem, version: str) 
         cols.update({f"probability_{c}": pl.Float64() for c in problem.classes})
         cols["prediction"] = pl.String()
     empty = pl.DataFrame(schema=cols)
-    return pl.concat([frame.select(pl.exclude(problem.features)), empty], how="horizontal").with_columns(
-        pl.lit(version).alias("model_version")
-    )
+    return pl.concat(
+        [frame.select(pl.exclude(problem.features)), empty], how="horizontal"
+    ).with_columns(pl.lit(version).alias("model_version"))
 
 
 def training_definitions(contract: Contract) -> dg.Definitions:

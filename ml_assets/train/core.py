@@ -113,7 +113,7 @@ def time_split(
     return Split(train, valid, test, (valid_from, test_from))
 
 
-def to_pool_frame(frame: pl.DataFrame, problem: Problem):  # noqa: ANN201 - pandas.DataFrame
+def to_pool_frame(frame: pl.DataFrame, problem: Problem):
     """Features as CatBoost wants them: categoricals as text with a placeholder for missing."""
     exprs = []
     for f in problem.features:
@@ -144,7 +144,7 @@ class TrainParams:
     thread_count: int = 2
 
 
-def fit(split: Split, problem: Problem, params: TrainParams):  # noqa: ANN201 - CatBoost model
+def fit(split: Split, problem: Problem, params: TrainParams):
     """Fit CatBoost with early stopping on the validation set. Same inputs, same model."""
     from catboost import CatBoostClassifier, CatBoostRegressor, Pool
 
@@ -165,13 +165,21 @@ def fit(split: Split, problem: Problem, params: TrainParams):  # noqa: ANN201 - 
         model = CatBoostClassifier(loss_function="Logloss", **common)
     else:
         model = CatBoostClassifier(loss_function="MultiClass", **common)
-    train = Pool(to_pool_frame(split.train, problem), _labels(split.train, problem), cat_features=problem.categorical)
-    valid = Pool(to_pool_frame(split.valid, problem), _labels(split.valid, problem), cat_features=problem.categorical)
+    train = Pool(
+        to_pool_frame(split.train, problem),
+        _labels(split.train, problem),
+        cat_features=problem.categorical,
+    )
+    valid = Pool(
+        to_pool_frame(split.valid, problem),
+        _labels(split.valid, problem),
+        cat_features=problem.categorical,
+    )
     model.fit(train, eval_set=valid, use_best_model=True)
     return model
 
 
-def predict(model, frame: pl.DataFrame, problem: Problem) -> np.ndarray:  # noqa: ANN001
+def predict(model, frame: pl.DataFrame, problem: Problem) -> np.ndarray:
     """Scores: P(positive) for binary, class probabilities for multiclass, values for regression."""
     x = to_pool_frame(frame, problem)
     if problem.problem_type is ProblemType.REGRESSION:
@@ -205,7 +213,9 @@ def metrics_for(y: np.ndarray, scores: np.ndarray, problem: Problem) -> dict[str
         out["calibration_error"] = expected_calibration_error(y, p)
         return out
     p = np.clip(scores, 1e-15, 1)
-    out["macro_f1"] = float(skm.f1_score(y, p.argmax(axis=1), average="macro", labels=list(range(n))))
+    out["macro_f1"] = float(
+        skm.f1_score(y, p.argmax(axis=1), average="macro", labels=list(range(n)))
+    )
     out["log_loss"] = float(skm.log_loss(y, p, labels=list(range(n))))
     out["accuracy"] = float(skm.accuracy_score(y, p.argmax(axis=1)))
     return out
@@ -255,14 +265,16 @@ class Evaluation:
     y: np.ndarray
 
 
-def evaluate(model, split: Split, problem: Problem, min_slice_rows: int = 30) -> Evaluation:  # noqa: ANN001
+def evaluate(model, split: Split, problem: Problem, min_slice_rows: int = 30) -> Evaluation:
     """Metrics on the test set, for the naive baseline, and per value of each categorical."""
     test = split.test
     y = _labels(test, problem)
     scores = predict(model, test, problem)
     metrics = metrics_for(y, scores, problem)
     baseline = metrics_for(y, baseline_scores(split, problem, len(y)), problem)
-    return Evaluation(metrics, baseline, slice_metrics(test, y, scores, problem, min_slice_rows), scores, y)
+    return Evaluation(
+        metrics, baseline, slice_metrics(test, y, scores, problem, min_slice_rows), scores, y
+    )
 
 
 def slice_metrics(
@@ -278,6 +290,8 @@ def slice_metrics(
             if mask.sum() < min_rows:
                 continue
             m = metrics_for(y[mask], scores[mask], problem)
-            rows.append({"column": col, "value": str(value), "rows": int(mask.sum()), name: m[name]})
+            rows.append(
+                {"column": col, "value": str(value), "rows": int(mask.sum()), name: m[name]}
+            )
     schema = {"column": pl.String, "value": pl.String, "rows": pl.Int64, name: pl.Float64}
     return pl.DataFrame(rows, schema=schema)

@@ -10,7 +10,7 @@ from ml_assets.contracts.model import ProblemType
 from ml_assets.train.core import Evaluation, Problem
 
 
-def _figure():  # noqa: ANN202
+def _figure():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,7 +20,7 @@ def _figure():  # noqa: ANN202
 
 
 def evaluation_plots(
-    model,  # noqa: ANN001
+    model,
     evaluation: Evaluation,
     problem: Problem,
     folder: Path,
@@ -33,7 +33,7 @@ def evaluation_plots(
     out: dict[str, Path] = {}
     y, s = evaluation.y, evaluation.scores
 
-    def save(name: str, fig) -> None:  # noqa: ANN001
+    def save(name: str, fig) -> None:
         path = folder / f"{name}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=90)
@@ -81,7 +81,11 @@ def evaluation_plots(
         axes[0].scatter(y, s, s=3, alpha=0.3)
         lo, hi = float(min(y.min(), s.min())), float(max(y.max(), s.max()))
         axes[0].plot([lo, hi], [lo, hi], "--", color="grey")
-        axes[0].set(xlabel="actual", ylabel="predicted", title=f"Predicted vs actual (RMSE {evaluation.metrics['rmse']:.1f})")
+        axes[0].set(
+            xlabel="actual",
+            ylabel="predicted",
+            title=f"Predicted vs actual (RMSE {evaluation.metrics['rmse']:.1f})",
+        )
         axes[1].hist(s - y, bins=50)
         axes[1].set(xlabel="residual (predicted - actual)", ylabel="rows", title="Residuals (test)")
         save("residuals", fig)
