@@ -7,7 +7,7 @@ UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: install demo test lint ui bench clean
+.PHONY: install demo test lint ui mlflow-ui bench clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -37,3 +37,6 @@ ui: install
 
 clean:
 	rm -rf .ml_assets
+
+mlflow-ui: install
+	.venv/bin/mlflow ui --backend-store-uri sqlite:///$${ML_ASSETS_HOME:-.ml_assets}/mlflow.db --host 127.0.0.1 --port 5000

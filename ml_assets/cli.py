@@ -55,35 +55,58 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_dataset(name: str, instance=None) -> bool:
-    """Run a dataset's pipeline job over all its partitions as one run; True if it succeeded."""
+def run_job(job_name: str, instance=None) -> bool:
+    """Run a job in-process; a partitioned one over all its partitions as one run."""
     import dagster as dg
 
-    from ml_assets.definitions import defs, pipeline_job_name
+    from ml_assets.definitions import defs
 
-    job = defs.resolve_job_def(pipeline_job_name(_contracts(None)[name]))
-    keys = job.partitions_def.get_partition_keys()  # type: ignore[union-attr]
-    tags = {
-        "dagster/asset_partition_range_start": keys[0],
-        "dagster/asset_partition_range_end": keys[-1],
-    }
+    job = defs.resolve_job_def(job_name)
+    tags: dict[str, str] = {}
+    what = "1 run"
+    if job.partitions_def is not None:
+        keys = job.partitions_def.get_partition_keys()
+        tags = {
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        }
+        what = f"{len(keys)} partitions ({keys[0]} .. {keys[-1]}) in one run"
     instance = instance or dg.DagsterInstance.get()
-    t0 = time.perf_counter()
     # INFO shows each partition's progress line without Dagster's per-event debug chatter.
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    t0 = time.perf_counter()
     result = job.execute_in_process(
         instance=instance, tags=tags, run_config=run_config, raise_on_error=False
     )
     took = time.perf_counter() - t0
     status = "succeeded" if result.success else "FAILED"
-    _out(
-        f"{name}: {len(keys)} partitions ({keys[0]} .. {keys[-1]}) in one run, {status} in {took:.1f} s"
-    )
+    _out(f"{job_name}: {what}, {status} in {took:.1f} s")
     for check in result.get_asset_check_evaluations():
         mark = "ok  " if check.passed else ("WARN" if check.severity.value == "WARN" else "FAIL")
         desc = f" - {check.description}" if check.description and not check.passed else ""
         _out(f"  [{mark}] {check.asset_key.to_user_string()}:{check.check_name}{desc}")
+    for event in result.get_asset_materialization_events():
+        meta = event.materialization.metadata
+        if "model_version" in meta and "mlflow_run" in meta:
+            metric = meta["primary_metric"].value
+            _out(
+                f"  model v{meta['model_version'].value}: test {metric} "
+                f"{meta[f'test_{metric}'].value:.4f} (baseline {meta[f'baseline_{metric}'].value:.4f})"
+            )
+        if "champion_version" in meta:
+            _out(f"  champion: v{meta['champion_version'].value}")
     return result.success
+
+
+def run_dataset(name: str, instance=None) -> bool:
+    """A dataset end to end: ingest, validate, features; train and promote; batch scoring."""
+    from ml_assets.definitions import pipeline_job_name, score_job_name, train_job_name
+
+    contract = _contracts(None)[name]
+    for job in (pipeline_job_name, train_job_name, score_job_name):
+        if not run_job(job(contract), instance):
+            return False
+    return True
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -111,14 +134,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in names:
         ok = run_dataset(name) and ok
     _out()
-    _out(f"lake (parquet, one file per partition): {settings.home() / 'lake'}")
-    _out(f"Dagster run history: {dagster_home}")
-    _out(
-        "open the UI:  DAGSTER_HOME="
-        + str(dagster_home)
-        + " .venv/bin/dagster dev -w workspace.yaml"
-    )
+    home = settings.home()
+    _out(f"lake (parquet, one file per partition): {home / 'lake'}")
+    _out(f"online feature store:                   {home / 'online.sqlite'}")
+    _out(f"MLflow runs and model registry:         sqlite:///{home / 'mlflow.db'}")
+    _out(f"Dagster run history:                    {dagster_home}")
+    _out("open the Dagster UI (http://127.0.0.1:3000):")
+    _out(f"  DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml")
+    _out("open the MLflow UI (http://127.0.0.1:5000):")
+    _out(f"  .venv/bin/mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}")
     return 0 if ok else 1
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from ml_assets.registry.tracking import MlflowTracking
+
+    old, new = MlflowTracking().rollback(args.dataset, args.version)
+    _out(f"{args.dataset}: champion v{old} -> v{new}")
+    return 0
 
 
 def cmd_contract(args: argparse.Namespace) -> int:
@@ -171,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run datasets' jobs over all partitions")
     p.add_argument("dataset", nargs="+")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("rollback", help="point a dataset's champion back at an earlier version")
+    p.add_argument("dataset")
+    p.add_argument("version", nargs="?", help="default: the champion before the current one")
+    p.set_defaults(fn=cmd_rollback)
 
     p = sub.add_parser("contract", help="check or diff contract files")
     p.add_argument("action", choices=["check", "diff"])

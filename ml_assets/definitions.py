@@ -14,9 +14,13 @@ import dagster as dg
 
 from ml_assets import settings
 from ml_assets.contracts import Contract, load_contracts
+from ml_assets.features import feature_definitions, load_feature_spec
+from ml_assets.features.assets import OnlineStore, features_key, online_key, training_set_key
 from ml_assets.ingest.assets import LAKE_IO, SqlSource, build_raw_asset
 from ml_assets.partitions import partitions_def
+from ml_assets.registry.tracking import MlflowTracking
 from ml_assets.storage import Lake, LakeIOManager
+from ml_assets.train.assets import champion_key, model_key, predictions_key, training_definitions
 from ml_assets.validate.assets import build_validated_assets, freshness_checks
 
 # BackfillPolicy and partitioned freshness checks are marked beta; we rely on them knowingly.
@@ -29,19 +33,53 @@ def pipeline_job_name(contract: Contract) -> str:
     return f"{contract.name}_pipeline"
 
 
+def train_job_name(contract: Contract) -> str:
+    return f"{contract.name}_train"
+
+
+def score_job_name(contract: Contract) -> str:
+    return f"{contract.name}_score"
+
+
 def dataset_definitions(contract: Contract) -> dg.Definitions:
-    """Assets, checks and the end-to-end job of one dataset, all generated from its contract."""
-    assets: list[dg.AssetsDefinition] = []
+    """Assets, checks and jobs of one dataset, all generated from its contract (and features).
+
+    Three jobs, in pipeline order: ``<name>_pipeline`` (partitioned: SQL to validated data and
+    the feature table), ``<name>_train`` (training set, online store, model, champion) and
+    ``<name>_score`` (partitioned batch predictions by the champion).
+    """
+    ingest: list[dg.AssetsDefinition] = []
     for role in contract.tables:
-        assets.append(build_raw_asset(contract, role))
-        assets.append(build_validated_assets(contract, role))
-    job = dg.define_asset_job(
-        pipeline_job_name(contract),
-        selection=dg.AssetSelection.groups(contract.name),
-        partitions_def=partitions_def(contract),
-        description=f"Everything of {contract.name}, from the SQL source on.",
+        ingest.append(build_raw_asset(contract, role))
+        ingest.append(build_validated_assets(contract, role))
+    pdef = partitions_def(contract)
+    train = [training_set_key(contract), model_key(contract), champion_key(contract)]
+    if load_feature_spec(contract).aggregates:
+        train.append(online_key(contract))
+    jobs = [
+        dg.define_asset_job(
+            pipeline_job_name(contract),
+            selection=dg.AssetSelection.assets(*ingest, features_key(contract)),
+            partitions_def=pdef,
+            description=f"{contract.name} from the SQL source to validated data and features.",
+        ),
+        dg.define_asset_job(
+            train_job_name(contract),
+            selection=dg.AssetSelection.assets(*train),
+            description=f"Training set, online store, model and champion of {contract.name}.",
+        ),
+        dg.define_asset_job(
+            score_job_name(contract),
+            selection=dg.AssetSelection.assets(predictions_key(contract)),
+            partitions_def=pdef,
+            description=f"Batch predictions of {contract.name} by its champion.",
+        ),
+    ]
+    return dg.Definitions.merge(
+        dg.Definitions(assets=ingest, asset_checks=freshness_checks(contract), jobs=jobs),
+        feature_definitions(contract),
+        training_definitions(contract),
     )
-    return dg.Definitions(assets=assets, asset_checks=freshness_checks(contract), jobs=[job])
 
 
 def resources() -> dict[str, object]:
@@ -50,6 +88,8 @@ def resources() -> dict[str, object]:
         "lake": lake,
         LAKE_IO: LakeIOManager(lake=lake),
         "source": SqlSource(url=os.environ.get("ML_ASSETS_SOURCE_URL_OVERRIDE") or None),
+        "online_store": OnlineStore(),
+        "mlflow": MlflowTracking(),
     }
 
 
