@@ -1,0 +1,52 @@
+"""The BentoML service of a dataset's champion model: HTTP and gRPC.
+
+Start a built Bento with ``bentoml serve <tag>`` (the ``bento`` asset prints the exact command),
+or this file from the repository with
+``ML_ASSETS_SERVE_DATASET=car_loan bentoml serve service:PredictionService`` run in ``bentos/``
+(the model: ``ML_ASSETS_SERVE_MODEL``, default ``<dataset>:latest`` in the BentoML model store).
+
+* HTTP (BentoML's port, 3000 by default): ``POST /v1/predict``, ``POST /v1/predict_by_keys``,
+  ``GET /v1/model``, ``GET /v1/openapi.json``; BentoML's ``/livez``, ``/readyz``, ``/metrics``.
+* gRPC (``ML_ASSETS_GRPC_PORT``, default 50051): ``ml_assets.serving.v1.Predictor`` from
+  ``predictor.proto``, ``grpc.health.v1.Health`` and server reflection.
+
+Everything here is wiring; the work is in :mod:`ml_assets.serve`.
+"""
+
+import logging
+from pathlib import Path
+
+import bentoml
+
+import ml_assets.settings  # noqa: F401  (telemetry off before anything else is imported)
+from ml_assets.serve.config import ServeConfig
+from ml_assets.serve.service import MOUNT, Serving, WorkerApp, service_config
+
+CONFIG = ServeConfig.load(Path(__file__).resolve().parent)
+HTTP = WorkerApp(CONFIG)
+
+
+@bentoml.asgi_app(HTTP, path=MOUNT, name="ml_assets")
+@bentoml.service(name=CONFIG.service_name, **service_config(CONFIG))
+class PredictionService:
+    """Serves the model the Bento was built with (``CONFIG.model_tag``)."""
+
+    model = bentoml.models.BentoModel(CONFIG.resolved_model_tag)
+
+    def __init__(self) -> None:
+        logging.getLogger("ml_assets").setLevel(logging.INFO)  # into BentoML's server log
+        stored = self.model
+        self.serving = Serving.start(
+            CONFIG,
+            stored.path,
+            model_tag=str(stored.tag),
+            labels={k: str(v) for k, v in stored.info.labels.items()},
+        )
+        HTTP.attach(self.serving)
+
+    def __is_ready__(self) -> bool:
+        return self.serving.ready()
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.serving.close()

@@ -1,0 +1,400 @@
+"""Build a Bento from a registered model: plain functions under the ``bento`` asset.
+
+1. :func:`stage_champion` saves the MLflow champion's CatBoost model (``model.cbm``, native
+   format) and its problem (features, categoricals, classes) to a folder.
+2. :func:`prepare_context` lays out a build context: ``bentos/service.py`` and
+   ``predictor.proto``, the serving subset of the ``ml_assets`` package (contracts, feature
+   spec and code, ``ml_assets.serve``; no Dagster, no MLflow), ``bentofile.yaml``, the OpenAPI
+   description, and ``bento_config.json`` naming the dataset.
+3. :func:`build_bento` runs the import and the build in a subprocess with ``BENTOML_HOME`` set
+   (BentoML resolves its stores once per process; a subprocess also keeps BentoML out of the
+   Dagster process): the model goes into the model store with labels linking back to the
+   registry and the runs (an identical import is reused), then ``bentoml build``.
+
+The build is offline: ``python.lock_packages: false`` and requirements pinned to the versions in
+the current environment, so nothing is resolved or downloaded; CPU only (no CUDA, no torch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ml_assets import settings
+from ml_assets.serve.config import CONFIG_FILE, ServeConfig
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE_DIR = REPO / "bentos"
+PACKAGE = Path(__file__).resolve().parents[1]
+SERVICE_TARGET = "service:PredictionService"
+
+# What the service imports, pinned to this environment's versions (no resolution at build).
+# BentoML adds its own pinned requirement.
+REQUIREMENTS = (
+    "catboost",
+    "numpy",
+    "polars",
+    "orjson",
+    "pyyaml",
+    "pydantic",
+    "sqlalchemy",
+    "grpcio",
+    "grpcio-health-checking",
+    "grpcio-reflection",
+    "protobuf",
+    "prometheus-client",
+)
+OPTIONAL_REQUIREMENTS = {"psycopg": "psycopg[binary]"}  # PostgreSQL online stores
+# Package files that pull Dagster or MLflow in: they stay out of the Bento.
+EXCLUDE = ("assets.py", "__pycache__", "*.pyc", "cli.py")
+PACKAGE_PARTS = ("__init__.py", "settings.py", "py.typed", "contracts", "features", "serve")
+
+
+@dataclass(frozen=True)
+class StagedModel:
+    """A registered model version saved to disk, ready to import into BentoML."""
+
+    dataset: str
+    version: str
+    run_id: str
+    directory: Path
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class BuiltBento:
+    """What :func:`build_bento` made."""
+
+    bento_tag: str
+    model_tag: str
+    model_version: str
+    home: Path
+    path: Path
+    reused_model: bool
+    reused_bento: bool
+    seconds: float
+
+    @property
+    def serve_command(self) -> str:
+        return f"BENTOML_HOME={self.home} bentoml serve {self.bento_tag}"
+
+    def env(self) -> dict[str, str]:
+        return {"BENTOML_HOME": str(self.home)}
+
+
+def default_home() -> Path:
+    """``BENTOML_HOME`` of the platform: ``$ML_ASSETS_HOME/bentoml``."""
+    return settings.home() / "bentoml"
+
+
+def requirements() -> list[str]:
+    """The Bento's Python requirements, pinned to what is installed here."""
+    out = [f"{name}=={metadata.version(name)}" for name in REQUIREMENTS]
+    for dist, req in OPTIONAL_REQUIREMENTS.items():
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out.append(f"{req}=={metadata.version(dist)}")
+    return out
+
+
+def stage_champion(
+    tracking: Any,
+    dataset: str,
+    directory: Path,
+    *,
+    alias: str = "champion",
+    dagster_run_id: str = "",
+    contract_version: str = "",
+) -> StagedModel:
+    """Save the model the registry alias points at (``model.cbm``, ``problem.json``)."""
+    from ml_assets.serve.runtime import MODEL_FILE, PROBLEM_FILE
+
+    version = tracking.alias_version(dataset, alias)
+    if version is None:
+        raise LookupError(f"{dataset} has no {alias} model in the registry")
+    tags = tracking.version_tags(dataset, version)
+    if "problem" not in tags:
+        raise LookupError(f"{dataset} v{version} has no 'problem' tag: cannot feed the model")
+    run_id = tracking.client().get_model_version(dataset, version).run_id or ""
+    model = tracking.load_model(dataset, version)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_model(str(directory / MODEL_FILE))
+    problem = json.loads(tags["problem"])
+    (directory / PROBLEM_FILE).write_text(json.dumps(problem, indent=2), encoding="utf-8")
+    labels = {
+        "dataset": dataset,
+        "registered_model": dataset,
+        "model_version": str(version),
+        "mlflow_run_id": run_id,
+        "dagster_run_id": dagster_run_id or tags.get("dagster.run_id", ""),
+        "training_dagster_run_id": tags.get("dagster.run_id", ""),
+        "contract_version": contract_version or tags.get("contract.version", ""),
+        "training_set_fingerprint": tags.get("training_set.fingerprint", ""),
+    }
+    return StagedModel(dataset, str(version), run_id, directory, labels)
+
+
+def prepare_context(
+    context: Path,
+    config: ServeConfig,
+    *,
+    service_dir: Path = SERVICE_DIR,
+    labels: dict[str, str] | None = None,
+    openapi: dict[str, Any] | None = None,
+    lock_packages: bool = False,
+) -> Path:
+    """Lay out a build context in ``context`` (created).
+
+    ``lock_packages`` lets BentoML resolve a lock file, which needs a package index: the build
+    is then no longer offline (and fails inside :func:`build_bento`'s guard).
+    """
+    context.mkdir(parents=True, exist_ok=True)
+    for name in ("service.py", "predictor.proto"):
+        shutil.copy(service_dir / name, context / name)
+    pkg = context / "ml_assets"
+    pkg.mkdir(exist_ok=True)
+    for part in PACKAGE_PARTS:
+        src = PACKAGE / part
+        if src.is_dir():
+            shutil.copytree(src, pkg / part, ignore=shutil.ignore_patterns(*EXCLUDE))
+        else:
+            shutil.copy(src, pkg / part)
+    (context / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+    if openapi is not None:
+        (context / "openapi.json").write_text(json.dumps(openapi, indent=2), encoding="utf-8")
+    bentofile = {
+        "service": SERVICE_TARGET,
+        "name": config.service_name,
+        "description": (
+            f"{config.dataset} prediction service (HTTP + gRPC) serving model "
+            f"{(labels or {}).get('model_version', '?')}; built by ml_assets."
+        ),
+        "labels": labels or {},
+        "include": ["service.py", "predictor.proto", CONFIG_FILE, "openapi.json", "ml_assets/**"],
+        "exclude": ["**/__pycache__", "**/*.pyc"],
+        "python": {"packages": requirements(), "lock_packages": lock_packages},
+        "docker": {"python_version": f"{sys.version_info.major}.{sys.version_info.minor}"},
+    }
+    (context / "bentofile.yaml").write_text(yaml.safe_dump(bentofile, sort_keys=False))
+    return context
+
+
+def _openapi_for(staged: StagedModel) -> dict[str, Any]:
+    """The OpenAPI description for the staged model (the runtime without log/gRPC/metrics)."""
+    from ml_assets.contracts import load_contracts
+    from ml_assets.features import load_feature_spec
+    from ml_assets.serve.openapi import openapi_document
+    from ml_assets.serve.runtime import ServingRuntime, load_bundle
+
+    contract = load_contracts(os.environ.get("ML_ASSETS_CONTRACTS") or None)[staged.dataset]
+    bundle = load_bundle(staged.directory, labels=staged.labels)
+    return openapi_document(ServingRuntime(load_feature_spec(contract), bundle))
+
+
+def offline_env(home: Path) -> dict[str, str]:
+    """Environment of the build subprocess: its BentoML home, telemetry off, and no way out
+    (package indexes off, every proxy a closed local port): a build that tried to download
+    would fail instead of quietly reaching out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ML_ASSETS_SERVE_")}
+    env.update({**settings.TELEMETRY_OFF, "BENTOML_HOME": str(home)})
+    env.update(
+        {
+            "PIP_NO_INDEX": "1",
+            "UV_OFFLINE": "1",
+            "HTTP_PROXY": "http://127.0.0.1:9",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "http_proxy": "http://127.0.0.1:9",
+            "https_proxy": "http://127.0.0.1:9",
+            "NO_PROXY": "",
+        }
+    )
+    return env
+
+
+UV_GUARD = """#!/bin/sh
+echo "ml_assets: the Bento build must stay offline; BentoML tried to run: uv $*" >&2
+exit 3
+"""
+
+
+def _uv_guard(directory: Path) -> Path:
+    """A folder with a ``uv`` that refuses to run.
+
+    BentoML 1.4 looks uv up before every build and, when it is not on PATH, runs
+    ``pip install uv`` (a download) even though an unlocked build never calls it. This guard
+    satisfies the lookup, and would fail the build loudly if BentoML ever tried to lock or
+    resolve packages with it.
+    """
+    folder = directory / "uv-guard"
+    folder.mkdir(exist_ok=True)
+    uv = folder / "uv"
+    uv.write_text(UV_GUARD)
+    uv.chmod(0o755)
+    return folder
+
+
+def build_bento(
+    staged: StagedModel,
+    *,
+    home: Path | None = None,
+    service_dir: Path = SERVICE_DIR,
+    config: ServeConfig | None = None,
+    isolate_network: bool = False,
+    lock_packages: bool = False,
+    timeout: float = 600,
+) -> BuiltBento:
+    """Import the staged model and build the Bento (in a subprocess; see the module doc).
+
+    ``isolate_network`` runs the subprocess in an empty network namespace (``unshare -rn``),
+    proving the build needs no network.
+    """
+    home = Path(home or default_home()).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = config or ServeConfig(dataset=staged.dataset)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"bento-{staged.dataset}-") as tmp:
+        ctx = prepare_context(
+            Path(tmp) / "context",
+            config,
+            service_dir=service_dir,
+            labels=staged.labels,
+            openapi=_openapi_for(staged),
+            lock_packages=lock_packages,
+        )
+        request = Path(tmp) / "request.json"
+        request.write_text(
+            json.dumps(
+                {"staged": str(staged.directory), "context": str(ctx), "labels": staged.labels}
+            )
+        )
+        cmd = [sys.executable, "-m", "ml_assets.serve.bento", str(request)]
+        if isolate_network:
+            cmd = ["unshare", "-rn", *cmd]
+        env = offline_env(home)
+        env["PATH"] = f"{_uv_guard(Path(tmp))}{os.pathsep}{env.get('PATH', '')}"
+        proc = subprocess.run(
+            cmd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ctx,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"bento build failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+            )
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return BuiltBento(
+        bento_tag=result["bento_tag"],
+        model_tag=result["model_tag"],
+        model_version=staged.version,
+        home=home,
+        path=Path(result["path"]),
+        reused_model=result["reused_model"],
+        reused_bento=result["reused_bento"],
+        seconds=time.perf_counter() - started,
+    )
+
+
+# --- the subprocess ---------------------------------------------------------------------------
+
+
+def _import_model(staged_dir: Path, labels: dict[str, str]) -> tuple[str, bool]:
+    """Import into the model store, or reuse an import of the same version and run."""
+    import bentoml
+
+    from ml_assets.serve.runtime import MODEL_FILE, PROBLEM_FILE
+
+    name = labels["dataset"]
+    same = ("model_version", "mlflow_run_id", "registered_model")
+    try:
+        existing = bentoml.models.list(name)
+    except bentoml.exceptions.NotFound:
+        existing = []
+    for model in existing:
+        have = model.info.labels
+        if all(have.get(k) == labels.get(k) for k in same):
+            return str(model.tag), True
+    problem = json.loads((staged_dir / PROBLEM_FILE).read_text(encoding="utf-8"))
+    with bentoml.models.create(
+        name,
+        labels=labels,
+        metadata={"problem": problem, "framework": "catboost", "format": "cbm"},
+    ) as model:
+        for file in (MODEL_FILE, PROBLEM_FILE):
+            shutil.copy(staged_dir / file, model.path_of(file))
+    return str(model.tag), False
+
+
+def content_version(ctx: Path, model_tag: str, labels: dict[str, str]) -> str:
+    """A Bento version from what it serves: the model, the registered version, the code and
+    settings. Who built it and when (run ids in the labels) does not change it, so building
+    the same champion with the same code again finds the Bento already there."""
+    h = hashlib.sha256(model_tag.encode())
+    config = json.loads((ctx / CONFIG_FILE).read_text())
+    h.update(
+        json.dumps({k: v for k, v in config.items() if k != "labels"}, sort_keys=True).encode()
+    )
+    h.update("\n".join(requirements()).encode())
+    for path in sorted(ctx.rglob("*")):
+        if path.is_file() and path.name not in (CONFIG_FILE, "bentofile.yaml"):
+            if "__pycache__" in path.parts:
+                continue
+            h.update(str(path.relative_to(ctx)).encode())
+            h.update(path.read_bytes())
+    version = labels.get("model_version", "0")
+    return f"v{version}-{h.hexdigest()[:16]}"
+
+
+def _run(request_file: Path) -> dict[str, Any]:
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    req = json.loads(request_file.read_text())
+    ctx = Path(req["context"])
+    labels = req["labels"]
+    model_tag, reused_model = _import_model(Path(req["staged"]), labels)
+    config_path = ctx / CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    config["model_tag"] = model_tag
+    config["labels"] = labels
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+    bentofile = yaml.safe_load((ctx / "bentofile.yaml").read_text())
+    version = content_version(ctx, model_tag, labels)
+    try:
+        bento = bentoml.bentos.get(f"{bentofile['name']}:{version}")
+        reused_bento = True
+    except NotFound:
+        bento = bentoml.bentos.build_bentofile(
+            str(ctx / "bentofile.yaml"), build_ctx=str(ctx), version=version
+        )
+        reused_bento = False
+    return {
+        "bento_tag": str(bento.tag),
+        "model_tag": model_tag,
+        "reused_model": reused_model,
+        "reused_bento": reused_bento,
+        "path": str(bento.path),
+    }
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    out = _run(Path(sys.argv[1]))
+    sys.stdout.write(json.dumps(out) + "\n")

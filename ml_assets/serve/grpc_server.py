@@ -1,0 +1,192 @@
+"""The gRPC side of the service: grpcio, the checked-in ``bentos/predictor.proto``.
+
+BentoML's own gRPC server only serves legacy ``bentoml.Service`` and fails to import with
+protobuf >= 6.30, so the service starts this one itself (in its init, in every worker: the
+workers share the port through SO_REUSEPORT). The servicer is a thin translation: protobuf
+records -> plain Python records -> the very same :class:`ServingRuntime` methods, validation
+and prediction log as HTTP -> protobuf response. A :class:`RequestError` becomes
+INVALID_ARGUMENT (RESOURCE_EXHAUSTED when too large, UNAVAILABLE when the store is down) with
+the message naming the field. The standard ``grpc.health.v1`` health service and server
+reflection are served too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ml_assets.serve import predictor_pb2 as pb
+from ml_assets.serve import predictor_pb2_grpc as pb_grpc
+from ml_assets.serve.runtime import (
+    PREDICT,
+    PREDICT_BY_KEYS,
+    Outcome,
+    ServingRuntime,
+    new_request_id,
+)
+from ml_assets.serve.validation import ErrorCode, RequestError, check_count
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Predictor"].full_name
+GRPC_CODES = {
+    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.BAD_JSON: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def _value(v: pb.Value) -> Any:
+    kind = v.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    return getattr(v, kind)
+
+
+def records_from_proto(records: Any) -> list[dict[str, Any]]:
+    """Protobuf records as the plain dicts the validation takes."""
+    return [{k: _value(v) for k, v in r.fields.items()} for r in records]
+
+
+def _set_value(target: pb.Value, v: Any) -> None:
+    if v is None:
+        target.null_value = pb.NULL_VALUE
+    elif isinstance(v, bool):
+        target.bool_value = v
+    elif isinstance(v, int):
+        target.int_value = v
+    elif isinstance(v, float):
+        target.number_value = v
+    else:
+        target.string_value = str(v)
+
+
+def response_from_outcome(outcome: Outcome) -> pb.PredictResponse:
+    """The protobuf response of an outcome (same content as the HTTP JSON)."""
+    resp = pb.PredictResponse(request_id=outcome.request_id, model_version=outcome.model_version)
+    for item in outcome.predictions():
+        p = resp.predictions.add()
+        if "label" in item:
+            _set_value(p.label, item["label"])
+        if "probability" in item:
+            p.probability = item["probability"]
+        if "probabilities" in item:
+            p.probabilities.update(item["probabilities"])
+        if "value" in item:
+            p.value = item["value"]
+        for k, v in item.get("key", {}).items():
+            _set_value(p.key[k], v)
+    return resp
+
+
+class PredictorServicer(pb_grpc.PredictorServicer):
+    """Predictor RPCs over the shared runtime."""
+
+    def __init__(self, runtime: Callable[[], ServingRuntime | None]) -> None:
+        self.runtime = runtime
+
+    def _call(self, endpoint: str, request: pb.PredictRequest, context: Any) -> pb.PredictResponse:
+        started = time.perf_counter_ns()
+        given = dict(context.invocation_metadata()).get("x-request-id")
+        request_id = new_request_id(given if isinstance(given, str) else None)
+        context.set_trailing_metadata((("x-request-id", request_id),))
+        runtime = self.runtime()
+        if runtime is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "model not loaded yet")
+        assert runtime is not None
+        status, message, rows = grpc.StatusCode.INTERNAL, "internal error", 0
+        try:
+            check_count(len(request.records), runtime.max_records)
+            records = records_from_proto(request.records)
+            method = runtime.predict if endpoint == PREDICT else runtime.predict_by_keys
+            outcome = method(records, request_id=request_id, protocol="grpc", started_ns=started)
+            response = response_from_outcome(outcome)
+            status, rows = grpc.StatusCode.OK, len(records)
+            return response
+        except RequestError as exc:
+            status, message = GRPC_CODES[exc.code], exc.message
+        except Exception:
+            log.exception("gRPC %s %s failed", endpoint, request_id)
+        finally:
+            if runtime.metrics is not None:
+                seconds = (time.perf_counter_ns() - started) / 1e9
+                runtime.metrics.observe_request(endpoint, "grpc", status.name, seconds, rows)
+        context.abort(status, message)
+        raise AssertionError("unreachable")  # pragma: no cover - abort raises
+
+    def Predict(self, request: pb.PredictRequest, context: Any) -> pb.PredictResponse:
+        return self._call(PREDICT, request, context)
+
+    def PredictByKeys(self, request: pb.PredictRequest, context: Any) -> pb.PredictResponse:
+        return self._call(PREDICT_BY_KEYS, request, context)
+
+    def ModelInfo(self, request: pb.ModelInfoRequest, context: Any) -> pb.ModelInfoResponse:
+        runtime = self.runtime()
+        if runtime is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "model not loaded yet")
+        assert runtime is not None
+        info = runtime.info()
+        return pb.ModelInfoResponse(
+            dataset=info["dataset"],
+            model_version=info["model_version"],
+            problem_type=info["problem_type"],
+            features=info["features"],
+            classes=[str(c) for c in info["classes"]],
+            bentoml_model=info["bentoml_model"],
+            contract_version=info["contract_version"],
+        )
+
+
+class GrpcServer:
+    """A started grpcio server with the predictor, health and reflection services."""
+
+    def __init__(
+        self,
+        runtime: Callable[[], ServingRuntime | None],
+        *,
+        host: str,
+        port: int,
+        threads: int = 8,
+        max_message_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.so_reuseport", 1),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max(max_message_bytes, 16 * 1024 * 1024)),
+            ],
+        )
+        pb_grpc.add_PredictorServicer_to_server(PredictorServicer(runtime), self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        address = f"{host}:{port}"
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"gRPC: cannot bind {address}")
+        self.server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.stopped = False
+        log.info("gRPC server listening on %s:%d", host, self.port)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Report NOT_SERVING, finish the calls in flight (up to ``grace`` s), stop."""
+        if self.stopped:
+            return
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait(grace + 1)
+        self.stopped = True
+        log.info("gRPC server on port %d stopped", self.port)

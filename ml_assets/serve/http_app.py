@@ -1,0 +1,193 @@
+"""The HTTP hot path: a bare ASGI app, mounted into the BentoML service at ``/v1``.
+
+Why not ``@bentoml.api``: measured on this machine, BentoML's per-request machinery (pydantic
+IO descriptors, its request/response objects, context, tracing spans, access log) costs more
+than validating and scoring a record. A raw ASGI callable reads the body, checks it against the
+contract-generated schema and scores it with nothing else in between. BentoML still owns the
+process: ``bentoml serve`` starts it, and ``/livez``, ``/readyz`` and ``/metrics`` are BentoML's.
+
+Routes (relative to the mount):
+
+* ``POST /predict``: ``{"records": [feature rows]}``;
+* ``POST /predict_by_keys``: ``{"records": [entity records]}``;
+* ``GET /model``: what is served; ``GET /openapi.json``: the OpenAPI description.
+
+Errors are JSON ``{"error": {"code", "message", "fields"}, "request_id"}`` with a 4xx status
+(400 bad JSON, 405, 404, 413 too large, 415 not JSON, 422 invalid records) or 503 while not
+ready; an unexpected exception is a logged 500 that never leaks a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from ml_assets.serve.runtime import PREDICT, PREDICT_BY_KEYS, ServingRuntime, new_request_id
+from ml_assets.serve.validation import (
+    ErrorCode,
+    RequestError,
+    check_content_type,
+    decode_json,
+    records_of,
+    too_large,
+)
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class HttpApp:
+    """ASGI app serving a :class:`ServingRuntime` that may appear later (the service's init).
+
+    ``runtime`` is a callable returning the runtime or None while it is not loaded yet.
+    """
+
+    def __init__(
+        self,
+        runtime: Callable[[], ServingRuntime | None],
+        *,
+        max_body_bytes: int,
+        openapi: Callable[[ServingRuntime], dict[str, Any]] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.max_body_bytes = max_body_bytes
+        self.openapi = openapi
+        self._openapi_body: bytes | None = None
+        self.routes: dict[str, tuple[str, str]] = {
+            "/predict": ("POST", PREDICT),
+            "/predict_by_keys": ("POST", PREDICT_BY_KEYS),
+            "/model": ("GET", "model"),
+            "/openapi.json": ("GET", "openapi"),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter_ns()
+        path: str = scope["path"]
+        root = scope.get("root_path") or ""
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        route = self.routes.get(path)
+        headers = dict(scope["headers"])
+        request_id = new_request_id(_text(headers.get(b"x-request-id")))
+        if route is None:
+            await _error(send, 404, "not_found", f"no route {path}", request_id)
+            return
+        method, name = route
+        if scope["method"] != method:
+            await _error(send, 405, "method_not_allowed", f"use {method} {path}", request_id)
+            return
+        runtime = self.runtime()
+        if runtime is None:
+            await _error(send, 503, ErrorCode.UNAVAILABLE.value, "model not loaded yet", request_id)
+            return
+        if name == "model":
+            await _respond(send, 200, orjson.dumps(runtime.info()), request_id)
+            return
+        if name == "openapi":
+            if self._openapi_body is None and self.openapi is not None:
+                self._openapi_body = orjson.dumps(self.openapi(runtime))
+            await _respond(send, 200, self._openapi_body or b"{}", request_id)
+            return
+        await self._predict(runtime, name, headers, receive, send, request_id, started)
+
+    async def _predict(
+        self,
+        runtime: ServingRuntime,
+        endpoint: str,
+        headers: dict[bytes, bytes],
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        started: int,
+    ) -> None:
+        status = 500
+        rows = 0
+        try:
+            check_content_type(_text(headers.get(b"content-type")))
+            body = await self._body(headers, receive)
+            records = records_of(decode_json(body), runtime.max_records)
+            if endpoint == PREDICT:
+                outcome = runtime.predict(
+                    records, request_id=request_id, protocol="http", started_ns=started
+                )
+            else:
+                outcome = runtime.predict_by_keys(
+                    records, request_id=request_id, protocol="http", started_ns=started
+                )
+            payload = outcome.to_json()
+            status, rows = 200, len(records)
+        except RequestError as exc:
+            status = exc.status
+            payload = orjson.dumps({**exc.to_json(), "request_id": request_id})
+        except Exception:
+            log.exception("request %s to %s failed", request_id, endpoint)
+            payload = orjson.dumps(
+                {
+                    "error": {"code": "internal", "message": "internal error", "fields": []},
+                    "request_id": request_id,
+                }
+            )
+        finally:
+            if runtime.metrics is not None:
+                seconds = (time.perf_counter_ns() - started) / 1e9
+                runtime.metrics.observe_request(endpoint, "http", str(status), seconds, rows)
+        await _respond(send, status, payload, request_id)
+
+    async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        limit = self.max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large(int(declared), limit)
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > limit:
+                raise too_large(len(body), limit)
+            return body
+        parts = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large(size, limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+async def _respond(send: Send, status: int, body: bytes, request_id: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *JSON_HEADERS,
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(send: Send, status: int, code: str, message: str, request_id: str) -> None:
+    body = orjson.dumps(
+        {"error": {"code": code, "message": message, "fields": []}, "request_id": request_id}
+    )
+    await _respond(send, status, body, request_id)

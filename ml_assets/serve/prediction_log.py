@@ -1,0 +1,369 @@
+"""The prediction log: every served prediction, durable, readable as a partitioned dataset.
+
+Layout: ``<root>/<dataset>/date=YYYY-MM-DD/part-<time>-<pid>-<seq>.parquet`` (zstd), one row per
+predicted record: request id, row within the request, time, model version, endpoint, protocol,
+request latency, the record's key and event time (predict by keys), every model input (the
+features the model saw, typed like the feature table) and the outputs (``probability`` /
+``probability_<class>`` and ``prediction``, as batch scoring names them).
+
+Writing is off the hot path: :meth:`PredictionLog.append` only puts the request's already
+validated rows on a deque; a background thread turns what has piled up into one parquet segment
+per date every ``flush_seconds`` (or sooner when many rows wait). Each segment is written to a
+temporary name and renamed, so a reader never sees half a file. :meth:`PredictionLog.close`
+(called on SIGTERM/SIGINT through the service's shutdown hook, and at exit) drains the deque:
+a response is sent only after its rows are on the deque, so every 2xx is logged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import datetime as dt
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ml_assets.contracts.model import ProblemType
+
+log = logging.getLogger(__name__)
+
+UTC_US = pl.Datetime("us", "UTC")
+BASE_SCHEMA: dict[str, pl.DataType] = {
+    "request_id": pl.String(),
+    "row": pl.Int32(),
+    "ts": UTC_US,
+    "model_version": pl.String(),
+    "endpoint": pl.String(),
+    "protocol": pl.String(),
+    "latency_ms": pl.Float64(),
+}
+
+
+@dataclass(frozen=True)
+class LogLayout:
+    """The typed columns of a dataset's log rows besides the base columns."""
+
+    dataset: str
+    key: tuple[tuple[str, pl.DataType], ...]
+    event_time: str
+    features: tuple[tuple[str, pl.DataType], ...]
+    problem_type: ProblemType
+    classes: tuple[Any, ...]
+
+    def output_schema(self) -> dict[str, pl.DataType]:
+        if self.problem_type is ProblemType.REGRESSION:
+            return {"prediction": pl.Float64()}
+        label = _label_dtype(self.classes)
+        if self.problem_type is ProblemType.BINARY:
+            return {"probability": pl.Float64(), "prediction": label}
+        return {**{f"probability_{c}": pl.Float64() for c in self.classes}, "prediction": label}
+
+    def schema(self) -> dict[str, pl.DataType]:
+        return {
+            **BASE_SCHEMA,
+            **dict(self.key),
+            self.event_time: UTC_US,
+            **dict(self.features),
+            **self.output_schema(),
+        }
+
+
+def _label_dtype(classes: Sequence[Any]) -> pl.DataType:
+    if classes and all(isinstance(c, bool) for c in classes):
+        return pl.Boolean()
+    if classes and all(isinstance(c, int) for c in classes):
+        return pl.Int64()
+    return pl.String()
+
+
+def layout_for(spec: Any, bundle: Any) -> LogLayout:
+    """The log layout of a runtime's spec (keys, event time) and model (features, classes)."""
+    from ml_assets.features.spec import COLUMN_DTYPES
+
+    ent = spec.contract.entity
+    dtypes = spec.dtypes()
+    return LogLayout(
+        dataset=spec.dataset,
+        key=tuple((k, COLUMN_DTYPES[ent.columns[k].type]) for k in spec.key),
+        event_time=spec.event_time,
+        features=tuple((f, dtypes[f]) for f in bundle.features),
+        problem_type=bundle.problem_type,
+        classes=tuple(bundle.classes),
+    )
+
+
+@dataclass(slots=True)
+class _Entry:
+    request_id: str
+    ts_us: int
+    endpoint: str
+    protocol: str
+    latency_us: int
+    model_version: str
+    rows: Sequence[Sequence[Any]]
+    scores: np.ndarray
+    labels: list[Any] | None
+    keys: list[list[Any]] | None
+    event_times: list[dt.datetime] | None
+
+
+def dataset_dir(root: str | Path, dataset: str) -> Path:
+    return Path(root) / dataset
+
+
+class PredictionLog:
+    """Appends predictions from any thread; a background thread writes parquet segments."""
+
+    def __init__(
+        self,
+        layout: LogLayout,
+        root: str | Path,
+        *,
+        flush_seconds: float = 1.0,
+        max_pending_rows: int = 50_000,
+    ) -> None:
+        self.layout = layout
+        self.root = Path(root)
+        self.directory = dataset_dir(root, layout.dataset)
+        self.flush_seconds = flush_seconds
+        self.max_pending_rows = max_pending_rows
+        self._pending: collections.deque[_Entry] = collections.deque()
+        self._pending_rows = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._flush_lock = threading.Lock()
+        self._seq = 0
+        self.rows_written = 0
+        self.segments_written = 0
+        self.closed = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"prediction-log-{layout.dataset}", daemon=True
+        )
+        self._thread.start()
+        atexit.register(self.close)
+
+    # --- the hot path ---------------------------------------------------------------------
+
+    def append(
+        self,
+        *,
+        request_id: str,
+        ts_us: int,
+        endpoint: str,
+        protocol: str,
+        latency_us: int,
+        model_version: str,
+        rows: Sequence[Sequence[Any]],
+        scores: np.ndarray,
+        labels: list[Any] | None,
+        keys: list[list[Any]] | None = None,
+        event_times: list[dt.datetime] | None = None,
+    ) -> None:
+        """Queue one request's predictions (O(1), no I/O)."""
+        self._pending.append(
+            _Entry(
+                request_id,
+                ts_us,
+                endpoint,
+                protocol,
+                latency_us,
+                model_version,
+                rows,
+                scores,
+                labels,
+                keys,
+                event_times,
+            )
+        )
+        self._pending_rows += len(rows)
+        if self._pending_rows >= self.max_pending_rows:
+            self._wake.set()
+
+    # --- the writer -----------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # keep the writer alive; entries stay queued for the next try
+                log.exception("prediction log: writing a segment failed; retrying")
+        self.flush()
+
+    def flush(self) -> int:
+        """Write everything queued so far; return the number of rows written."""
+        with self._flush_lock:
+            entries: list[_Entry] = []
+            pop = self._pending.popleft
+            while True:
+                try:
+                    entries.append(pop())
+                except IndexError:
+                    break
+            if not entries:
+                return 0
+            self._pending_rows = max(0, self._pending_rows - sum(len(e.rows) for e in entries))
+            try:
+                written = self._write(entries)
+            except Exception:
+                self._pending.extendleft(reversed(entries))
+                raise
+            self.rows_written += written
+            return written
+
+    def _write(self, entries: list[_Entry]) -> int:
+        by_date: dict[dt.date, list[_Entry]] = {}
+        for e in entries:
+            day = dt.datetime.fromtimestamp(e.ts_us / 1e6, dt.UTC).date()
+            by_date.setdefault(day, []).append(e)
+        total = 0
+        for day, group in sorted(by_date.items()):
+            frame = self.frame(group)
+            folder = self.directory / f"date={day.isoformat()}"
+            folder.mkdir(parents=True, exist_ok=True)
+            self._seq += 1
+            name = f"part-{time.time_ns() // 1000}-{os.getpid()}-{self._seq:06d}.parquet"
+            tmp = folder / f".{name}.tmp"
+            frame.write_parquet(tmp, compression="zstd")
+            os.replace(tmp, folder / name)
+            self.segments_written += 1
+            total += frame.height
+        return total
+
+    def frame(self, entries: list[_Entry]) -> pl.DataFrame:
+        """The log rows of some queued requests, typed by the layout."""
+        lay = self.layout
+        counts = [len(e.rows) for e in entries]
+        n = sum(counts)
+
+        def repeat(values: list[Any]) -> list[Any]:
+            out: list[Any] = []
+            for v, c in zip(values, counts, strict=True):
+                out.extend([v] * c)
+            return out
+
+        cols: dict[str, pl.Series] = {
+            "request_id": pl.Series(repeat([e.request_id for e in entries]), dtype=pl.String),
+            "row": pl.Series([i for c in counts for i in range(c)], dtype=pl.Int32),
+            "ts": pl.Series(repeat([e.ts_us for e in entries]), dtype=pl.Int64).cast(UTC_US),
+            "model_version": pl.Series(repeat([e.model_version for e in entries]), dtype=pl.String),
+            "endpoint": pl.Series(repeat([e.endpoint for e in entries]), dtype=pl.String),
+            "protocol": pl.Series(repeat([e.protocol for e in entries]), dtype=pl.String),
+            "latency_ms": pl.Series(
+                repeat([e.latency_us / 1000 for e in entries]), dtype=pl.Float64
+            ),
+        }
+        for j, (name, dtype) in enumerate(lay.key):
+            values: list[Any] = []
+            for e in entries:
+                if e.keys:
+                    values.extend(k[j] for k in e.keys)
+                else:
+                    values.extend([None] * len(e.rows))
+            cols[name] = pl.Series(values, dtype=dtype, strict=False)
+        times: list[Any] = []
+        for e in entries:
+            times.extend(e.event_times if e.event_times else [None] * len(e.rows))
+        cols[lay.event_time] = pl.Series(times, dtype=UTC_US, strict=False)
+        rows = [r for e in entries for r in e.rows]
+        for j, (name, dtype) in enumerate(lay.features):
+            cols[name] = pl.Series([r[j] for r in rows], dtype=dtype, strict=False)
+        scores = np.concatenate([np.asarray(e.scores, dtype=np.float64) for e in entries])
+        outputs = lay.output_schema()
+        if lay.problem_type is ProblemType.REGRESSION:
+            cols["prediction"] = pl.Series(scores, dtype=pl.Float64)
+        else:
+            if lay.problem_type is ProblemType.BINARY:
+                cols["probability"] = pl.Series(scores, dtype=pl.Float64)
+            else:
+                for k, c in enumerate(lay.classes):
+                    cols[f"probability_{c}"] = pl.Series(scores[:, k], dtype=pl.Float64)
+            labels = [v for e in entries for v in (e.labels or [])]
+            cols["prediction"] = pl.Series(labels, dtype=outputs["prediction"], strict=False)
+        frame = pl.DataFrame(cols)
+        assert frame.height == n
+        return frame
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the writer after it has written everything queued (idempotent)."""
+        if self.closed:
+            return
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        if self._pending:  # the writer died or timed out: write the rest here
+            self.flush()
+        self.closed = True
+        atexit.unregister(self.close)
+        log.info(
+            "prediction log %s closed: %d rows in %d segments",
+            self.layout.dataset,
+            self.rows_written,
+            self.segments_written,
+        )
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _as_utc(value: dt.datetime | dt.date) -> dt.datetime:
+    if not isinstance(value, dt.datetime):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def log_files(
+    dataset: str,
+    start: dt.datetime | dt.date,
+    end: dt.datetime | dt.date,
+    root: str | Path | None = None,
+) -> list[Path]:
+    """The segments of the date partitions overlapping [start, end)."""
+    from ml_assets.serve.config import log_root
+
+    base = dataset_dir(root if root is not None else log_root(), dataset)
+    lo, hi = _as_utc(start), _as_utc(end)
+    files: list[Path] = []
+    day = lo.date()
+    while day <= hi.date():
+        folder = base / f"date={day.isoformat()}"
+        if folder.is_dir():
+            files.extend(sorted(folder.glob("*.parquet")))
+        day += dt.timedelta(days=1)
+    return files
+
+
+def read_prediction_log(
+    dataset: str,
+    start: dt.datetime | dt.date,
+    end: dt.datetime | dt.date,
+    root: str | Path | None = None,
+) -> pl.DataFrame:
+    """Logged predictions of a dataset with time in [start, end) (naive = UTC), oldest first.
+
+    Segments written by different model versions may differ in their feature columns; they are
+    stacked with the union of the columns (missing ones null).
+    """
+    lo, hi = _as_utc(start), _as_utc(end)
+    files = log_files(dataset, lo, hi, root)
+    if not files:
+        return pl.DataFrame(schema=BASE_SCHEMA)
+    frames = [pl.read_parquet(f) for f in files]
+    frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    return frame.filter(
+        (pl.col("ts") >= pl.lit(lo, UTC_US)) & (pl.col("ts") < pl.lit(hi, UTC_US))
+    ).sort(["ts", "request_id", "row"], maintain_order=True)

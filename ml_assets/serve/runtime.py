@@ -1,0 +1,419 @@
+"""The serving core, shared by HTTP and gRPC: validated records in, predictions out, logged.
+
+:class:`ServingRuntime` owns the model, the two record schemas generated from the contract, the
+online-store client, the prediction log and the metrics. Transports decode their wire format to
+plain Python records and call :meth:`ServingRuntime.predict` (feature rows) or
+:meth:`ServingRuntime.predict_by_keys` (entity records; features computed by the feature code),
+then encode the :class:`Outcome`.
+
+The feature-row path does no pandas and no polars: records -> value rows (validation) -> a
+numpy object matrix in the model's column order -> CatBoost. The result is the same as batch
+scoring (:func:`ml_assets.train.assets.score_frame`): categoricals as text with ``__missing__``
+for null, numbers as floats with NaN for null. No MLflow here: the model comes from the BentoML
+model directory (``model.cbm`` + ``problem.json``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ml_assets.contracts.model import ProblemType
+from ml_assets.features.spec import COLUMN_DTYPES, FeatureSpec
+from ml_assets.serve.validation import (
+    ErrorCode,
+    RecordSchema,
+    RequestError,
+    check_count,
+    entity_schema,
+    feature_schema,
+    validate_records,
+)
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.cbm"
+PROBLEM_FILE = "problem.json"
+MISSING = "__missing__"  # what training fills a null categorical with (train.core.to_pool_frame)
+
+PREDICT = "predict"
+PREDICT_BY_KEYS = "predict_by_keys"
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A loaded model and what is needed to feed it: feature order, categoricals, classes."""
+
+    model: Any
+    problem_type: ProblemType
+    features: tuple[str, ...]
+    categorical: tuple[str, ...]
+    classes: tuple[Any, ...]
+    version: str
+    """Registered model version (MLflow)."""
+    tag: str = ""
+    """BentoML model tag."""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def load_bundle(
+    path: str | Path, *, tag: str = "", labels: dict[str, str] | None = None
+) -> ModelBundle:
+    """Load ``model.cbm`` and ``problem.json`` from a BentoML model directory."""
+    from catboost import CatBoostClassifier, CatBoostRegressor
+
+    path = Path(path)
+    problem = json.loads((path / PROBLEM_FILE).read_text(encoding="utf-8"))
+    problem_type = ProblemType(problem["problem_type"])
+    model = CatBoostRegressor() if problem_type is ProblemType.REGRESSION else CatBoostClassifier()
+    model.load_model(str(path / MODEL_FILE))
+    labels = dict(labels or {})
+    return ModelBundle(
+        model=model,
+        problem_type=problem_type,
+        features=tuple(problem["features"]),
+        categorical=tuple(problem["categorical"]),
+        classes=tuple(problem.get("classes") or ()),
+        version=str(labels.get("model_version", problem.get("model_version", "unknown"))),
+        tag=tag,
+        labels=labels,
+    )
+
+
+def _cat_text(v: Any) -> str:
+    if v is None:
+        return MISSING
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    return v if type(v) is str else str(v)
+
+
+class InputLayout:
+    """Turns value rows (model feature order) into the matrix CatBoost scores.
+
+    Only the columns that need it are touched: categoricals become text, nullable numbers get
+    NaN for null; everything else goes into the object matrix as validated.
+    """
+
+    def __init__(
+        self, bundle: ModelBundle, schema: RecordSchema, *, all_numbers_nullable: bool = False
+    ) -> None:
+        cats = set(bundle.categorical)
+        self.cat_idx = [j for j, f in enumerate(bundle.features) if f in cats]
+        self.nullable_num_idx = [
+            j
+            for j, f in enumerate(bundle.features)
+            if f not in cats and (all_numbers_nullable or schema.field(f).nullable)
+        ]
+
+    def matrix(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
+        x = np.array(rows, dtype=object)
+        if x.ndim != 2:  # pragma: no cover - validation makes every row the same length
+            raise ValueError("rows of different lengths")
+        for j in self.cat_idx:
+            x[:, j] = [_cat_text(v) for v in x[:, j]]
+        nan = float("nan")
+        for j in self.nullable_num_idx:
+            col = x[:, j]
+            if None in col.tolist():
+                x[:, j] = [nan if v is None else v for v in col]
+        return x
+
+
+def score(bundle: ModelBundle, x: Any) -> np.ndarray:
+    """P(positive class) for binary, class probabilities for multiclass, values for regression."""
+    if bundle.problem_type is ProblemType.REGRESSION:
+        return np.asarray(bundle.model.predict(x, thread_count=1), dtype=np.float64)
+    proba = np.asarray(bundle.model.predict_proba(x, thread_count=1), dtype=np.float64)
+    return proba[:, 1] if bundle.problem_type is ProblemType.BINARY else proba
+
+
+def labels_of(bundle: ModelBundle, scores: np.ndarray) -> list[Any] | None:
+    """Predicted classes, decided as batch scoring decides them (threshold 0.5 / argmax)."""
+    if bundle.problem_type is ProblemType.REGRESSION:
+        return None
+    classes = bundle.classes
+    if bundle.problem_type is ProblemType.BINARY:
+        neg, pos = classes[0], classes[1]
+        return [pos if p >= 0.5 else neg for p in scores.tolist()]
+    return [classes[k] for k in np.argmax(scores, axis=1).tolist()]
+
+
+@dataclass
+class Outcome:
+    """The result of one request: what both transports send back."""
+
+    request_id: str
+    model_version: str
+    problem_type: ProblemType
+    scores: np.ndarray
+    labels: list[Any] | None
+    classes: tuple[Any, ...]
+    keys: list[dict[str, Any]] | None = None
+
+    def predictions(self) -> list[dict[str, Any]]:
+        """One object per record: label and probability (binary), label and probabilities
+        (multiclass), or value (regression); with the record's key when it was given."""
+        if self.problem_type is ProblemType.BINARY:
+            out = [
+                {"label": lab, "probability": p}
+                for lab, p in zip(self.labels or [], self.scores.tolist(), strict=True)
+            ]
+        elif self.problem_type is ProblemType.MULTICLASS:
+            names = [str(c) for c in self.classes]
+            out = [
+                {"label": lab, "probabilities": dict(zip(names, row, strict=True))}
+                for lab, row in zip(self.labels or [], self.scores.tolist(), strict=True)
+            ]
+        else:
+            out = [{"value": v} for v in self.scores.tolist()]
+        if self.keys is not None:
+            for item, key in zip(out, self.keys, strict=True):
+                if key:
+                    item["key"] = key
+        return out
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "request_id": self.request_id,
+                "model_version": self.model_version,
+                "predictions": self.predictions(),
+            }
+        )
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions of an unreachable or broken online store (SQLAlchemy, and the DBAPI errors of
+    SQLite and psycopg, which the client's raw connection raises as they are)."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    errors: list[type[BaseException]] = [sa.exc.SQLAlchemyError, sqlite3.Error, OSError]
+    try:
+        import psycopg
+
+        errors.append(psycopg.Error)
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    return tuple(errors)
+
+
+def new_request_id(given: str | None = None) -> str:
+    """The client's request id when it is a sane one, else a fresh random one."""
+    if given and len(given) <= 128 and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+class ServingRuntime:
+    """Validation, features, scoring, logging and metrics for one dataset's model."""
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        bundle: ModelBundle,
+        *,
+        prediction_log: Any | None = None,
+        metrics: Any | None = None,
+        store_factory: Callable[[], Any] | None = None,
+        max_records: int = 10_000,
+    ) -> None:
+        if spec.contract.problem_type is not bundle.problem_type:
+            raise ValueError(
+                f"{spec.dataset}: the model is {bundle.problem_type.value}, the contract says "
+                f"{spec.contract.problem_type.value}"
+            )
+        self.spec = spec
+        self.bundle = bundle
+        self.features = feature_schema(spec, bundle.features)
+        self.entities = entity_schema(spec)
+        self.layout = InputLayout(bundle, self.features)
+        self.log = prediction_log
+        self.metrics = metrics
+        self.max_records = max_records
+        self._store_factory = store_factory
+        self._store: Any = None
+        self._store_lock = threading.Lock()
+        # Features computed online may be null wherever a number is (a ratio over zero, ...).
+        self.computed_layout = InputLayout(bundle, self.features, all_numbers_nullable=True)
+        ent = spec.contract.entity
+        self._entity_dtypes = {n: COLUMN_DTYPES[ent.columns[n].type] for n in self.entities.names}
+        self._key_idx = [self.entities.names.index(k) for k in spec.key]
+        self._time_idx = self.entities.names.index(spec.event_time)
+
+    @property
+    def dataset(self) -> str:
+        return self.spec.dataset
+
+    @property
+    def model_version(self) -> str:
+        return self.bundle.version
+
+    # --- predict on feature rows ------------------------------------------------------------
+
+    def predict(
+        self,
+        records: list[Any],
+        *,
+        request_id: str,
+        protocol: str,
+        started_ns: int | None = None,
+    ) -> Outcome:
+        """Score feature records (the model's inputs, as the feature table holds them)."""
+        started_ns = started_ns or time.perf_counter_ns()
+        check_count(len(records), self.max_records)
+        rows = validate_records(self.features, records)
+        scores = score(self.bundle, self.layout.matrix(rows))
+        labels = labels_of(self.bundle, scores)
+        self._record(PREDICT, protocol, request_id, started_ns, rows, scores, labels, None, None)
+        return Outcome(
+            request_id,
+            self.bundle.version,
+            self.bundle.problem_type,
+            scores,
+            labels,
+            self.bundle.classes,
+        )
+
+    # --- predict by keys --------------------------------------------------------------------
+
+    def store(self) -> Any:
+        """The online-store client, opened on first use."""
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    if self._store_factory is None:
+                        raise RequestError(
+                            ErrorCode.UNAVAILABLE, [("", "no online store is configured")]
+                        )
+                    try:
+                        self._store = self._store_factory()
+                    except Exception as exc:
+                        log.exception("cannot open the online store")
+                        raise RequestError(
+                            ErrorCode.UNAVAILABLE,
+                            [("online store", f"cannot open it: {type(exc).__name__}")],
+                        ) from None
+        return self._store
+
+    def predict_by_keys(
+        self,
+        records: list[Any],
+        *,
+        request_id: str,
+        protocol: str,
+        started_ns: int | None = None,
+        now: dt.datetime | None = None,
+    ) -> Outcome:
+        """Score entity records: the row and request-time features computed by the feature code
+        (:func:`ml_assets.features.online_features`), the aggregates fetched from the online
+        store by the records' group keys. A record's event time is the request time unless
+        it gives one."""
+        from ml_assets.features.online import online_features
+
+        started_ns = started_ns or time.perf_counter_ns()
+        check_count(len(records), self.max_records)
+        rows = validate_records(self.entities, records)
+        now = now or dt.datetime.now(dt.UTC)
+        t = self._time_idx
+        for row in rows:
+            if row[t] is None:
+                row[t] = now
+        frame = self._entity_frame(rows)
+        store = self.store()
+        try:
+            feats = online_features(self.spec, frame, store)
+        except LookupError as exc:
+            raise RequestError(ErrorCode.UNAVAILABLE, [("online store", str(exc))]) from None
+        except store_errors() as exc:  # a database that is down is not a bad request
+            log.exception("online store lookup failed")
+            raise RequestError(
+                ErrorCode.UNAVAILABLE, [("online store", f"lookup failed: {type(exc).__name__}")]
+            ) from None
+        values = feats.select(self.bundle.features).rows()
+        scores = score(self.bundle, self.computed_layout.matrix(values))
+        labels = labels_of(self.bundle, scores)
+        keys = [[row[k] for k in self._key_idx] for row in rows]
+        times = [row[t] for row in rows]
+        self._record(
+            PREDICT_BY_KEYS, protocol, request_id, started_ns, values, scores, labels, keys, times
+        )
+        key_dicts = None
+        if any(any(v is not None for v in k) for k in keys):
+            key_dicts = [
+                {n: v for n, v in zip(self.spec.key, k, strict=True) if v is not None} for k in keys
+            ]
+        return Outcome(
+            request_id,
+            self.bundle.version,
+            self.bundle.problem_type,
+            scores,
+            labels,
+            self.bundle.classes,
+            keys=key_dicts,
+        )
+
+    def _entity_frame(self, rows: list[list[Any]]) -> Any:
+        import polars as pl
+
+        return pl.DataFrame(rows, schema=self._entity_dtypes, orient="row", strict=False)
+
+    # --- logging and metrics ----------------------------------------------------------------
+
+    def _record(
+        self,
+        endpoint: str,
+        protocol: str,
+        request_id: str,
+        started_ns: int,
+        rows: Sequence[Sequence[Any]],
+        scores: np.ndarray,
+        labels: list[Any] | None,
+        keys: list[list[Any]] | None,
+        times: list[dt.datetime] | None,
+    ) -> None:
+        latency_us = (time.perf_counter_ns() - started_ns) // 1000
+        if self.log is not None:
+            self.log.append(
+                request_id=request_id,
+                ts_us=time.time_ns() // 1000,
+                endpoint=endpoint,
+                protocol=protocol,
+                latency_us=latency_us,
+                model_version=self.bundle.version,
+                rows=rows,
+                scores=scores,
+                labels=labels,
+                keys=keys,
+                event_times=times,
+            )
+        if self.metrics is not None:
+            self.metrics.observe_predictions(self.bundle.version, scores, labels)
+
+    def info(self) -> dict[str, Any]:
+        """What is being served (for ``GET /v1/model``)."""
+        return {
+            "dataset": self.dataset,
+            "model_version": self.bundle.version,
+            "bentoml_model": self.bundle.tag,
+            "problem_type": self.bundle.problem_type.value,
+            "features": list(self.bundle.features),
+            "classes": list(self.bundle.classes),
+            "labels": self.bundle.labels,
+            "contract_version": self.spec.contract.version,
+        }

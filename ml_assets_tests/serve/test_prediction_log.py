@@ -1,0 +1,118 @@
+"""The prediction log in-process: many threads append, the writer batches, close loses nothing,
+the reader sees a date-partitioned dataset."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ml_assets.contracts.model import ProblemType
+from ml_assets.serve.prediction_log import LogLayout, PredictionLog, read_prediction_log
+
+LAYOUT = LogLayout(
+    dataset="toy",
+    key=(("id", pl.Int64()),),
+    event_time="ts_event",
+    features=(("x", pl.Float64()), ("flag", pl.Boolean()), ("band", pl.Int64())),
+    problem_type=ProblemType.BINARY,
+    classes=(0, 1),
+)
+DAY1 = dt.datetime(2024, 3, 1, 23, 59, 59, tzinfo=dt.UTC)
+DAY2 = dt.datetime(2024, 3, 2, 0, 0, 1, tzinfo=dt.UTC)
+
+
+def us(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1_000_000)
+
+
+def append(log: PredictionLog, request_id: str, when: dt.datetime, n: int, keys: bool) -> None:
+    rows = [[float(i), i % 2 == 0, None if i % 3 == 0 else i] for i in range(n)]
+    scores = np.linspace(0.0, 1.0, n)
+    log.append(
+        request_id=request_id,
+        ts_us=us(when),
+        endpoint="predict_by_keys" if keys else "predict",
+        protocol="http",
+        latency_us=321,
+        model_version="7",
+        rows=rows,
+        scores=scores,
+        labels=[int(s >= 0.5) for s in scores],
+        keys=[[i] for i in range(n)] if keys else None,
+        event_times=[when] * n if keys else None,
+    )
+
+
+def test_threads_append_close_flushes_everything(tmp_path: Path) -> None:
+    log = PredictionLog(LAYOUT, tmp_path, flush_seconds=0.05, max_pending_rows=500)
+
+    def worker(w: int) -> None:
+        for i in range(200):
+            append(log, f"w{w}-{i}", DAY1 if i % 2 else DAY2, 3, keys=i % 4 == 0)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    assert log.closed and not log.alive
+    frame = read_prediction_log("toy", DAY1.date(), DAY2 + dt.timedelta(days=1), root=tmp_path)
+    assert frame.height == 4 * 200 * 3 == log.rows_written
+    assert frame.select(pl.col("request_id").n_unique()).item() == 800
+    # partitioned by UTC date; every segment renamed into place (no temp files left)
+    parts = sorted(p.name for p in (tmp_path / "toy").iterdir())
+    assert parts == ["date=2024-03-01", "date=2024-03-02"]
+    assert not list((tmp_path / "toy").rglob("*.tmp"))
+    assert log.segments_written >= 2
+
+
+def test_columns_types_and_time_filter(tmp_path: Path) -> None:
+    log = PredictionLog(LAYOUT, tmp_path, flush_seconds=60)
+    append(log, "a", DAY1, 4, keys=True)
+    append(log, "b", DAY2, 2, keys=False)
+    log.close()
+    frame = read_prediction_log("toy", DAY1.date(), DAY2 + dt.timedelta(days=1), root=tmp_path)
+    assert frame.schema == LAYOUT.schema()
+    assert frame.columns[:7] == [
+        "request_id",
+        "row",
+        "ts",
+        "model_version",
+        "endpoint",
+        "protocol",
+        "latency_ms",
+    ]
+    a = frame.filter(pl.col("request_id") == "a")
+    assert a["row"].to_list() == [0, 1, 2, 3]
+    assert a["id"].to_list() == [0, 1, 2, 3]
+    assert a["band"].to_list() == [None, 1, 2, None]
+    assert a["flag"].to_list() == [True, False, True, False]
+    assert a["prediction"].to_list() == [0, 0, 1, 1]
+    assert a["latency_ms"].unique().to_list() == [0.321]
+    b = frame.filter(pl.col("request_id") == "b")
+    assert b["id"].null_count() == 2 and b["ts_event"].null_count() == 2
+    # [start, end): the second day only
+    later = read_prediction_log(
+        "toy", DAY2.replace(hour=0, second=0), DAY2.date() + dt.timedelta(1), root=tmp_path
+    )
+    assert later["request_id"].unique().to_list() == ["b"]
+    empty = read_prediction_log("toy", dt.date(2020, 1, 1), dt.date(2020, 1, 2), root=tmp_path)
+    assert empty.height == 0 and "request_id" in empty.columns
+
+
+def test_writer_failure_keeps_entries_queued(tmp_path: Path) -> None:
+    blocker = tmp_path / "toy"
+    blocker.write_text("a file where the dataset folder should be")
+    log = PredictionLog(LAYOUT, tmp_path, flush_seconds=0.05)
+    append(log, "kept", DAY1, 2, keys=False)
+    time.sleep(0.3)  # several flush attempts, every one failing
+    assert log.rows_written == 0 and len(log._pending) == 1  # failed, still queued
+    blocker.unlink()
+    log.close()
+    assert read_prediction_log("toy", DAY1.date(), DAY2, root=tmp_path).height == 2
