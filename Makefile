@@ -24,13 +24,13 @@ demo: install
 
 test: install
 	bash scripts/system-deps.sh
-	.venv/bin/ruff check ml_assets ml_assets_tests bench
-	.venv/bin/ruff format --check ml_assets ml_assets_tests bench
+	.venv/bin/ruff check ml_assets ml_assets_tests bench bentos
+	.venv/bin/ruff format --check ml_assets ml_assets_tests bench bentos
 	.venv/bin/pytest -n 2 --dist loadgroup -p no:cacheprovider
 
 lint: install
-	.venv/bin/ruff check --fix ml_assets ml_assets_tests bench
-	.venv/bin/ruff format ml_assets ml_assets_tests bench
+	.venv/bin/ruff check --fix ml_assets ml_assets_tests bench bentos
+	.venv/bin/ruff format ml_assets ml_assets_tests bench bentos
 
 ui: install
 	DAGSTER_HOME=$${DAGSTER_HOME:-$$PWD/.ml_assets/dagster_home} .venv/bin/dagster dev -w workspace.yaml

@@ -19,6 +19,7 @@ from ml_assets.features.assets import OnlineStore, features_key, online_key, tra
 from ml_assets.ingest.assets import LAKE_IO, SqlSource, build_raw_asset
 from ml_assets.partitions import partitions_def
 from ml_assets.registry.tracking import MlflowTracking
+from ml_assets.serve.assets import BentoBuilder, bento_key, serving_definitions
 from ml_assets.storage import Lake, LakeIOManager
 from ml_assets.train.assets import champion_key, model_key, predictions_key, training_definitions
 from ml_assets.validate.assets import build_validated_assets, freshness_checks
@@ -53,7 +54,12 @@ def dataset_definitions(contract: Contract) -> dg.Definitions:
         ingest.append(build_raw_asset(contract, role))
         ingest.append(build_validated_assets(contract, role))
     pdef = partitions_def(contract)
-    train = [training_set_key(contract), model_key(contract), champion_key(contract)]
+    train = [
+        training_set_key(contract),
+        model_key(contract),
+        champion_key(contract),
+        bento_key(contract),
+    ]
     if load_feature_spec(contract).aggregates:
         train.append(online_key(contract))
     jobs = [
@@ -66,7 +72,7 @@ def dataset_definitions(contract: Contract) -> dg.Definitions:
         dg.define_asset_job(
             train_job_name(contract),
             selection=dg.AssetSelection.assets(*train),
-            description=f"Training set, online store, model and champion of {contract.name}.",
+            description=f"Training set, online store, model, champion and Bento of {contract.name}.",
         ),
         dg.define_asset_job(
             score_job_name(contract),
@@ -79,6 +85,7 @@ def dataset_definitions(contract: Contract) -> dg.Definitions:
         dg.Definitions(assets=ingest, asset_checks=freshness_checks(contract), jobs=jobs),
         feature_definitions(contract),
         training_definitions(contract),
+        serving_definitions(contract),
     )
 
 
@@ -90,6 +97,7 @@ def resources() -> dict[str, object]:
         "source": SqlSource(url=os.environ.get("ML_ASSETS_SOURCE_URL_OVERRIDE") or None),
         "online_store": OnlineStore(),
         "mlflow": MlflowTracking(),
+        "bento_builder": BentoBuilder(),
     }
 
 
