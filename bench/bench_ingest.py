@@ -20,6 +20,11 @@ case's memory never shows up in another's peak RSS. See bench/README.md.
 
 The PostgreSQL backend creates the database ``mlassets_bench`` on the local server (dropped
 afterwards); ``--pg-url`` points at another server.
+
+Only step 3, again, on the lakes an earlier run left in its workdir (made first if missing):
+
+    .venv/bin/python bench/bench_ingest.py --rows 1000000 10000000 --backends sqlite \
+        --workdir /tmp/bench_ingest --validate-only --repeat 3 --out /tmp/validate.md
 """
 
 from __future__ import annotations
@@ -287,7 +292,11 @@ def make_dirty(raw, table, every: int = 1000):
 
 
 def case_validate(args: argparse.Namespace) -> None:
-    """split_valid vs a bare polars filter, partition by partition, clean and with bad rows."""
+    """split_valid vs a bare polars filter, partition by partition, clean and with bad rows.
+
+    Wall and CPU time (this process, all threads) of each; with ``--repeat`` > 1 each one runs
+    that many times per partition and the fastest counts (a shared machine only adds time).
+    """
     import polars as pl
 
     from ml_assets.ingest.assets import raw_key
@@ -304,45 +313,62 @@ def case_validate(args: argparse.Namespace) -> None:
     files = sorted(folder.glob("*.parquet"))
     if not files:
         raise SystemExit(f"no raw partitions under {folder}")
+    repeat = max(1, args.repeat or 1)
+
+    def timed(fn: Any) -> tuple[Any, float, float]:
+        """fn's result, and its best wall and CPU seconds over ``repeat`` runs."""
+        best_wall = best_cpu = float("inf")
+        for _ in range(repeat):
+            out = None  # the previous run's result is freed before the next one
+            cpu0, t0 = _cpu_s(), time.perf_counter()
+            out = fn()
+            best_wall = min(best_wall, time.perf_counter() - t0)
+            best_cpu = min(best_cpu, _cpu_s() - cpu0)
+        return out, best_wall, best_cpu
 
     # One untimed warm-up of each (imports, pandera's first-call set-up).
     first = pl.read_parquet(files[0])
     split_valid(first, table, tz, schema)
+    split_valid(make_dirty(first, table), table, tz, schema)
     cast_all(first, table, tz).filter(rule)
 
+    fields = ("ours_s", "ours_cpu_s", "bare_s", "bare_cpu_s", "bare_cast_s", "bare_cast_cpu_s")
     totals: dict[str, dict[str, float]] = {
-        kind: {"ours_s": 0.0, "bare_s": 0.0, "bare_cast_s": 0.0, "valid_ours": 0, "valid_bare": 0}
-        | {"quarantined": 0}
+        kind: dict.fromkeys(fields, 0.0) | {"valid_ours": 0, "valid_bare": 0, "quarantined": 0}
         for kind in ("clean", "dirty")
     }
     rows = 0
+    load_before = os.getloadavg()[0]
     for f in files:
         clean = pl.read_parquet(f)
         rows += clean.height
         for kind, raw in (("clean", clean), ("dirty", make_dirty(clean, table))):
             tot = totals[kind]
-            t0 = time.perf_counter()
-            valid, quar, _ = split_valid(raw, table, tz, schema)
-            tot["ours_s"] += time.perf_counter() - t0
+            (valid, quar, _), wall, cpu = timed(lambda raw=raw: split_valid(raw, table, tz, schema))
+            tot["ours_s"] += wall
+            tot["ours_cpu_s"] += cpu
             tot["valid_ours"] += valid.height
             tot["quarantined"] += quar.height
             del valid, quar
 
             typed = cast_all(raw, table, tz)
-            t0 = time.perf_counter()
-            kept = typed.filter(rule)
-            tot["bare_s"] += time.perf_counter() - t0
+            kept, wall, cpu = timed(lambda typed=typed: typed.filter(rule))
+            tot["bare_s"] += wall
+            tot["bare_cpu_s"] += cpu
             tot["valid_bare"] += kept.height
             del kept, typed
 
-            t0 = time.perf_counter()
-            kept = cast_all(raw, table, tz).filter(rule)
-            tot["bare_cast_s"] += time.perf_counter() - t0
-            del kept, raw
+            _, wall, cpu = timed(lambda raw=raw: cast_all(raw, table, tz).filter(rule))
+            tot["bare_cast_s"] += wall
+            tot["bare_cast_cpu_s"] += cpu
+            del raw
     _emit(
         {
             "partitions": len(files),
             "rows": rows,
+            "repeat": repeat,
+            "load_before": load_before,
+            "load_after": os.getloadavg()[0],
             **totals["clean"],
             "dirty": totals["dirty"],
             "peak_rss_mb": _peak_rss_mb(),
@@ -437,18 +463,15 @@ def _step(steps: dict[str, float], word: str) -> float:
     return next((s for k, s in steps.items() if word in k), float("nan"))
 
 
-def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def _cpu_ratio(v: dict[str, Any]) -> str:
+    if not v.get("bare_cpu_s"):
+        return "n/a"
+    return f"{v['ours_cpu_s'] / v['bare_cpu_s']:.1f}x"
+
+
+def _render_pipeline(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
     keys = meta.get("keys", ["raw", "validated", "quarantine"])
     lines = [
-        "# Ingestion + validation benchmark",
-        "",
-        f"- date: {meta['date']}",
-        f"- machine: {meta['nproc']} cores ({meta['cpu']}), {meta['mem_gb']:.0f} GB RAM, "
-        f"{meta['os']}",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-        f"- command: `{meta['command']}`",
-        f"- total benchmark time: {meta['total_s'] / 60:.1f} min (seeding included)",
-        "",
         "## Ingestion + validation through Dagster",
         "",
         f"One run materializing `{keys[0]}` and `{keys[1]}` (+ `{keys[2]}`) over all "
@@ -478,8 +501,27 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {ev.get('seconds', float('nan')):.1f} ({ev.get('events', 0):,}) "
             f"| {p['peak_rss_mb']:,.0f} | {p['load_before']:.1f} |"
         )
-    lines += [
+    lines.append("")
+    return lines
+
+
+def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    piped = [r for r in results if "pipeline" in r]
+    lines = [
+        "# Ingestion + validation benchmark",
         "",
+        f"- date: {meta['date']}",
+        f"- machine: {meta['nproc']} cores ({meta['cpu']}), {meta['mem_gb']:.0f} GB RAM, "
+        f"{meta['os']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        f"- command: `{meta['command']}`",
+        f"- total benchmark time: {meta['total_s'] / 60:.1f} min"
+        + (" (seeding included)" if piped else " (validation only, on existing lake data)"),
+        "",
+    ]
+    if piped:
+        lines += _render_pipeline(piped, meta)
+    lines += [
         "## Validation alone",
         "",
         "Over the raw partitions the run wrote, one partition at a time as the pipeline does: "
@@ -488,14 +530,17 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "allowed values, non-null, finite floats, `is_duplicated` key), built generically from "
         "the contract. **ratio** = split_valid time / bare filter time (target <= "
         f"{RATIO_TARGET:g}x). **with bad rows**: the same partitions with 0.1% of one ranged "
-        "column below its minimum and one duplicated key per partition, so pandera has "
+        "column below its minimum and one duplicated key per partition, so there are "
         "failures to report in every partition. **cast+filter**: the bare filter including "
-        "the casts, for reference.",
+        "the casts, for reference. Rates from wall time; **CPU ratio** = the same ratio in CPU "
+        "seconds (user + system, all threads), which a busy machine disturbs less. With "
+        "**repeat** > 1 each measurement ran that many times per partition and the fastest "
+        "counts; **load** = 1-min load average at the start.",
         "",
-        "| rows | backend | split_valid rows/s | bare filter rows/s | ratio "
-        "| with bad rows: split_valid rows/s | bare filter rows/s | ratio "
-        "| cast+filter rows/s | quarantined (bad rows) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rows | backend | split_valid rows/s | bare filter rows/s | ratio | CPU ratio "
+        "| with bad rows: split_valid rows/s | bare filter rows/s | ratio | CPU ratio "
+        "| cast+filter rows/s | quarantined (bad rows) | repeat | load |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         v = r["validate"]
@@ -504,13 +549,15 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(
             f"| {n:,} | {r['backend']} | {_fmt_rate(n, v['ours_s'])} "
             f"| {_fmt_rate(n, v['bare_s'])} | {v['ours_s'] / v['bare_s']:.1f}x "
+            f"| {_cpu_ratio(v)} "
             f"| {_fmt_rate(n, d['ours_s'])} | {_fmt_rate(n, d['bare_s'])} "
-            f"| {d['ours_s'] / d['bare_s']:.1f}x | {_fmt_rate(n, v['bare_cast_s'])} "
-            f"| {d['quarantined']:,} |"
+            f"| {d['ours_s'] / d['bare_s']:.1f}x | {_cpu_ratio(d)} "
+            f"| {_fmt_rate(n, v['bare_cast_s'])} | {d['quarantined']:,} "
+            f"| {v.get('repeat', 1)} | {v.get('load_before', float('nan')):.1f} |"
         )
     lines += ["", "## Targets", ""]
     for r in results:
-        p, v = r["pipeline"], r["validate"]
+        p, v = r.get("pipeline"), r["validate"]
         d = v["dirty"]
         ratio, ratio_bad = v["ours_s"] / v["bare_s"], d["ours_s"] / d["bare_s"]
         agree = v["valid_ours"] == v["valid_bare"] and d["valid_ours"] == d["valid_bare"]
@@ -518,16 +565,29 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         def verdict(ok: bool) -> str:
             return "meets" if ok else "MISSES"
 
+        run = (
+            f"run {'succeeded' if p['success'] else 'FAILED'}; peak RSS "
+            f"{p['peak_rss_mb']:,.0f} MB ({verdict(p['peak_rss_mb'] < RSS_TARGET_MB)} < "
+            f"{RSS_TARGET_MB} MB); "
+            if p
+            else ""
+        )
         lines.append(
-            f"- {r['rows']:,} rows, {r['backend']}: run "
-            f"{'succeeded' if p['success'] else 'FAILED'}; peak RSS {p['peak_rss_mb']:,.0f} MB "
-            f"({verdict(p['peak_rss_mb'] < RSS_TARGET_MB)} < {RSS_TARGET_MB} MB); validation "
+            f"- {r['rows']:,} rows, {r['backend']}: {run}validation "
             f"{ratio:.1f}x the bare filter ({verdict(ratio <= RATIO_TARGET)} <= "
             f"{RATIO_TARGET:g}x), {ratio_bad:.1f}x with bad rows "
             f"({verdict(ratio_bad <= RATIO_TARGET)}); valid rows of split_valid and the bare "
             f"filter {'agree' if agree else 'DISAGREE'}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _has_raw_partitions(lake: Path) -> bool:
+    from ml_assets.ingest.assets import raw_key
+    from ml_assets.storage import Lake
+
+    folder = Path(str(Lake(base_path=str(lake)).path(raw_key(_contract(), ROLE), None).parent))
+    return folder.is_dir() and any(folder.glob("*.parquet"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,6 +604,18 @@ def main(argv: list[str] | None = None) -> int:
         help="PostgreSQL server URL without database; the script creates and drops " + PG_DB,
     )
     parser.add_argument("--keep", action="store_true", help="keep the workdir's data")
+    parser.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="only the validation comparison, on the lake a previous run left in --workdir "
+        "(seeded and ingested first when there is none; the data is kept)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="time each validation measurement this many times per partition, keep the fastest",
+    )
     # internal: one measured case in this (fresh) process
     parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -557,73 +629,80 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", *[a for a in sys.argv if a]])
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_ingest_")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    keep = args.keep or args.validate_only
     log_path = workdir / "bench.log"
     print(f"workdir {workdir}; case logs in {log_path}")
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
-    uses_pg = "postgresql" in args.backends
+    uses_pg = "postgresql" in args.backends and not args.validate_only
     meta: dict[str, Any] = {}
     with log_path.open("a") as log:
         for backend in args.backends:
-            if backend == "postgresql":
-                _pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{PG_DB}"')
-                _pg_admin(args.pg_url, f'CREATE DATABASE "{PG_DB}"')
+            pg_created = False
             try:
                 for rows in args.rows:
                     case_dir = workdir / f"{backend}-{rows}"
-                    shutil.rmtree(case_dir, ignore_errors=True)
-                    case_dir.mkdir(parents=True)
+                    lake = case_dir / "lake"
                     url = (
                         f"sqlite:///{case_dir / 'source.sqlite'}"
                         if backend == "sqlite"
                         else f"{args.pg_url}/{PG_DB}"
                     )
                     dagster_home = case_dir / "dagster_home"
-                    dagster_home.mkdir()
-                    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
                     env = {
                         **os.environ,
                         "ML_ASSETS_HOME": str(case_dir / "home"),
                         "ML_ASSETS_SOURCE_URL": url,
-                        "ML_ASSETS_LAKE": str(case_dir / "lake"),
+                        "ML_ASSETS_LAKE": str(lake),
                         "DAGSTER_HOME": str(dagster_home),
                         "PYTHONUNBUFFERED": "1",
                     }
                     env.pop("ML_ASSETS_SOURCE_URL_OVERRIDE", None)
-                    print(f"[{backend} {rows:,}] seeding ...", flush=True)
-                    seed = _run_case("seed", env, log, url=url, case_rows=rows)
-                    print(f"[{backend} {rows:,}] seeded in {seed['seed_s']:.1f} s", flush=True)
-                    pipe = _run_case("pipeline", env, log)
+                    result: dict[str, Any] = {"backend": backend, "rows": rows}
+                    if args.validate_only and _has_raw_partitions(lake):
+                        print(f"[{backend} {rows:,}] reusing the raw partitions in {lake}")
+                    else:
+                        if backend == "postgresql" and not pg_created:
+                            _pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{PG_DB}"')
+                            _pg_admin(args.pg_url, f'CREATE DATABASE "{PG_DB}"')
+                            pg_created = True
+                        shutil.rmtree(case_dir, ignore_errors=True)
+                        dagster_home.mkdir(parents=True)
+                        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+                        print(f"[{backend} {rows:,}] seeding ...", flush=True)
+                        seed = _run_case("seed", env, log, url=url, case_rows=rows)
+                        print(f"[{backend} {rows:,}] seeded in {seed['seed_s']:.1f} s", flush=True)
+                        pipe = _run_case("pipeline", env, log)
+                        print(
+                            f"[{backend} {rows:,}] pipeline {pipe['wall_s']:.1f} s, peak RSS "
+                            f"{pipe['peak_rss_mb']:,.0f} MB, steps {pipe['steps_s']}",
+                            flush=True,
+                        )
+                        if not pipe["success"]:
+                            raise RuntimeError(f"the pipeline run failed; see {log_path}")
+                        if not args.validate_only:
+                            meta["partitions"] = pipe["partitions"]
+                            meta["keys"] = [
+                                pipe["raw_key"],
+                                pipe["validated_key"],
+                                pipe["quarantine_key"],
+                            ]
+                            meta["baseline_rss"] = pipe["rss_before_mb"]
+                            result.update(seed=seed, pipeline=pipe)
+                            result["quarantine_key"] = pipe["quarantine_key"]
+                    val = _run_case("validate", env, log, lake=lake, repeat=args.repeat)
                     print(
-                        f"[{backend} {rows:,}] pipeline {pipe['wall_s']:.1f} s, peak RSS "
-                        f"{pipe['peak_rss_mb']:,.0f} MB, steps {pipe['steps_s']}",
+                        f"[{backend} {rows:,}] split_valid {val['ours_s']:.2f} s "
+                        f"({val['dirty']['ours_s']:.2f} s with bad rows), bare filter "
+                        f"{val['bare_s']:.2f} s ({val['dirty']['bare_s']:.2f} s)",
                         flush=True,
                     )
-                    if not pipe["success"]:
-                        raise RuntimeError(f"the pipeline run failed; see {log_path}")
-                    val = _run_case("validate", env, log, lake=case_dir / "lake")
-                    print(
-                        f"[{backend} {rows:,}] split_valid {val['ours_s']:.1f} s, bare filter "
-                        f"{val['bare_s']:.2f} s",
-                        flush=True,
-                    )
-                    meta["partitions"] = pipe["partitions"]
-                    meta["keys"] = [pipe["raw_key"], pipe["validated_key"], pipe["quarantine_key"]]
-                    meta["baseline_rss"] = pipe["rss_before_mb"]
-                    results.append(
-                        {
-                            "backend": backend,
-                            "rows": rows,
-                            "seed": seed,
-                            "pipeline": pipe,
-                            "validate": val,
-                            "quarantine_key": pipe["quarantine_key"],
-                        }
-                    )
-                    if not args.keep:
+                    result["validate"] = val
+                    results.append(result)
+                    if not keep:
                         shutil.rmtree(case_dir, ignore_errors=True)
             finally:
-                if backend == "postgresql" and not args.keep:
+                if pg_created and not args.keep:  # the lake is what a rerun reuses
                     _pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{PG_DB}"')
     meta.update(
         date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
