@@ -91,12 +91,24 @@ def test_ml_assets_demo_runs_end_to_end(tmp_path):
         timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "car_price: 59 partitions (2017-01-24 .. 2017-03-23) in one run, succeeded" in out.stdout
-    assert "succeeded" in out.stdout
-    assert "dagster dev" in out.stdout
+    stdout = out.stdout
+    assert (
+        "car_price_pipeline: 59 partitions (2017-01-24 .. 2017-03-23) in one run, succeeded"
+        in stdout
+    )
+    assert "car_price_train: 1 run, succeeded" in stdout
+    assert "[ok  ] car_price/model:promotion_gate" in stdout
+    assert "champion: v1" in stdout
+    assert (
+        "car_price_score: 59 partitions (2017-01-24 .. 2017-03-23) in one run, succeeded" in stdout
+    )
+    assert "dagster dev" in stdout and "mlflow ui" in stdout
     lake = tmp_path / "home" / "lake" / "car_price" / "validated_entity"
     assert len(list(lake.glob("*.parquet"))) == 59
     assert (tmp_path / "home" / "dagster_home" / "dagster.yaml").exists()
+    predictions = tmp_path / "home" / "lake" / "car_price" / "predictions"
+    assert len(list(predictions.glob("*.parquet"))) == 59
+    assert (tmp_path / "home" / "mlflow.db").exists()
 
 
 def test_bundled_contracts_seed_everywhere(tmp_path, contracts):
