@@ -217,6 +217,17 @@ def _cumulative(
     )
 
 
+def _event_columns(spec: FeatureSpec, buckets: list[_Bucket], source: Source, g: str) -> list[str]:
+    """Columns of ``source`` events that the buckets grouping by ``g`` read (besides g, time)."""
+    cols: list[str] = []
+    for b in buckets:
+        if b.source is source and b.group_by == g:
+            if any(a.agg is Agg.LAST for a in b.aggregates):
+                cols += spec.key  # ties at one instant are ordered by key
+            cols += [a.column for a in b.aggregates if a.column is not None]
+    return [c for c in dict.fromkeys(cols) if c not in (g, TIME)]
+
+
 def _running_cols(a: Aggregate, i: int) -> list[str]:
     p = f"__a{i}"
     if a.agg is Agg.COUNT:
@@ -250,6 +261,23 @@ def _asof(
     return joined.select([pl.col(c).alias(f"{c}{suffix}") for c in cols])
 
 
+def _encode(g: str, allowed: list | None, frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """``frames`` with text column ``g`` turned into integer codes that agree across them.
+
+    A category's allowed values give the codes; other text (or a value outside them) falls
+    back to the values actually present.
+    """
+    if allowed:
+        expr = pl.col(g).cast(pl.Enum(sorted(map(str, allowed)))).to_physical()
+        try:
+            return [f.with_columns(expr) for f in frames]
+        except pl.exceptions.InvalidOperationError:
+            pass
+    seen = pl.concat([f.get_column(g).unique() for f in frames]).unique().drop_nulls().sort()
+    expr = pl.col(g).cast(pl.Enum(seen.to_list())).to_physical()
+    return [f.with_columns(expr) for f in frames]
+
+
 def window_aggregates(
     spec: FeatureSpec,
     queries: pl.DataFrame,
@@ -278,21 +306,21 @@ def window_aggregates(
         # sorts, window sums and as-of joins are several times slower over those.
         collected.setdefault(bucket.source, frame.lazy().collect().rechunk())
     # Text group values become small integer codes once: the as-of joins hash those instead.
-    codes: dict[str, pl.Expr] = {}
+    by_group: dict[tuple[Source, str], pl.DataFrame] = {}
     for g in dict.fromkeys(b.group_by for b in buckets):
+        sources = list(dict.fromkeys(b.source for b in buckets if b.group_by == g))
+        frames = [
+            collected[s].select(g, TIME, *_event_columns(spec, buckets, s, g)) for s in sources
+        ]
         if points.schema[g] == pl.String:
-            seen = [points.get_column(g).unique()] + [
-                collected[b.source].get_column(g).unique() for b in buckets if b.group_by == g
-            ]
-            values = pl.concat(seen).unique().drop_nulls().sort()
-            codes[g] = pl.col(g).cast(pl.Enum(values.to_list())).to_physical()
-    points = points.with_columns(codes.values()) if codes else points
+            allowed = spec.contract.entity.columns[g].allowed
+            points, *frames = _encode(g, allowed, [points, *frames])
+        by_group.update(zip([(s, g) for s in sources], frames, strict=True))
     outputs: list[pl.DataFrame] = []
     for bucket in buckets:
         g = bucket.group_by
         cols = [c for a in bucket.aggregates for c in _running_cols(a, index[a.name])]
-        ev = collected[bucket.source]
-        ev = ev.with_columns(codes[g]) if g in codes else ev
+        ev = by_group[(bucket.source, g)]
         running = _cumulative(spec, bucket, ev, index).select(g, TIME, *cols)
         windows = list(dict.fromkeys(a.window_delta for a in bucket.aggregates))
         parts = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -22,8 +23,10 @@ from typing import Any, Protocol
 import polars as pl
 import sqlalchemy as sa
 
-from ml_assets.features.compute import TIME, group_text, to_utc, transform_rows
+from ml_assets.features.compute import group_text, to_utc, transform_rows
 from ml_assets.features.spec import COLUMN_DTYPES, Agg, FeatureSpec
+
+log = logging.getLogger(__name__)
 
 META_TABLE = "ml_assets_online_meta"
 _DTYPES: dict[str, pl.DataType] = {
@@ -235,6 +238,12 @@ class OnlineClient:
         self._views: dict[str, _View] = {}
         self._qmark = self.engine.dialect.paramstyle == "qmark"
         self._prepare = self.engine.dialect.name == "postgresql"
+        dbapi = self.engine.dialect.loaded_dbapi
+        self._dbapi_errors: tuple[type[Exception], ...] = (
+            dbapi.OperationalError,
+            dbapi.InterfaceError,
+            dbapi.ProgrammingError,
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -269,6 +278,17 @@ class OnlineClient:
                 return cur.fetchall()
             finally:
                 cur.close()
+
+    def _reset(self) -> None:
+        """Drop the connection and the cached registry (after a failed query)."""
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.invalidate()
+                except Exception:  # a broken connection may fail to close too
+                    log.debug("closing a broken online-store connection failed", exc_info=True)
+                self._conn = None
+        self._views.clear()
 
     def _view(self, dataset: str) -> _View:
         view = self._views.get(dataset)
@@ -308,7 +328,15 @@ class OnlineClient:
         """One dict of aggregates per key, in order (see :meth:`get`)."""
         view = self._view(dataset)
         wanted = self._normalize(view, keys)
-        found = self._fetch(view, wanted)
+        try:
+            found = self._fetch(view, wanted)
+        except self._dbapi_errors:
+            # A dropped connection or a store rebuilt with other features: reconnect, re-read
+            # the registry and try once more.
+            log.warning("online store query failed; reconnecting", exc_info=True)
+            self._reset()
+            view = self._view(dataset)
+            found = self._fetch(view, self._normalize(view, keys))
         out = []
         for key in wanted:
             row: dict[str, Any] = {}
@@ -333,8 +361,8 @@ class OnlineClient:
         mappings from group column to value (a request record will do). A group the store has
         never seen gets count and sum 0 and null otherwise; a null group value gets nulls.
         """
-        view = self._view(dataset)
         rows = self.get_dicts(dataset, keys)
+        view = self._view(dataset)  # after the lookup: it may have re-read the registry
         frame = pl.DataFrame(
             {n: [r[n] for r in rows] for n in view.names},
             schema={n: (pl.Int64 if t == pl.Boolean else t) for n, t in view.schema.items()},
@@ -373,7 +401,12 @@ class OnlineClient:
         sql = view.sql.get(shape)
         if sql is None:
             mark = "?" if self._qmark else "%s"
-            cols = ", ".join(_quote(c) for c in ["group_column", "group_value", *view.names])
+            # Qualified names: SQLite reads an unknown bare "name" as a string literal, which
+            # would hide a table rebuilt with other features instead of failing the query.
+            t = _quote(view.table)
+            cols = ", ".join(
+                f"{t}.{_quote(c)}" for c in ["group_column", "group_value", *view.names]
+            )
             values = (
                 (lambda n: f"= ANY({mark})")
                 if self._prepare
@@ -382,7 +415,7 @@ class OnlineClient:
             where = " OR ".join(
                 f"(group_column = {mark} AND group_value {values(n)})" for n in shape if n
             )
-            sql = f"SELECT {cols} FROM {_quote(view.table)} WHERE {where}"
+            sql = f"SELECT {cols} FROM {t} WHERE {where}"
             view.sql[shape] = sql
         params: list[Any] = []
         for g in view.groups:
@@ -482,7 +515,6 @@ def online_features(
 
 
 __all__ = [
-    "TIME",
     "OnlineClient",
     "OnlineLookup",
     "known_groups",

@@ -159,3 +159,22 @@ def test_request_records_are_typed_like_validated_rows(tmp_path, toy_spec: Featu
         assert out.get_column("hour").to_list() == [0, 6]
         with pytest.raises(ValueError, match=r"lack \['qty'\]"):
             online_features(toy_spec, [{"shop": "x", "band": "low", "amount": 1.0}], client)
+
+
+def test_client_recovers_when_the_store_is_rebuilt_with_other_features(
+    tmp_path, toy_spec: FeatureSpec, toy_contract
+) -> None:
+    from ml_assets.features.spec import parse_feature_spec
+
+    url = f"sqlite:///{tmp_path / 'online.sqlite'}"
+    _write(url, toy_spec, entity(TOY_ROWS), labels(TOY_LABELS), AT)
+    with OnlineClient(url) as client:
+        assert client.get("toy", [{"shop": "x", "band": "low"}]).get_column("n_7d").to_list() == [2]
+        fewer = parse_feature_spec(
+            "dataset: toy\naggregates:\n"
+            "  - {name: n_30d, source: entity, group_by: shop, agg: count, window: 30d}\n",
+            toy_contract,
+        )
+        _write(url, fewer, entity(TOY_ROWS), labels(TOY_LABELS), AT)  # table rebuilt
+        got = client.get("toy", [{"shop": "x"}])
+        assert got.columns == ["n_30d"] and got.get_column("n_30d").to_list() == [3]
