@@ -17,7 +17,6 @@ from ml_assets.contracts import Contract, load_contracts
 from ml_assets.features import feature_definitions, load_feature_spec
 from ml_assets.features.assets import OnlineStore, features_key, online_key, training_set_key
 from ml_assets.ingest.assets import LAKE_IO, SqlSource, build_raw_asset
-from ml_assets.partitions import partitions_def
 from ml_assets.registry.tracking import MlflowTracking
 from ml_assets.serve.assets import BentoBuilder, bento_key, serving_definitions
 from ml_assets.storage import Lake, LakeIOManager
@@ -53,7 +52,6 @@ def dataset_definitions(contract: Contract) -> dg.Definitions:
     for role in contract.tables:
         ingest.append(build_raw_asset(contract, role))
         ingest.append(build_validated_assets(contract, role))
-    pdef = partitions_def(contract)
     train = [
         training_set_key(contract),
         model_key(contract),
@@ -66,7 +64,6 @@ def dataset_definitions(contract: Contract) -> dg.Definitions:
         dg.define_asset_job(
             pipeline_job_name(contract),
             selection=dg.AssetSelection.assets(*ingest, features_key(contract)),
-            partitions_def=pdef,
             description=f"{contract.name} from the SQL source to validated data and features.",
         ),
         dg.define_asset_job(
@@ -77,7 +74,6 @@ def dataset_definitions(contract: Contract) -> dg.Definitions:
         dg.define_asset_job(
             score_job_name(contract),
             selection=dg.AssetSelection.assets(predictions_key(contract)),
-            partitions_def=pdef,
             description=f"Batch predictions of {contract.name} by its champion.",
         ),
     ]
