@@ -25,15 +25,15 @@ from pathlib import Path
 
 os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")
 
-import polars as pl  # noqa: E402
+import polars as pl
 
-from ml_assets.contracts import load_contracts  # noqa: E402
-from ml_assets.features import build_training_set, compute_features, load_feature_spec  # noqa: E402
-from ml_assets.features.compute import fingerprint  # noqa: E402
-from ml_assets.ingest.demo import demo_frames  # noqa: E402
-from ml_assets.registry.tracking import MlflowTracking  # noqa: E402
-from ml_assets.train import core  # noqa: E402
-from ml_assets.train.plots import evaluation_plots  # noqa: E402
+from ml_assets.contracts import load_contracts
+from ml_assets.features import build_training_set, compute_features, load_feature_spec
+from ml_assets.features.compute import fingerprint
+from ml_assets.ingest.demo import demo_frames
+from ml_assets.registry.tracking import MlflowTracking
+from ml_assets.train import core
+from ml_assets.train.plots import evaluation_plots
 
 
 def training_frame(rows: int | None) -> tuple[pl.DataFrame, object]:
@@ -61,7 +61,9 @@ def training_frame(rows: int | None) -> tuple[pl.DataFrame, object]:
 def run(rows: int | None, folder: Path) -> dict:
     frame, spec = training_frame(rows)
     contract = spec.contract
-    problem = core.Problem.from_frame(frame, contract.problem_type, contract.target, spec.names, spec.event_time)
+    problem = core.Problem.from_frame(
+        frame, contract.problem_type, contract.target, spec.names, spec.event_time
+    )
     params = core.TrainParams()
 
     t0 = time.perf_counter()
