@@ -55,3 +55,20 @@ def car_loan_sqlite(tmp_path_factory: pytest.TempPathFactory, contracts) -> str:
     url = f"sqlite:///{path}"
     seed_demo(url, contracts["car_loan"])
     return url
+
+
+@pytest.fixture
+def fresh_pg_url(pg_url: str) -> Iterator[str]:
+    """A database of its own, for a tool that keeps its own schema migrations (Dagster's and
+    MLflow's both use an ``alembic_version`` table, so they cannot share one database)."""
+    url = sa.make_url(pg_url)
+    name = f"{url.database}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

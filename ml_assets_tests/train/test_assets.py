@@ -220,8 +220,8 @@ def test_bad_training_set_fails_before_any_registry_write(world, tmp_path):
     assert mlflow.client().search_registered_models() == []
 
 
-def test_registry_on_a_postgresql_backend_store(world, tmp_path, pg_url):
-    mlflow = _mlflow(tmp_path, uri=pg_url)
+def test_registry_on_a_postgresql_backend_store(world, tmp_path, fresh_pg_url):
+    mlflow = _mlflow(tmp_path, uri=fresh_pg_url)
     result = _train(world, mlflow)
     assert result.success
     assert mlflow.alias_version("car_loan", CHAMPION) == "1"

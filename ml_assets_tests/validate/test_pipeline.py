@@ -136,12 +136,12 @@ def test_small_chunks_give_the_same_partition(tmp_path, contracts, car_loan_sqli
     assert a.equals(b)
 
 
-def test_postgres_source_and_postgres_instance(tmp_path, contracts, pg_url):
+def test_postgres_source_and_postgres_instance(tmp_path, contracts, pg_url, fresh_pg_url):
     """Source tables on PostgreSQL, Dagster's run and event storage on PostgreSQL too."""
     contract = contracts["car_loan"]
     seed_demo(pg_url, contract)
     # dagster-postgres speaks psycopg2 (SQLAlchemy 2.1 would pick psycopg 3 for a bare URL).
-    dagster_url = pg_url.replace("+psycopg", "+psycopg2")
+    dagster_url = fresh_pg_url.replace("+psycopg", "+psycopg2")
     overrides = {"storage": {"postgres": {"postgres_url": dagster_url}}}
     with dg.instance_for_test(overrides=overrides) as instance:
         assert "Postgres" in type(instance.run_storage).__name__
