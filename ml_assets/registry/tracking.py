@@ -136,10 +136,20 @@ class MlflowTracking(dg.ConfigurableResource):
     def _mlflow(self):
         import mlflow
 
+        # mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ, where it would
+        # outlive this call and leak into subprocesses: put both back afterwards.
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         uri = self.resolved_tracking_uri()
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        yield mlflow
+        try:
+            yield mlflow
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def client(self):
         from mlflow import MlflowClient

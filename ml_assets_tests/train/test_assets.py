@@ -157,10 +157,8 @@ def test_training_is_deterministic_and_tracked_by_the_standard(world, tmp_path):
     assert "mlflow_run" in meta_a and meta_a["mlflow_run"].value.endswith(run.info.run_id)
     assert "data:image/png;base64," in meta_a["plots"].value
     # The logged model carries a signature and an input example.
-    import mlflow as mlflow_lib
-
-    mlflow_lib.set_tracking_uri(mlflow.resolved_tracking_uri())
-    info = mlflow_lib.models.get_model_info(meta_a["model_uri"].value)
+    with mlflow._mlflow() as mlflow_lib:
+        info = mlflow_lib.models.get_model_info(meta_a["model_uri"].value)
     assert info.signature is not None and info.saved_input_example_info is not None
 
 

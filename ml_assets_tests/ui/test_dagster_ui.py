@@ -39,7 +39,7 @@ def webserver(tmp_path_factory):
     """`dagster-webserver` on a free loopback port, with one dataset's pipeline already run."""
     home = tmp_path_factory.mktemp("ui")
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ML_ASSETS_"))},
         "ML_ASSETS_HOME": str(home),
         "DAGSTER_HOME": str(home / "dagster_home"),
     }
