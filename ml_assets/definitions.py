@@ -104,8 +104,16 @@ def build_definitions(contracts: dict[str, Contract] | None = None) -> dg.Defini
         freshness_checks=[c for d in per_dataset for c in (d.asset_checks or [])],
         name="freshness_checks_sensor",
     )
+    # Runs the assets' automation conditions (validated follows raw, the online store follows
+    # the features, the Bento follows the champion) whenever the daemon runs (`dagster dev`).
+    automation_sensor = dg.AutomationConditionSensorDefinition(
+        "automation_sensor",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
     return dg.Definitions.merge(
-        *per_dataset, dg.Definitions(sensors=[freshness_sensor], resources=resources())
+        *per_dataset,
+        dg.Definitions(sensors=[freshness_sensor, automation_sensor], resources=resources()),
     )
 
 
