@@ -225,3 +225,50 @@ def test_registry_on_a_postgresql_backend_store(world, tmp_path, fresh_pg_url):
     assert mlflow.alias_version("car_loan", CHAMPION) == "1"
     assert "postgresql" in mlflow.resolved_tracking_uri()
     assert mlflow.client().get_registered_model("car_loan").name == "car_loan"
+
+
+@pytest.mark.parametrize(("name", "metric"), [("car_price", "rmse"), ("credit_card", "macro_f1")])
+def test_each_problem_type_trains_on_its_shipped_contract(tmp_path, contracts, name, metric):
+    """Regression and multiclass, end to end through the same assets as car_loan (binary)."""
+    from ml_assets.partitions import partitions_def
+
+    contract = contracts[name]
+    url = f"sqlite:///{tmp_path / 'source.sqlite'}"
+    seed_demo(url, contract)
+    lake = Lake(base_path=str(tmp_path / "lake"))
+    mlflow = _mlflow(tmp_path)
+    resources = {
+        "lake": lake,
+        LAKE_IO: LakeIOManager(lake=lake),
+        "source": SqlSource(url=url),
+        "online_store": OnlineStore(url=f"sqlite:///{tmp_path / 'online.sqlite'}"),
+        "mlflow": mlflow,
+    }
+    assets, _ = _assets(contract)
+    keys = partitions_def(contract).get_partition_keys()
+    partitioned = [
+        a
+        for a in assets
+        if a.partitions_def is not None and predictions_key(contract) not in a.keys
+    ]
+    assert dg.materialize(
+        partitioned, resources=resources, tags=range_tags(keys[0], keys[-1])
+    ).success
+    result = dg.materialize(
+        assets,
+        selection=[training_set_key(contract), model_key(contract), champion_key(contract)],
+        resources=resources,
+        run_config={"ops": {f"{name}__model": {"config": SMALL}}},
+    )
+    assert result.success and _gate(result).passed
+    meta = next(
+        m.materialization.metadata
+        for m in result.get_asset_materialization_events()
+        if m.asset_key == model_key(contract)
+    )
+    assert meta["primary_metric"].value == metric
+    model_score, baseline = meta[f"test_{metric}"].value, meta[f"baseline_{metric}"].value
+    assert model_score < baseline if metric == "rmse" else model_score > baseline
+    assert mlflow.alias_version(name, CHAMPION) == "1"
+    problem = problem_from_tag(mlflow.version_tags(name, "1")["problem"])
+    assert problem.problem_type.value == contract.problem_type.value
