@@ -95,6 +95,9 @@ def run_job(job_name: str, instance=None) -> bool:
             )
         if "champion_version" in meta:
             _out(f"  champion: v{meta['champion_version'].value}")
+        if "serve_command" in meta:
+            _out(f"  bento {meta['bento_tag'].value}; serve it with:")
+            _out(f"    {meta['serve_command'].value}")
     return result.success
 
 
