@@ -113,21 +113,26 @@ def run_dataset(name: str, instance=None) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _dagster_home()
     ok = all(run_dataset(name) for name in args.dataset)
     return 0 if ok else 1
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Seed the embedded source and run every dataset end to end, then say where things are."""
+def _dagster_home() -> Path:
+    """``DAGSTER_HOME``, by default under ``ML_ASSETS_HOME``, with a telemetry-off instance."""
     os.environ.setdefault("DAGSTER_HOME", str(settings.home() / "dagster_home"))
     dagster_home = Path(os.environ["DAGSTER_HOME"])
     dagster_home.mkdir(parents=True, exist_ok=True)
     if not (dagster_home / "dagster.yaml").exists():
         (dagster_home / "dagster.yaml").write_text(
-            (Path(__file__).parent.parent / "dagster.yaml").read_text()
-            if (Path(__file__).parent.parent / "dagster.yaml").exists()
-            else "telemetry:\n  enabled: false\n"
+            "telemetry:\n  enabled: false\nrun_retries:\n  enabled: true\n  max_retries: 1\n"
         )
+    return dagster_home
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Seed the embedded source and run every dataset end to end, then say where things are."""
+    dagster_home = _dagster_home()
     seed_args = argparse.Namespace(
         url=None, contracts=None, dataset=args.dataset, quality=False, rows=None, seed=0
     )
