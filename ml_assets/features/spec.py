@@ -30,6 +30,7 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ml_assets.contracts.dtypes import VALIDATED_DTYPES
 from ml_assets.contracts.model import NAME_RE, ColumnType, Contract
 
 log = logging.getLogger(__name__)
@@ -40,17 +41,8 @@ NUMERIC = (ColumnType.INT, ColumnType.FLOAT)
 GROUPABLE = (ColumnType.INT, ColumnType.BOOL, ColumnType.STRING, ColumnType.CATEGORY)
 DATETIMES = (ColumnType.DATETIME, ColumnType.DATE)
 
-# Polars types of validated columns (see ml_assets.validate.schema.TYPED): kept in step here
-# so the online path can type a request without importing pandera.
-COLUMN_DTYPES: dict[ColumnType, pl.DataType] = {
-    ColumnType.INT: pl.Int64(),
-    ColumnType.FLOAT: pl.Float64(),
-    ColumnType.BOOL: pl.Boolean(),
-    ColumnType.STRING: pl.String(),
-    ColumnType.CATEGORY: pl.String(),
-    ColumnType.DATETIME: pl.Datetime("us", "UTC"),
-    ColumnType.DATE: pl.Date(),
-}
+# Polars types of validated columns (no pandera import: the online path uses them).
+COLUMN_DTYPES = VALIDATED_DTYPES
 
 _WINDOW_RE = re.compile(r"^(\d+)([mhdw])$")
 _WINDOW_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

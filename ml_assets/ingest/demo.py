@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 import sqlalchemy as sa
 
+from ml_assets.contracts.dtypes import SOURCE_DTYPES
 from ml_assets.contracts.model import ColumnType, Contract, Table
 
 log = logging.getLogger(__name__)
@@ -47,15 +48,7 @@ _SQL_TYPES: dict[ColumnType, Any] = {
     ColumnType.DATE: sa.Date,
 }
 
-_POLARS_TYPES: dict[ColumnType, pl.DataType] = {
-    ColumnType.INT: pl.Int64(),
-    ColumnType.FLOAT: pl.Float64(),
-    ColumnType.BOOL: pl.Boolean(),
-    ColumnType.STRING: pl.String(),
-    ColumnType.CATEGORY: pl.String(),
-    ColumnType.DATETIME: pl.Datetime("us"),
-    ColumnType.DATE: pl.Date(),
-}
+_POLARS_TYPES = SOURCE_DTYPES
 
 
 class DemoError(ValueError):

@@ -19,20 +19,13 @@ from operator import itemgetter
 import polars as pl
 import sqlalchemy as sa
 
-from ml_assets.contracts.model import ColumnType, Table
+from ml_assets.contracts.dtypes import SOURCE_DTYPES
+from ml_assets.contracts.model import Table
 
 log = logging.getLogger(__name__)
 
 # What a column is expected to hold in raw; a chunk whose values don't fit falls back to text.
-RAW_TYPES: dict[ColumnType, pl.DataType] = {
-    ColumnType.INT: pl.Int64(),
-    ColumnType.FLOAT: pl.Float64(),
-    ColumnType.BOOL: pl.Boolean(),
-    ColumnType.STRING: pl.String(),
-    ColumnType.CATEGORY: pl.String(),
-    ColumnType.DATETIME: pl.Datetime("us"),
-    ColumnType.DATE: pl.Date(),
-}
+RAW_TYPES = SOURCE_DTYPES
 
 
 @cache

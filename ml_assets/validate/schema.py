@@ -7,17 +7,10 @@ from zoneinfo import ZoneInfo
 import pandera.polars as pa
 import polars as pl
 
+from ml_assets.contracts.dtypes import VALIDATED_DTYPES
 from ml_assets.contracts.model import Column, ColumnType, Table
 
-TYPED: dict[ColumnType, pl.DataType] = {
-    ColumnType.INT: pl.Int64(),
-    ColumnType.FLOAT: pl.Float64(),
-    ColumnType.BOOL: pl.Boolean(),
-    ColumnType.STRING: pl.String(),
-    ColumnType.CATEGORY: pl.String(),
-    ColumnType.DATETIME: pl.Datetime("us", "UTC"),
-    ColumnType.DATE: pl.Date(),
-}
+TYPED = VALIDATED_DTYPES
 
 # Timestamp text the sources hand us: ISO 8601 with a space or a T, with or without fractions,
 # with or without an offset. Aware values convert to UTC; naive ones are read in the contract's
