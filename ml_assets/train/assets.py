@@ -17,7 +17,7 @@ from ml_assets.features.spec import load_feature_spec
 from ml_assets.ingest.assets import LAKE_IO
 from ml_assets.partitions import partitions_def
 from ml_assets.registry.promotion import decide
-from ml_assets.registry.tracking import CHALLENGER, CHAMPION, MlflowTracking
+from ml_assets.registry.tracking import CHALLENGER, CHAMPION, MlflowTracking, git_commit
 from ml_assets.storage import Lake
 from ml_assets.train import core
 from ml_assets.train.plots import evaluation_plots
@@ -179,7 +179,7 @@ def build_model_asset(contract: Contract) -> dg.AssetsDefinition:
                 "dagster.run_url": f"{mlflow.dagster_ui_url}/runs/{context.run_id}",
                 "dagster.asset_key": key.to_user_string(),
                 "training.window": f"{window_start} .. {cutoff}",
-                "git.commit": _git_commit(),
+                "git.commit": git_commit(),
                 "contract.version": contract.version,
                 "training_set.fingerprint": fp,
                 "features": ",".join(problem.features),
@@ -296,12 +296,6 @@ def build_model_asset(contract: Contract) -> dg.AssetsDefinition:
         )
 
     return model
-
-
-def _git_commit() -> str:
-    from ml_assets.registry.tracking import git_commit
-
-    return git_commit()
 
 
 def build_champion_asset(contract: Contract) -> dg.AssetsDefinition:
