@@ -536,13 +536,11 @@ def validate_records(schema: RecordSchema, records: list[Any]) -> list[list[Any]
             row = [rec[n] for n in names]
         else:
             row = _partial_row(schema, rec, i, problems)
-            if row is None:
-                continue
         for j, check in enumerate(checks):
             if not check(row[j]):
                 rule = schema.fields[j]
-                if row[j] is None and not rule.required and rule.name not in rec:
-                    continue  # left out, optional
+                if rule.name not in rec:
+                    continue  # left out: optional, or already reported as missing
                 try:
                     row[j] = _coerce(rule, row[j])
                 except ValueError as exc:
@@ -557,16 +555,13 @@ def validate_records(schema: RecordSchema, records: list[Any]) -> list[list[Any]
 
 def _partial_row(
     schema: RecordSchema, rec: dict, i: int, problems: list[tuple[str, str]]
-) -> list[Any] | None:
+) -> list[Any]:
+    """Report unknown and missing required fields; the row of what is there (None elsewhere),
+    so the fields present are still checked and every problem is named in one answer."""
     keys = rec.keys()
-    bad = False
     for k in [k for k in keys if k not in schema.all_names]:
         problems.append((f"records[{i}].{k}", "unknown field"))
-        bad = True
     for n in schema.names:
         if n in schema.required and n not in keys:
             problems.append((f"records[{i}].{n}", "missing (required)"))
-            bad = True
-    if bad:
-        return None
     return [rec.get(n) for n in schema.names]

@@ -173,6 +173,16 @@ def test_unknown_missing_and_non_objects(features, entities) -> None:
     assert found["records[0].timestamp"].startswith("expected an ISO 8601 datetime")
 
 
+def test_missing_fields_do_not_hide_bad_values_in_the_same_record(features) -> None:
+    rec = {**good_feature_record(), "car_value": "abc", "colour": "red"}
+    del rec["loan_length"]
+    assert problems(features, [rec]) == {
+        "records[0].colour": "unknown field",
+        "records[0].loan_length": "missing (required)",
+        "records[0].car_value": 'expected a number, got "abc"',
+    }
+
+
 def test_json_bodies() -> None:
     assert decode_json(b'{"records": []}') == {"records": []}
     # NaN / Infinity are not JSON; they are kept so the field can be named
