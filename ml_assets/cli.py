@@ -123,9 +123,12 @@ def _dagster_home() -> Path:
     os.environ.setdefault("DAGSTER_HOME", str(settings.home() / "dagster_home"))
     dagster_home = Path(os.environ["DAGSTER_HOME"])
     dagster_home.mkdir(parents=True, exist_ok=True)
-    if not (dagster_home / "dagster.yaml").exists():
-        (dagster_home / "dagster.yaml").write_text(
-            "telemetry:\n  enabled: false\nrun_retries:\n  enabled: true\n  max_retries: 1\n"
+    instance = dagster_home / "dagster.yaml"
+    if not instance.exists():
+        # The checkout's dagster.yaml is the local default; an installed package has none.
+        local = Path(__file__).resolve().parents[1] / "dagster.yaml"
+        instance.write_text(
+            local.read_text() if local.exists() else "telemetry:\n  enabled: false\n"
         )
     return dagster_home
 

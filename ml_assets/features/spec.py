@@ -28,10 +28,10 @@ from typing import Annotated, Any, Literal
 
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from ml_assets.contracts.dtypes import VALIDATED_DTYPES
-from ml_assets.contracts.model import NAME_RE, ColumnType, Contract
+from ml_assets.contracts.model import NAME_RE, ColumnType, Contract, _Strict
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,6 @@ class Agg(StrEnum):
 class Source(StrEnum):
     ENTITY = "entity"
     LABELS = "labels"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class _Named(_Strict):

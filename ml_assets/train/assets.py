@@ -346,18 +346,28 @@ def build_champion_asset(contract: Contract) -> dg.AssetsDefinition:
 
 
 def score_frame(model, frame: pl.DataFrame, problem: core.Problem, version: str) -> pl.DataFrame:
-    """Predictions for feature rows: probabilities and label, or a value; with model version."""
-    scores = core.predict(model, frame, problem)
+    """Predictions for feature rows: probabilities and label, or a value; with model version.
+
+    An empty frame (an empty partition) gets the same columns, typed, and no rows.
+    """
+    multiclass = problem.problem_type is ProblemType.MULTICLASS
+    if frame.height:
+        scores = core.predict(model, frame, problem)
+    else:
+        scores = np.empty((0, len(problem.classes)) if multiclass else 0)
+    label_dtype = pl.Series(problem.classes).dtype if problem.classes else pl.Float64()
     out: dict[str, Any] = {}
     if problem.problem_type is ProblemType.REGRESSION:
-        out["prediction"] = scores
+        out["prediction"] = pl.Series(scores, dtype=pl.Float64)
     elif problem.problem_type is ProblemType.BINARY:
-        out["probability"] = scores
-        out["prediction"] = [problem.classes[int(s >= 0.5)] for s in scores]
+        out["probability"] = pl.Series(scores, dtype=pl.Float64)
+        labels = [problem.classes[int(s >= 0.5)] for s in scores]
+        out["prediction"] = pl.Series(labels, dtype=label_dtype)
     else:
         for i, c in enumerate(problem.classes):
-            out[f"probability_{c}"] = scores[:, i]
-        out["prediction"] = [problem.classes[i] for i in np.argmax(scores, axis=1)]
+            out[f"probability_{c}"] = pl.Series(scores[:, i], dtype=pl.Float64)
+        labels = [problem.classes[i] for i in np.argmax(scores, axis=1)]
+        out["prediction"] = pl.Series(labels, dtype=label_dtype)
     preds = pl.DataFrame(out)
     return pl.concat(
         [frame.select(pl.exclude(problem.features)), preds], how="horizontal"
@@ -397,10 +407,7 @@ def build_predictions_asset(contract: Contract) -> dg.AssetsDefinition:
             feats = lake.scan(features_key(contract), [pk]).collect()
             keep = [*spec.key, spec.event_time, *problem.features]
             feats = feats.select(keep)
-            if feats.height:
-                scored = score_frame(model, feats, problem, version)
-            else:
-                scored = score_frame_empty(feats, problem, version)
+            scored = score_frame(model, feats, problem, version)
             lake.write(
                 context.asset_key, pk, scored.with_columns(pl.lit(scored_at).alias("scored_at"))
             )
@@ -417,22 +424,6 @@ def build_predictions_asset(contract: Contract) -> dg.AssetsDefinition:
         )
 
     return predictions
-
-
-def score_frame_empty(frame: pl.DataFrame, problem: core.Problem, version: str) -> pl.DataFrame:
-    cols: dict[str, pl.DataType] = {}
-    if problem.problem_type is ProblemType.REGRESSION:
-        cols["prediction"] = pl.Float64()
-    elif problem.problem_type is ProblemType.BINARY:
-        cols["probability"] = pl.Float64()
-        cols["prediction"] = pl.Int64()
-    else:
-        cols.update({f"probability_{c}": pl.Float64() for c in problem.classes})
-        cols["prediction"] = pl.String()
-    empty = pl.DataFrame(schema=cols)
-    return pl.concat(
-        [frame.select(pl.exclude(problem.features)), empty], how="horizontal"
-    ).with_columns(pl.lit(version).alias("model_version"))
 
 
 def training_definitions(contract: Contract) -> dg.Definitions:

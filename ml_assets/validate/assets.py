@@ -167,9 +167,9 @@ def build_validated_assets(contract: Contract, role: str) -> dg.AssetsDefinition
                     median_rows / ratio <= report.valid <= median_rows * ratio
                 ):
                     row_warnings.append(f"{pk}: {report.valid} rows vs median {median_rows:g}")
+                base_rows = max(sum(b["rows"] for b in base), 1)
                 for col in table.columns:
-                    rows = [b["rows"] for b in base]
-                    base_rate = sum(b["nulls"].get(col, 0) for b in base) / max(sum(rows), 1)
+                    base_rate = sum(b["nulls"].get(col, 0) for b in base) / base_rows
                     rate = (
                         valid.get_column(col).null_count() / valid.height if valid.height else 0.0
                     )
