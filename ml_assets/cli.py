@@ -3,6 +3,7 @@
 ml-assets demo                    seed the SQLite demo source and run every dataset's job
 ml-assets seed [--url URL]        seed a SQLAlchemy database with the demo tables
 ml-assets run DATASET             run one dataset's job over all its partitions (one run)
+ml-assets settings                print every setting in effect
 ml-assets contract check FILE     validate a contract file
 ml-assets contract diff OLD NEW   list changes between two contract versions (exit 1 if breaking)
 """
@@ -29,13 +30,13 @@ def _out(text: str = "") -> None:
 def _contracts(folder: str | None):
     from ml_assets.contracts import load_contracts
 
-    return load_contracts(folder or os.environ.get("ML_ASSETS_CONTRACTS") or None)
+    return load_contracts(folder or settings.current().contracts_path)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
     from ml_assets.ingest.demo import seed_demo
 
-    url = args.url or settings.default_source_url()
+    url = args.url or settings.current().demo_source_url
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     contracts = _contracts(args.contracts)
@@ -120,8 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _dagster_home() -> Path:
     """``DAGSTER_HOME``, by default under ``ML_ASSETS_HOME``, with a telemetry-off instance."""
-    os.environ.setdefault("DAGSTER_HOME", str(settings.home() / "dagster_home"))
-    dagster_home = Path(os.environ["DAGSTER_HOME"])
+    dagster_home = settings.current().dagster_home_path
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
     dagster_home.mkdir(parents=True, exist_ok=True)
     instance = dagster_home / "dagster.yaml"
     if not instance.exists():
@@ -145,16 +146,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in names:
         ok = run_dataset(name) and ok
     _out()
-    home = settings.home()
-    _out(f"lake (parquet, one file per partition): {home / 'lake'}")
-    _out(f"online feature store:                   {home / 'online.sqlite'}")
-    _out(f"MLflow runs and model registry:         sqlite:///{home / 'mlflow.db'}")
-    _out(f"Dagster run history:                    {dagster_home}")
+    s = settings.current()
+    for what, where in s.summary().items():
+        _out(f"{what + ':':<17} {where}")
     _out("open the Dagster UI (http://127.0.0.1:3000):")
     _out(f"  DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml")
     _out("open the MLflow UI (http://127.0.0.1:5000):")
-    _out(f"  .venv/bin/mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}")
+    _out(f"  .venv/bin/mlflow ui --backend-store-uri {s.tracking_uri}")
     return 0 if ok else 1
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    """Every setting: its variable, the value in effect, and where derived paths resolve."""
+    s = settings.current()
+    for var, name in settings.variables().items():
+        value = getattr(s, name)
+        _out(f"{var:<40} {'(unset)' if value is None else value}")
+    _out()
+    for what, where in s.summary().items():
+        _out(f"{what + ':':<17} {where}")
+    return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -220,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dataset")
     p.add_argument("version", nargs="?", help="default: the champion before the current one")
     p.set_defaults(fn=cmd_rollback)
+
+    p = sub.add_parser("settings", help="print every setting and the paths in effect")
+    p.set_defaults(fn=cmd_settings)
 
     p = sub.add_parser("contract", help="check or diff contract files")
     p.add_argument("action", choices=["check", "diff"])

@@ -7,7 +7,6 @@ library, so ``dagster dev`` starts fast.
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import dagster as dg
@@ -86,11 +85,12 @@ def dataset_definitions(contract: Contract) -> dg.Definitions:
 
 
 def resources() -> dict[str, object]:
-    lake = Lake(base_path=os.environ.get("ML_ASSETS_LAKE", str(settings.home() / "lake")))
+    s = settings.current()
+    lake = Lake(base_path=s.lake_path)
     return {
         "lake": lake,
         LAKE_IO: LakeIOManager(lake=lake),
-        "source": SqlSource(url=os.environ.get("ML_ASSETS_SOURCE_URL_OVERRIDE") or None),
+        "source": SqlSource(url=s.source_url_override),
         "online_store": OnlineStore(),
         "mlflow": MlflowTracking(),
         "bento_builder": BentoBuilder(),
@@ -98,7 +98,7 @@ def resources() -> dict[str, object]:
 
 
 def build_definitions(contracts: dict[str, Contract] | None = None) -> dg.Definitions:
-    contracts = contracts or load_contracts(os.environ.get("ML_ASSETS_CONTRACTS") or None)
+    contracts = contracts or load_contracts(settings.current().contracts_path)
     per_dataset = [dataset_definitions(c) for c in contracts.values()]
     freshness_sensor = dg.build_sensor_for_freshness_checks(
         freshness_checks=[c for d in per_dataset for c in (d.asset_checks or [])],

@@ -1,13 +1,25 @@
-"""Process-wide settings: where local state lives and phone-home switches.
+"""Every setting of the platform, in one typed object: its environment variable, default, doc.
 
-Everything has an embedded default (SQLite, local files under ``ML_ASSETS_HOME``) so the
-platform runs with no server to start; production points the same settings elsewhere.
+:class:`Settings` is the only place that reads ``ML_ASSETS_*`` and ``MLFLOW_*`` variables (and
+a contract's own ``source.url_env``). Everything has an embedded default (SQLite, local files
+under ``ML_ASSETS_HOME``) so the platform runs with no server to start; production points the
+same settings elsewhere. Paths derived from the home (``online.sqlite``, ``mlflow.db``, ...) are
+built here and nowhere else. The README's configuration table is :func:`markdown_table`
+(a test keeps the two equal); ``ml-assets settings`` prints the values in effect.
+
+Read with :func:`current` each time they are needed (not cached: tests and the CLI change the
+environment); it costs microseconds and is never on a request's path.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # Every library in the stack reports usage unless told not to; no machine here has internet.
 TELEMETRY_OFF = {
@@ -18,6 +30,8 @@ TELEMETRY_OFF = {
     "DAGSTER_DISABLE_TELEMETRY": "1",
 }
 
+BUNDLED_CONTRACTS = Path(__file__).resolve().parent / "contracts"
+
 
 def disable_telemetry() -> None:
     """Set the opt-out switches of nannyml, BentoML, MLflow (Dagster's is in dagster.yaml)."""
@@ -25,23 +39,294 @@ def disable_telemetry() -> None:
         os.environ.setdefault(key, value)
 
 
+class SettingsError(ValueError):
+    """An environment variable whose value cannot be used; the message names it."""
+
+
+def _setting(env: str, default: Any, doc: str, default_doc: str | None = None) -> Any:
+    return Field(
+        default=default,
+        alias=env,
+        description=doc,
+        json_schema_extra={"default_doc": default_doc if default_doc is not None else default},
+    )
+
+
+class Settings(BaseModel):
+    """The platform's configuration. Fields are named for the code; aliases are the variables."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    # --- where state lives -------------------------------------------------------------------
+    home: Path = _setting(
+        "ML_ASSETS_HOME",
+        Path(".ml_assets"),
+        "local state: demo source, lake, stores, Dagster home, BentoML home",
+        "`.ml_assets`",
+    )
+    source_url: str | None = _setting(
+        "ML_ASSETS_SOURCE_URL",
+        None,
+        "the source database of contracts whose `source.url_env` names it (the default)",
+        "`sqlite:///$ML_ASSETS_HOME/source.sqlite`",
+    )
+    source_url_override: str | None = _setting(
+        "ML_ASSETS_SOURCE_URL_OVERRIDE",
+        None,
+        "one source URL for every contract, whatever its `source` block says",
+        "unset",
+    )
+    lake: str | None = _setting(
+        "ML_ASSETS_LAKE",
+        None,
+        "the lake: a folder or any fsspec URL (`s3://bucket/lake`)",
+        "`$ML_ASSETS_HOME/lake`",
+    )
+    contracts_dir: Path | None = _setting(
+        "ML_ASSETS_CONTRACTS",
+        None,
+        "folder of contract YAML files",
+        "the bundled contracts",
+    )
+    features_dir: Path | None = _setting(
+        "ML_ASSETS_FEATURES",
+        None,
+        "folder of features YAML files (`<dataset>.yaml`)",
+        "`$ML_ASSETS_CONTRACTS/features`, else the bundled ones",
+    )
+    online_url: str | None = _setting(
+        "ML_ASSETS_ONLINE_URL",
+        None,
+        "the online feature store (SQLAlchemy URL)",
+        "`sqlite:///$ML_ASSETS_HOME/online.sqlite`",
+    )
+    mlflow_tracking_uri: str | None = _setting(
+        "MLFLOW_TRACKING_URI",
+        None,
+        "MLflow tracking and registry",
+        "`sqlite:///$ML_ASSETS_HOME/mlflow.db`",
+    )
+    dagster_home: Path | None = _setting(
+        "DAGSTER_HOME",
+        None,
+        "the Dagster instance the CLI runs jobs in",
+        "`$ML_ASSETS_HOME/dagster_home`",
+    )
+    prediction_log: Path | None = _setting(
+        "ML_ASSETS_PREDICTION_LOG",
+        None,
+        "root of the prediction log (parquet segments by dataset and date)",
+        "`$ML_ASSETS_HOME/prediction_log`",
+    )
+    bentos_dir: Path | None = _setting(
+        "ML_ASSETS_BENTOS",
+        None,
+        "folder with the BentoML service (`service.py`, `predictor.proto`)",
+        "the checkout's `bentos/`",
+    )
+
+    # --- serving: each overrides what a Bento's `bento_config.json` says ----------------------
+    serve_dataset: str | None = _setting(
+        "ML_ASSETS_SERVE_DATASET", None, "dataset served (running `bentos/` unbuilt)", "the Bento's"
+    )
+    serve_model: str | None = _setting(
+        "ML_ASSETS_SERVE_MODEL",
+        None,
+        "BentoML model tag served",
+        "the Bento's (`<dataset>:latest`)",
+    )
+    serve_workers: int | None = _setting(
+        "ML_ASSETS_SERVE_WORKERS", None, "HTTP worker processes", "1"
+    )
+    grpc_port: int | None = _setting(
+        "ML_ASSETS_GRPC_PORT", None, "gRPC port; 0 turns gRPC off", "50051"
+    )
+    grpc_host: str | None = _setting("ML_ASSETS_GRPC_HOST", None, "gRPC bind address", "`0.0.0.0`")
+    grpc_threads: int | None = _setting(
+        "ML_ASSETS_GRPC_THREADS", None, "gRPC server threads per worker", "8"
+    )
+    serve_max_body_bytes: int | None = _setting(
+        "ML_ASSETS_SERVE_MAX_BODY_BYTES",
+        None,
+        "largest request body / gRPC message accepted (larger: 413)",
+        "4194304",
+    )
+    serve_max_records: int | None = _setting(
+        "ML_ASSETS_SERVE_MAX_RECORDS", None, "most records per request (more: 413)", "10000"
+    )
+    prediction_log_flush_seconds: float | None = _setting(
+        "ML_ASSETS_PREDICTION_LOG_FLUSH_SECONDS",
+        None,
+        "how often the prediction log writes a segment",
+        "1.0",
+    )
+
+    # --- derived paths: the one place each default is built ----------------------------------
+
+    @property
+    def root(self) -> Path:
+        """The home folder, absolute."""
+        return self.home.resolve()
+
+    @property
+    def demo_source_url(self) -> str:
+        """The embedded demo source database: a SQLite file under the home folder."""
+        return f"sqlite:///{self.root / 'source.sqlite'}"
+
+    @property
+    def lake_path(self) -> str:
+        return self.lake or str(self.root / "lake")
+
+    @property
+    def contracts_path(self) -> Path:
+        return self.contracts_dir or BUNDLED_CONTRACTS
+
+    @property
+    def features_path(self) -> Path:
+        if self.features_dir is not None:
+            return self.features_dir
+        return self.contracts_path / "features"
+
+    @property
+    def online_store_url(self) -> str:
+        return self.online_url or f"sqlite:///{self.root / 'online.sqlite'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        """Where new MLflow experiments put their artifacts (local default)."""
+        return self.root / "mlartifacts"
+
+    @property
+    def dagster_home_path(self) -> Path:
+        return (self.dagster_home or self.root / "dagster_home").resolve()
+
+    @property
+    def bentoml_home(self) -> Path:
+        """``BENTOML_HOME`` of the platform's Bentos and models."""
+        return self.root / "bentoml"
+
+    @property
+    def prediction_log_path(self) -> Path:
+        return self.prediction_log or self.root / "prediction_log"
+
+    @property
+    def bentos_path(self) -> Path:
+        """The service folder: ``ML_ASSETS_BENTOS``, else ``bentos/`` of the checkout this
+        package runs from (an installed package has none: set the variable)."""
+        if self.bentos_dir is not None:
+            return self.bentos_dir
+        return Path(__file__).resolve().parents[1] / "bentos"
+
+    def source_url_for(self, url_env: str | None, url: str | None) -> str:
+        """A contract's source: the override, else its URL, else its variable, else the demo."""
+        if self.source_url_override:
+            return self.source_url_override
+        if url:
+            return url
+        if url_env == "ML_ASSETS_SOURCE_URL":
+            return self.source_url or self.demo_source_url
+        if url_env and os.environ.get(url_env):
+            return os.environ[url_env]
+        return self.demo_source_url
+
+    def serve_overrides(self) -> dict[str, Any]:
+        """Serving settings given in the environment, by :class:`ServeConfig` field name."""
+        fields = {
+            "serve_dataset": "dataset",
+            "serve_model": "model_tag",
+            "serve_workers": "workers",
+            "grpc_port": "grpc_port",
+            "grpc_host": "grpc_host",
+            "grpc_threads": "grpc_threads",
+            "serve_max_body_bytes": "max_body_bytes",
+            "serve_max_records": "max_records",
+            "prediction_log": "prediction_log_dir",
+            "prediction_log_flush_seconds": "log_flush_seconds",
+            "online_url": "online_url",
+        }
+        out: dict[str, Any] = {}
+        for name, target in fields.items():
+            value = getattr(self, name)
+            if value is not None:
+                out[target] = str(value) if isinstance(value, Path) else value
+        return out
+
+    def summary(self) -> dict[str, str]:
+        """Where things are, as resolved now (for the CLI's closing summary)."""
+        return {
+            "lake": self.lake_path,
+            "online store": self.online_store_url,
+            "MLflow tracking": self.tracking_uri,
+            "Dagster home": str(self.dagster_home_path),
+            "BentoML home": str(self.bentoml_home),
+            "prediction log": str(self.prediction_log_path),
+        }
+
+
+def variables() -> dict[str, str]:
+    """Environment variable -> field name, for every setting."""
+    return {f.alias: name for name, f in Settings.model_fields.items() if f.alias}
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from an environment (``os.environ`` by default); empty values count as unset."""
+    environ = os.environ if environ is None else environ
+    given = {v: environ[v] for v in variables() if environ.get(v) not in (None, "")}
+    try:
+        return Settings.model_validate(given)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            var = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{var}={given.get(var)!r}: {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def current() -> Settings:
+    """The settings in effect now."""
+    return from_env()
+
+
 def home() -> Path:
-    """Root of local state (data lake, source database, MLflow store): ``ML_ASSETS_HOME``."""
-    return Path(os.environ.get("ML_ASSETS_HOME", ".ml_assets")).resolve()
+    """Root of local state (``ML_ASSETS_HOME``, absolute)."""
+    return current().root
 
 
-def default_source_url() -> str:
-    """The embedded demo source database: a SQLite file under the home folder."""
-    return f"sqlite:///{home() / 'source.sqlite'}"
+def child_env(drop_prefixes: tuple[str, ...] = ()) -> dict[str, str]:
+    """A copy of this process's environment for a child process, without the variables whose
+    names start with one of ``drop_prefixes``, and with telemetry off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop_prefixes or ("\0",))}
+    env.update(TELEMETRY_OFF)
+    return env
 
 
-def source_url(env_var: str | None = "ML_ASSETS_SOURCE_URL", url: str | None = None) -> str:
-    """Resolve a contract's source URL: explicit URL, else its env var, else the demo SQLite."""
-    if url:
-        return url
-    if env_var and os.environ.get(env_var):
-        return os.environ[env_var]
-    return default_source_url()
+@contextmanager
+def restoring_env(*names: str) -> Iterator[None]:
+    """Put ``names`` back as they were on exit: for libraries that write their settings into
+    ``os.environ`` (``mlflow.set_tracking_uri`` does), where they would outlive the call and
+    leak into subprocesses."""
+    saved = {k: os.environ.get(k) for k in names}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def markdown_table() -> str:
+    """The README's configuration table, generated from the fields."""
+    lines = ["| environment variable | default | what |", "|---|---|---|"]
+    for field in Settings.model_fields.values():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        lines.append(f"| `{field.alias}` | {extra.get('default_doc')} | {field.description} |")
+    return "\n".join(lines)
 
 
 disable_telemetry()

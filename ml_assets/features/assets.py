@@ -70,12 +70,12 @@ class OnlineStore(dg.ConfigurableResource):
     url: str | None = None
 
     def resolved_url(self) -> str:
-        url = self.url or os.environ.get("ML_ASSETS_ONLINE_URL")
-        if url:
-            return url
-        path = settings.home() / "online.sqlite"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+        if self.url:
+            return self.url
+        s = settings.current()
+        if s.online_url is None:
+            s.root.mkdir(parents=True, exist_ok=True)
+        return s.online_store_url
 
     def engine(self) -> sa.Engine:
         return sa.create_engine(self.resolved_url())

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from ml_assets.contracts.model import NAME_RE, ColumnType, Contract, _Strict
 
 log = logging.getLogger(__name__)
 
-FEATURES_DIR = Path(__file__).resolve().parent.parent / "contracts" / "features"
+FEATURES_DIR = Path(__file__).resolve().parent.parent / "contracts" / "features"  # bundled
 
 NUMERIC = (ColumnType.INT, ColumnType.FLOAT)
 GROUPABLE = (ColumnType.INT, ColumnType.BOOL, ColumnType.STRING, ColumnType.CATEGORY)
@@ -548,16 +547,13 @@ def default_feature_file(contract: Contract) -> FeatureFile:
 def features_path(contract: Contract, directory: str | Path | None = None) -> Path:
     """Where a dataset's features file lives.
 
-    ``directory``, else ``ML_ASSETS_FEATURES``, else a ``features/`` folder beside the contracts
-    of ``ML_ASSETS_CONTRACTS``, else the bundled ``contracts/features``.
+    ``directory``, else the settings' features folder (``ML_ASSETS_FEATURES``, else a
+    ``features/`` folder beside the contracts, see :mod:`ml_assets.settings`).
     """
     if directory is None:
-        if os.environ.get("ML_ASSETS_FEATURES"):
-            directory = os.environ["ML_ASSETS_FEATURES"]
-        elif os.environ.get("ML_ASSETS_CONTRACTS"):
-            directory = Path(os.environ["ML_ASSETS_CONTRACTS"]) / "features"
-        else:
-            directory = FEATURES_DIR
+        from ml_assets import settings
+
+        directory = settings.current().features_path
     return Path(directory) / f"{contract.name}.yaml"
 
 

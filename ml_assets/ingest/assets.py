@@ -4,10 +4,10 @@ import dagster as dg
 import polars as pl
 import sqlalchemy as sa
 
+from ml_assets import settings
 from ml_assets.contracts.model import Contract, Table
 from ml_assets.ingest.sql import engine_for, raw_schema, read_window, to_naive_utc
 from ml_assets.partitions import partitions_def, window
-from ml_assets.settings import source_url
 from ml_assets.storage import Chunks, Lake, schema_hash
 
 LAKE_IO = "lake_io_manager"
@@ -24,7 +24,10 @@ class SqlSource(dg.ConfigurableResource):
     chunk_rows: int = 100_000
 
     def engine(self, contract: Contract) -> sa.Engine:
-        return engine_for(self.url or source_url(contract.source.url_env, contract.source.url))
+        url = self.url or settings.current().source_url_for(
+            contract.source.url_env, contract.source.url
+        )
+        return engine_for(url)
 
 
 def raw_key(contract: Contract, role: str) -> dg.AssetKey:

@@ -16,7 +16,6 @@ MLflow is imported inside methods: loading the Dagster definitions must not pay 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import subprocess
 from contextlib import contextmanager
@@ -123,33 +122,21 @@ class MlflowTracking(dg.ConfigurableResource):
     """Base URL of the Dagster UI, for links from MLflow back to the run."""
 
     def resolved_tracking_uri(self) -> str:
-        return (
-            self.tracking_uri
-            or os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{settings.home() / 'mlflow.db'}"
-        )
+        return self.tracking_uri or settings.current().tracking_uri
 
     def resolved_artifact_root(self) -> str:
-        return self.artifact_root or str(settings.home() / "mlartifacts")
+        return self.artifact_root or str(settings.current().mlflow_artifacts)
 
     @contextmanager
     def _mlflow(self):
         import mlflow
 
-        # mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ, where it would
-        # outlive this call and leak into subprocesses: put both back afterwards.
-        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-        uri = self.resolved_tracking_uri()
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-        try:
+        # mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in os.environ: put it back.
+        with settings.restoring_env("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            uri = self.resolved_tracking_uri()
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_registry_uri(uri)
             yield mlflow
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     def client(self):
         from mlflow import MlflowClient

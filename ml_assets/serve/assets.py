@@ -12,7 +12,7 @@ import dagster as dg
 
 from ml_assets.contracts.model import Contract
 from ml_assets.registry.tracking import CHAMPION, MlflowTracking
-from ml_assets.serve.bento import SERVICE_DIR, build_bento, default_home, stage_champion
+from ml_assets.serve.bento import build_bento, default_home, default_service_dir, stage_champion
 from ml_assets.serve.config import DEFAULT_GRPC_PORT, ServeConfig
 
 BENTO_BUILDER = "bento_builder"
@@ -40,7 +40,7 @@ class BentoBuilder(dg.ConfigurableResource):
         return Path(self.home) if self.home else default_home()
 
     def resolved_service_dir(self) -> Path:
-        return Path(self.service_dir) if self.service_dir else SERVICE_DIR
+        return Path(self.service_dir) if self.service_dir else default_service_dir()
 
 
 def build_bento_asset(contract: Contract) -> dg.AssetsDefinition:

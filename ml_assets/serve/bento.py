@@ -39,8 +39,6 @@ from ml_assets.serve.config import CONFIG_FILE, ServeConfig
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICE_DIR = REPO / "bentos"
 PACKAGE = Path(__file__).resolve().parents[1]
 SERVICE_TARGET = "service:PredictionService"
 
@@ -99,8 +97,20 @@ class BuiltBento:
 
 
 def default_home() -> Path:
-    """``BENTOML_HOME`` of the platform: ``$ML_ASSETS_HOME/bentoml``."""
-    return settings.home() / "bentoml"
+    """``BENTOML_HOME`` of the platform (see :attr:`ml_assets.settings.Settings.bentoml_home`)."""
+    return settings.current().bentoml_home
+
+
+def default_service_dir() -> Path:
+    """The folder with ``service.py`` and ``predictor.proto`` (``ML_ASSETS_BENTOS``, else the
+    checkout's ``bentos/``); a clear error when neither is there (an installed package)."""
+    folder = settings.current().bentos_path
+    if not (folder / "service.py").exists():
+        raise FileNotFoundError(
+            f"no BentoML service at {folder}: set ML_ASSETS_BENTOS to a copy of the "
+            "repository's bentos/ folder"
+        )
+    return folder
 
 
 def requirements() -> list[str]:
@@ -153,7 +163,7 @@ def prepare_context(
     context: Path,
     config: ServeConfig,
     *,
-    service_dir: Path = SERVICE_DIR,
+    service_dir: Path | None = None,
     labels: dict[str, str] | None = None,
     openapi: dict[str, Any] | None = None,
     lock_packages: bool = False,
@@ -164,8 +174,9 @@ def prepare_context(
     is then no longer offline (and fails inside :func:`build_bento`'s guard).
     """
     context.mkdir(parents=True, exist_ok=True)
+    source = service_dir or default_service_dir()
     for name in ("service.py", "predictor.proto"):
-        shutil.copy(service_dir / name, context / name)
+        shutil.copy(source / name, context / name)
     pkg = context / "ml_assets"
     pkg.mkdir(exist_ok=True)
     for part in PACKAGE_PARTS:
@@ -201,7 +212,7 @@ def _openapi_for(staged: StagedModel) -> dict[str, Any]:
     from ml_assets.serve.openapi import openapi_document
     from ml_assets.serve.runtime import ServingRuntime, load_bundle
 
-    contract = load_contracts(os.environ.get("ML_ASSETS_CONTRACTS") or None)[staged.dataset]
+    contract = load_contracts(settings.current().contracts_path)[staged.dataset]
     bundle = load_bundle(staged.directory, labels=staged.labels)
     return openapi_document(ServingRuntime(load_feature_spec(contract), bundle))
 
@@ -210,8 +221,8 @@ def offline_env(home: Path) -> dict[str, str]:
     """Environment of the build subprocess: its BentoML home, telemetry off, and no way out
     (package indexes off, every proxy a closed local port): a build that tried to download
     would fail instead of quietly reaching out."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ML_ASSETS_SERVE_")}
-    env.update({**settings.TELEMETRY_OFF, "BENTOML_HOME": str(home)})
+    env = settings.child_env(drop_prefixes=("ML_ASSETS_SERVE_",))
+    env["BENTOML_HOME"] = str(home)
     env.update(
         {
             "PIP_NO_INDEX": "1",
@@ -252,7 +263,7 @@ def build_bento(
     staged: StagedModel,
     *,
     home: Path | None = None,
-    service_dir: Path = SERVICE_DIR,
+    service_dir: Path | None = None,
     config: ServeConfig | None = None,
     isolate_network: bool = False,
     lock_packages: bool = False,

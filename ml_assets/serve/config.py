@@ -2,14 +2,14 @@
 
 A built Bento carries ``bento_config.json`` beside its service file (written by
 :func:`ml_assets.serve.bento.build_bento`): the dataset and the BentoML model tag it was built
-for. Environment variables override it, which is also how the service source file is served
-straight from the repository (``ML_ASSETS_SERVE_DATASET``, ``ML_ASSETS_SERVE_MODEL``).
+for. The serving variables of :mod:`ml_assets.settings` override it, which is also how the
+service source file is served straight from the repository (``ML_ASSETS_SERVE_DATASET``,
+``ML_ASSETS_SERVE_MODEL``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,21 +20,6 @@ CONFIG_FILE = "bento_config.json"
 DEFAULT_GRPC_PORT = 50051
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_RECORDS = 10_000
-
-# Environment variable -> (field, type). Anything set here wins over the config file.
-ENV: dict[str, tuple[str, type]] = {
-    "ML_ASSETS_SERVE_DATASET": ("dataset", str),
-    "ML_ASSETS_SERVE_MODEL": ("model_tag", str),
-    "ML_ASSETS_SERVE_WORKERS": ("workers", int),
-    "ML_ASSETS_GRPC_PORT": ("grpc_port", int),
-    "ML_ASSETS_GRPC_HOST": ("grpc_host", str),
-    "ML_ASSETS_GRPC_THREADS": ("grpc_threads", int),
-    "ML_ASSETS_SERVE_MAX_BODY_BYTES": ("max_body_bytes", int),
-    "ML_ASSETS_SERVE_MAX_RECORDS": ("max_records", int),
-    "ML_ASSETS_PREDICTION_LOG": ("prediction_log_dir", str),
-    "ML_ASSETS_PREDICTION_LOG_FLUSH_SECONDS": ("log_flush_seconds", float),
-    "ML_ASSETS_ONLINE_URL": ("online_url", str),
-}
 
 
 @dataclass(frozen=True)
@@ -71,13 +56,13 @@ class ServeConfig:
         return f"{self.dataset}_service"
 
     def resolved_log_dir(self) -> Path:
-        return Path(self.prediction_log_dir) if self.prediction_log_dir else log_root()
+        if self.prediction_log_dir:
+            return Path(self.prediction_log_dir)
+        return settings.current().prediction_log_path
 
     def resolved_online_url(self) -> str:
         """The same resolution as the ``online_store`` resource of the feature assets."""
-        if self.online_url:
-            return self.online_url
-        return f"sqlite:///{settings.home() / 'online.sqlite'}"
+        return self.online_url or settings.current().online_store_url
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -92,18 +77,5 @@ class ServeConfig:
                 values = json.loads(path.read_text(encoding="utf-8"))
         known = set(cls.__dataclass_fields__)
         config = cls(**{k: v for k, v in values.items() if k in known})
-        overrides: dict[str, Any] = {}
-        for var, (name, kind) in ENV.items():
-            raw = os.environ.get(var)
-            if raw not in (None, ""):
-                try:
-                    overrides[name] = kind(raw)
-                except ValueError as exc:
-                    raise ValueError(f"{var}={raw!r}: expected {kind.__name__}") from exc
+        overrides = settings.current().serve_overrides()
         return replace(config, **overrides) if overrides else config
-
-
-def log_root() -> Path:
-    """Default root of the prediction log: ``$ML_ASSETS_PREDICTION_LOG`` or under the home."""
-    env = os.environ.get("ML_ASSETS_PREDICTION_LOG")
-    return Path(env) if env else settings.home() / "prediction_log"

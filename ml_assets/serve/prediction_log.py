@@ -333,9 +333,11 @@ def log_files(
     root: str | Path | None = None,
 ) -> list[Path]:
     """The segments of the date partitions overlapping [start, end)."""
-    from ml_assets.serve.config import log_root
+    from ml_assets import settings
 
-    base = dataset_dir(root if root is not None else log_root(), dataset)
+    base = dataset_dir(
+        root if root is not None else settings.current().prediction_log_path, dataset
+    )
     lo, hi = _as_utc(start), _as_utc(end)
     files: list[Path] = []
     day = lo.date()

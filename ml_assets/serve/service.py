@@ -69,12 +69,13 @@ class Serving:
         freeze_gc: bool = True,
     ) -> Serving:
         """Load everything and start the background parts (log writer, gRPC server)."""
+        from ml_assets import settings
         from ml_assets.contracts import load_contracts
         from ml_assets.features import OnlineClient, load_feature_spec
         from ml_assets.serve.metrics import ServingMetrics
         from ml_assets.serve.prediction_log import PredictionLog, layout_for
 
-        contracts = load_contracts(os.environ.get("ML_ASSETS_CONTRACTS") or None)
+        contracts = load_contracts(settings.current().contracts_path)
         if config.dataset not in contracts:
             raise LookupError(f"no contract for dataset {config.dataset!r}: {sorted(contracts)}")
         contract = contracts[config.dataset]
