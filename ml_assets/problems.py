@@ -75,8 +75,8 @@ class ProblemKind:
 
     # --- the contract -------------------------------------------------------------------------
 
-    def target_problem(self, column: Column) -> str | None:
-        """Why a label column cannot be this kind's target (None when it can)."""
+    def target_problem(self, column: Column) -> tuple[str, str] | None:
+        """(field, why) when a label column cannot be this kind's target, else None."""
         raise NotImplementedError
 
     # --- training data ------------------------------------------------------------------------
@@ -209,9 +209,9 @@ class Binary(ProblemKind):
     nannyml_estimator = "CBPE"
     nannyml_metrics = ("roc_auc", "f1")
 
-    def target_problem(self, column: Column) -> str | None:
+    def target_problem(self, column: Column) -> tuple[str, str] | None:
         if column.type is not ColumnType.BOOL and len(column.allowed or []) != 2:
-            return "a binary target must be bool or list exactly two allowed values"
+            return "allowed", "a binary target must be bool or list exactly two allowed values"
         return None
 
     def scores(self, model: Any, x: Any, thread_count: int = -1) -> np.ndarray:
@@ -222,7 +222,9 @@ class Binary(ProblemKind):
         neg, pos = classes[0], classes[1]
         return [pos if p >= 0.5 else neg for p in scores.tolist()]
 
-    def metrics(self, y: np.ndarray, scores: np.ndarray, classes: Sequence[Any]) -> dict[str, float]:
+    def metrics(
+        self, y: np.ndarray, scores: np.ndarray, classes: Sequence[Any]
+    ) -> dict[str, float]:
         from sklearn import metrics as skm
 
         p = np.clip(scores, 1e-15, 1 - 1e-15)
@@ -317,9 +319,9 @@ class Multiclass(ProblemKind):
     nannyml_estimator = "CBPE"
     nannyml_metrics = ("f1", "roc_auc")
 
-    def target_problem(self, column: Column) -> str | None:
+    def target_problem(self, column: Column) -> tuple[str, str] | None:
         if len(column.allowed or []) < 3:
-            return "a multiclass target must list at least three allowed values"
+            return "allowed", "a multiclass target must list at least three allowed values"
         return None
 
     def scores(self, model: Any, x: Any, thread_count: int = -1) -> np.ndarray:
@@ -331,7 +333,9 @@ class Multiclass(ProblemKind):
     def labels(self, scores: np.ndarray, classes: Sequence[Any]) -> list[Any]:
         return [classes[k] for k in np.argmax(scores, axis=1).tolist()] if len(scores) else []
 
-    def metrics(self, y: np.ndarray, scores: np.ndarray, classes: Sequence[Any]) -> dict[str, float]:
+    def metrics(
+        self, y: np.ndarray, scores: np.ndarray, classes: Sequence[Any]
+    ) -> dict[str, float]:
         from sklearn import metrics as skm
 
         labels = list(range(len(classes)))
@@ -414,9 +418,9 @@ class Regression(ProblemKind):
     nannyml_estimator = "DLE"
     nannyml_metrics = ("rmse", "mae")
 
-    def target_problem(self, column: Column) -> str | None:
+    def target_problem(self, column: Column) -> tuple[str, str] | None:
         if column.type not in (ColumnType.INT, ColumnType.FLOAT):
-            return "a regression target must be int or float"
+            return "type", "a regression target must be int or float"
         return None
 
     def classes(self, y: pl.Series) -> list[Any]:
@@ -433,7 +437,9 @@ class Regression(ProblemKind):
     def scores(self, model: Any, x: Any, thread_count: int = -1) -> np.ndarray:
         return np.asarray(model.predict(x, thread_count=thread_count), dtype=np.float64)
 
-    def metrics(self, y: np.ndarray, scores: np.ndarray, classes: Sequence[Any]) -> dict[str, float]:
+    def metrics(
+        self, y: np.ndarray, scores: np.ndarray, classes: Sequence[Any]
+    ) -> dict[str, float]:
         from sklearn import metrics as skm
 
         return {

@@ -302,24 +302,13 @@ class Contract(_Strict):
             raise FieldError(
                 ("labels", "key"), "labels.key must match entity.primary_key in number and types"
             )
+        from ml_assets.problems import problem_kind  # the kind says what a target must be
+
         target = self.labels.columns[self.target]
-        where = ("labels", "columns", self.target)
-        if self.problem_type is ProblemType.REGRESSION and target.type not in (
-            ColumnType.INT,
-            ColumnType.FLOAT,
-        ):
-            raise FieldError((*where, "type"), "a regression target must be int or float")
-        if self.problem_type is ProblemType.BINARY and (
-            target.type is not ColumnType.BOOL and len(target.allowed or []) != 2
-        ):
-            raise FieldError(
-                (*where, "allowed"),
-                "a binary target must be bool or list exactly two allowed values",
-            )
-        if self.problem_type is ProblemType.MULTICLASS and len(target.allowed or []) < 3:
-            raise FieldError(
-                (*where, "allowed"), "a multiclass target must list at least three allowed values"
-            )
+        problem = problem_kind(self.problem_type).target_problem(target)
+        if problem is not None:
+            field, message = problem
+            raise FieldError(("labels", "columns", self.target, field), message)
         return self
 
     @property

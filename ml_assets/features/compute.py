@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -526,25 +525,8 @@ def fingerprint(frame: pl.DataFrame, key: list[str]) -> str:
 
 def target_stats(spec: FeatureSpec, frame: pl.DataFrame) -> dict[str, float | int | dict]:
     """Label rate (classification: share of each class) or target stats (regression)."""
-    target = spec.contract.target
-    col = frame.get_column(target)
-    if spec.contract.problem_type.value == "regression":
-        if col.len() == 0:
-            return {}
-        return {
-            "mean": _num(col.mean()),
-            "std": _num(col.std()),
-            "min": _num(col.min()),
-            "max": _num(col.max()),
-        }
-    counts = col.value_counts(sort=True)
-    total = max(col.len(), 1)
-    return {
-        str(v): round(n / total, 6)
-        for v, n in zip(counts.get_column(target), counts.get_column("count"), strict=True)
-    }
+    from ml_assets.problems import problem_kind
 
-
-def _num(v: object) -> float:
-    f = float(v) if isinstance(v, int | float) else float("nan")
-    return round(f, 6) if math.isfinite(f) else float("nan")
+    return problem_kind(spec.contract.problem_type).target_stats(
+        frame.get_column(spec.contract.target)
+    )
