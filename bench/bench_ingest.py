@@ -123,17 +123,15 @@ def case_pipeline(args: argparse.Namespace) -> None:
     """Materialize raw + validated entity over all partitions in one run (env set by the parent)."""
     import dagster as dg
 
+    from ml_assets.dataset import Dataset
     from ml_assets.definitions import defs
-    from ml_assets.ingest.assets import raw_key
-    from ml_assets.partitions import partitions_def
-    from ml_assets.validate.assets import quarantine_key, validated_key
 
-    contract = _contract()
-    keys = partitions_def(contract).get_partition_keys()
+    dataset = Dataset.build(_contract())
+    keys = dataset.partitions.keys()
     raw, vkey, qkey = (
-        raw_key(contract, ROLE),
-        validated_key(contract, ROLE),
-        quarantine_key(contract, ROLE),
+        dataset.keys.raw[ROLE],
+        dataset.keys.validated[ROLE],
+        dataset.keys.quarantine[ROLE],
     )
     assets = [defs.resolve_assets_def(raw), defs.resolve_assets_def(vkey)]
     tags = {
@@ -299,7 +297,7 @@ def case_validate(args: argparse.Namespace) -> None:
     """
     import polars as pl
 
-    from ml_assets.ingest.assets import raw_key
+    from ml_assets.dataset import Dataset
     from ml_assets.storage import Lake
     from ml_assets.validate.quarantine import split_valid
     from ml_assets.validate.schema import pandera_schema
@@ -309,7 +307,9 @@ def case_validate(args: argparse.Namespace) -> None:
     tz = contract.partitioning.timezone
     schema = pandera_schema(table, name=f"{contract.name}.{ROLE}")
     rule = bare_rules(table)
-    folder = Path(str(Lake(base_path=args.lake).path(raw_key(contract, ROLE), None).parent))
+    folder = Path(
+        str(Lake(base_path=args.lake).path(Dataset.build(contract).keys.raw[ROLE], None).parent)
+    )
     files = sorted(folder.glob("*.parquet"))
     if not files:
         raise SystemExit(f"no raw partitions under {folder}")
@@ -583,10 +583,12 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 
 def _has_raw_partitions(lake: Path) -> bool:
-    from ml_assets.ingest.assets import raw_key
+    from ml_assets.dataset import Dataset
     from ml_assets.storage import Lake
 
-    folder = Path(str(Lake(base_path=str(lake)).path(raw_key(_contract(), ROLE), None).parent))
+    folder = Path(
+        str(Lake(base_path=str(lake)).path(Dataset.build(_contract()).keys.raw[ROLE], None).parent)
+    )
     return folder.is_dir() and any(folder.glob("*.parquet"))
 
 

@@ -213,13 +213,12 @@ def stop(server: Server) -> None:
 def in_process(champion: support.Champion, n: int = 3000) -> dict[str, float]:
     """The floor: CatBoost on one row; and the serving core (validation + predict)."""
     from ml_assets.serve.runtime import InputLayout, ServingRuntime, load_bundle
-    from ml_assets.train.assets import problem_tag
 
     rows = champion.holdout.head(100)
     records = support.feature_records(rows, champion.problem.features)
     with tempfile.TemporaryDirectory() as tmp:
         champion.model.save_model(str(Path(tmp) / "model.cbm"))
-        (Path(tmp) / "problem.json").write_text(problem_tag(champion.problem))
+        (Path(tmp) / "problem.json").write_text(champion.problem.to_json())
         bundle = load_bundle(tmp, labels={"model_version": champion.version})
     _, spec = support.car_loan()
     runtime = ServingRuntime(spec, bundle)

@@ -33,6 +33,7 @@ from ml_assets.features.compute import fingerprint
 from ml_assets.ingest.demo import demo_frames
 from ml_assets.registry.tracking import MlflowTracking
 from ml_assets.train import core
+from ml_assets.train.config import TrainConfig
 from ml_assets.train.plots import evaluation_plots
 
 
@@ -64,7 +65,7 @@ def run(rows: int | None, folder: Path) -> dict:
     problem = core.Problem.from_frame(
         frame, contract.problem_type, contract.target, spec.names, spec.event_time
     )
-    params = core.TrainParams()
+    params = TrainConfig()
 
     t0 = time.perf_counter()
     split = core.time_split(frame, spec.event_time)

@@ -104,13 +104,9 @@ def run_job(job_name: str, instance=None) -> bool:
 
 def run_dataset(name: str, instance=None) -> bool:
     """A dataset end to end: ingest, validate, features; train and promote; batch scoring."""
-    from ml_assets.definitions import pipeline_job_name, score_job_name, train_job_name
+    from ml_assets.dataset import load_datasets
 
-    contract = _contracts(None)[name]
-    for job in (pipeline_job_name, train_job_name, score_job_name):
-        if not run_job(job(contract), instance):
-            return False
-    return True
+    return all(run_job(job, instance) for job in load_datasets()[name].jobs.in_order())
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
-"""The Dagster code location: every contract's assets, checks, jobs and resources.
+"""The Dagster code location: every dataset's assets, checks, jobs and resources.
 
-Loading this module reads the contracts (``ML_ASSETS_CONTRACTS``: a folder of YAML files; the
-bundled demo contracts by default) and generates the assets from them. It imports no heavy ML
-library, so ``dagster dev`` starts fast.
+Loading this module reads the contracts folder in effect (:mod:`ml_assets.settings`:
+``ML_ASSETS_CONTRACTS``, the bundled demo contracts by default), builds one
+:class:`~ml_assets.dataset.Dataset` per contract and hands it to each stage's builder. It
+imports no heavy ML library, so ``dagster dev`` starts fast.
 """
 
 from __future__ import annotations
@@ -12,80 +13,72 @@ import warnings
 import dagster as dg
 
 from ml_assets import settings
-from ml_assets.contracts import Contract, load_contracts
-from ml_assets.features import feature_definitions, load_feature_spec
-from ml_assets.features.assets import OnlineStore, features_key, online_key, training_set_key
-from ml_assets.ingest.assets import LAKE_IO, SqlSource, build_raw_asset
+from ml_assets.dataset import Dataset, load_datasets
+from ml_assets.features.assets import OnlineStore, build_feature_definitions
+from ml_assets.ingest.assets import SqlSource, build_raw_asset
 from ml_assets.registry.tracking import MlflowTracking
-from ml_assets.serve.assets import BentoBuilder, bento_key, serving_definitions
-from ml_assets.storage import Lake, LakeIOManager
-from ml_assets.train.assets import champion_key, model_key, predictions_key, training_definitions
+from ml_assets.serve.assets import BentoBuilder, serving_definitions
+from ml_assets.storage import LAKE_IO, Lake, LakeIOManager
+from ml_assets.train.assets import training_definitions
 from ml_assets.validate.assets import build_validated_assets, freshness_checks
 
-# BackfillPolicy and partitioned freshness checks are marked beta; we rely on them knowingly.
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-warnings.filterwarnings("ignore", category=dg.SupersessionWarning)
+# Dagster features used knowingly, each silenced by its own message (nothing else is):
+# single-run backfills (a partition range as one run) and a features lookback that may reach
+# before the first partition are beta; the per-partition freshness checks and their sensor are
+# superseded by FreshnessPolicy, which does not yet express a deadline per time partition.
+for _message in (
+    r"Parameter `backfill_policy` of function `asset` is currently in beta",
+    r"Parameter `allow_nonexistent_upstream_partitions` of initializer "
+    r"`TimeWindowPartitionMapping.__init__` is currently in beta",
+    r"Function `build_time_partition_freshness_checks` is superseded",
+    r"Function `build_sensor_for_freshness_checks` is superseded",
+):
+    warnings.filterwarnings("ignore", message=_message)
 
 
-def pipeline_job_name(contract: Contract) -> str:
-    return f"{contract.name}_pipeline"
-
-
-def train_job_name(contract: Contract) -> str:
-    return f"{contract.name}_train"
-
-
-def score_job_name(contract: Contract) -> str:
-    return f"{contract.name}_score"
-
-
-def dataset_definitions(contract: Contract) -> dg.Definitions:
+def dataset_definitions(dataset: Dataset) -> dg.Definitions:
     """Assets, checks and jobs of one dataset, all generated from its contract (and features).
 
     Three jobs, in pipeline order: ``<name>_pipeline`` (partitioned: SQL to validated data and
-    the feature table), ``<name>_train`` (training set, online store, model, champion) and
-    ``<name>_score`` (partitioned batch predictions by the champion).
+    the feature table), ``<name>_train`` (training set, online store, model, champion, Bento)
+    and ``<name>_score`` (partitioned batch predictions by the champion).
     """
+    keys, jobs, name = dataset.keys, dataset.jobs, dataset.name
     ingest: list[dg.AssetsDefinition] = []
-    for role in contract.tables:
-        ingest.append(build_raw_asset(contract, role))
-        ingest.append(build_validated_assets(contract, role))
-    train = [
-        training_set_key(contract),
-        model_key(contract),
-        champion_key(contract),
-        bento_key(contract),
-    ]
-    if load_feature_spec(contract).aggregates:
-        train.append(online_key(contract))
-    jobs = [
+    for role in dataset.tables:
+        ingest.append(build_raw_asset(dataset, role))
+        ingest.append(build_validated_assets(dataset, role))
+    train = [keys.training_set, keys.model, keys.champion, keys.bento]
+    if dataset.spec.aggregates:
+        train.append(keys.online)
+    job_defs = [
         dg.define_asset_job(
-            pipeline_job_name(contract),
-            selection=dg.AssetSelection.assets(*ingest, features_key(contract)),
-            description=f"{contract.name} from the SQL source to validated data and features.",
+            jobs.pipeline,
+            selection=dg.AssetSelection.assets(*ingest, keys.features),
+            description=f"{name} from the SQL source to validated data and features.",
         ),
         dg.define_asset_job(
-            train_job_name(contract),
+            jobs.train,
             selection=dg.AssetSelection.assets(*train),
-            description=f"Training set, online store, model, champion and Bento of {contract.name}.",
+            description=f"Training set, online store, model, champion and Bento of {name}.",
         ),
         dg.define_asset_job(
-            score_job_name(contract),
-            selection=dg.AssetSelection.assets(predictions_key(contract)),
-            description=f"Batch predictions of {contract.name} by its champion.",
+            jobs.score,
+            selection=dg.AssetSelection.assets(keys.predictions),
+            description=f"Batch predictions of {name} by its champion.",
         ),
     ]
     return dg.Definitions.merge(
-        dg.Definitions(assets=ingest, asset_checks=freshness_checks(contract), jobs=jobs),
-        feature_definitions(contract),
-        training_definitions(contract),
-        serving_definitions(contract),
+        dg.Definitions(assets=ingest, asset_checks=freshness_checks(dataset), jobs=job_defs),
+        build_feature_definitions(dataset),
+        training_definitions(dataset),
+        serving_definitions(dataset),
     )
 
 
-def resources() -> dict[str, object]:
-    s = settings.current()
+def resources(s: settings.Settings | None = None) -> dict[str, object]:
+    """The resources every dataset's assets use, configured from the settings."""
+    s = s or settings.current()
     lake = Lake(base_path=s.lake_path)
     return {
         "lake": lake,
@@ -97,9 +90,9 @@ def resources() -> dict[str, object]:
     }
 
 
-def build_definitions(contracts: dict[str, Contract] | None = None) -> dg.Definitions:
-    contracts = contracts or load_contracts(settings.current().contracts_path)
-    per_dataset = [dataset_definitions(c) for c in contracts.values()]
+def build_definitions(datasets: dict[str, Dataset] | None = None) -> dg.Definitions:
+    datasets = datasets or load_datasets()
+    per_dataset = [dataset_definitions(d) for d in datasets.values()]
     freshness_sensor = dg.build_sensor_for_freshness_checks(
         freshness_checks=[c for d in per_dataset for c in (d.asset_checks or [])],
         name="freshness_checks_sensor",

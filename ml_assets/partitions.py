@@ -1,17 +1,50 @@
-"""Time partitions from a contract's ``partitioning`` block."""
+"""Time partitions from a contract's ``partitioning`` block: the one home of granularity.
+
+:class:`Partitions` holds a dataset's Dagster partitions definition and answers every question
+about its time windows (a partition's [start, end) in UTC, which partitions overlap a span, how
+many partitions back a trailing window reaches, when a partition is due). Each granularity's
+facts live in :data:`GRANULARITIES`, keyed by the contract's enum.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from dataclasses import dataclass
+from functools import cached_property
 
 import dagster as dg
 
-from ml_assets.contracts.model import Contract, Granularity
+from ml_assets.contracts.model import Granularity, Partitioning
+from ml_assets.features.compute import to_utc
 
 
-def partitions_def(contract: Contract) -> dg.TimeWindowPartitionsDefinition:
+@dataclass(frozen=True)
+class GranularityFacts:
+    shortest: dt.timedelta
+    """The shortest partition: how far back a window of N partitions surely reaches."""
+    deadline_cron: str
+    """When a partition should have landed (freshness checks): a day after its window."""
+
+
+GRANULARITIES: dict[Granularity, GranularityFacts] = {
+    Granularity.DAILY: GranularityFacts(dt.timedelta(days=1), "0 6 * * *"),
+    Granularity.WEEKLY: GranularityFacts(dt.timedelta(days=7), "0 6 * * 1"),
+    Granularity.MONTHLY: GranularityFacts(dt.timedelta(days=28), "0 6 2 * *"),
+}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One partition: its key and its [start, end) in UTC."""
+
+    key: str
+    start: dt.datetime
+    end: dt.datetime
+
+
+def partitions_definition(p: Partitioning) -> dg.TimeWindowPartitionsDefinition:
     """Daily, weekly (weeks start on the contract's start weekday) or monthly partitions."""
-    p = contract.partitioning
     start = p.start.isoformat()
     end = p.end.isoformat() if p.end else None
     if p.granularity is Granularity.DAILY:
@@ -27,9 +60,59 @@ def partitions_def(contract: Contract) -> dg.TimeWindowPartitionsDefinition:
     )
 
 
-def window(
-    pdef: dg.TimeWindowPartitionsDefinition, partition_key: str
-) -> tuple[dt.datetime, dt.datetime]:
-    """A partition's [start, end) as timezone-aware datetimes."""
-    tw = pdef.time_window_for_partition_key(partition_key)
-    return tw.start, tw.end
+class Partitions:
+    """A dataset's time partitions: the Dagster definition and its windows."""
+
+    def __init__(self, partitioning: Partitioning) -> None:
+        self.partitioning = partitioning
+        self.definition = partitions_definition(partitioning)
+        self.facts = GRANULARITIES[partitioning.granularity]
+
+    @property
+    def timezone(self) -> str:
+        return self.partitioning.timezone
+
+    def keys(self) -> list[str]:
+        return self.definition.get_partition_keys()
+
+    def window(self, key: str) -> tuple[dt.datetime, dt.datetime]:
+        """A partition's [start, end) as timezone-aware datetimes (the contract's zone)."""
+        tw = self.definition.time_window_for_partition_key(key)
+        return tw.start, tw.end
+
+    def utc_window(self, key: str) -> tuple[dt.datetime, dt.datetime]:
+        start, end = self.window(key)
+        return to_utc(start), to_utc(end)
+
+    @cached_property
+    def parts(self) -> list[Part]:
+        """Every partition with its UTC window, oldest first (the definition's end is fixed)."""
+        return [Part(k, *self.utc_window(k)) for k in self.keys()]
+
+    def span(self, keys: list[str]) -> tuple[dt.datetime, dt.datetime]:
+        """[start of the first, end of the last) of some partition keys, in UTC."""
+        ordered = sorted(keys)
+        return self.utc_window(ordered[0])[0], self.utc_window(ordered[-1])[1]
+
+    def overlapping(self, start: dt.datetime, end: dt.datetime) -> list[str]:
+        """Keys of the partitions whose window overlaps [start, end)."""
+        return [p.key for p in self.parts if p.start < end and p.end > start]
+
+    def before(self, key: str) -> list[str]:
+        """Keys of the partitions before ``key`` (none for an unknown key)."""
+        keys = self.keys()
+        return keys[: keys.index(key)] if key in keys else []
+
+    def lookback(self, window: dt.timedelta) -> int:
+        """How many partitions back a trailing window reaches (shortest partition length)."""
+        return math.ceil(window / self.facts.shortest)
+
+    def lookback_mapping(self, window: dt.timedelta) -> dg.TimeWindowPartitionMapping:
+        """Each partition depends on itself and the partitions its trailing window reaches."""
+        return dg.TimeWindowPartitionMapping(
+            start_offset=-self.lookback(window), allow_nonexistent_upstream_partitions=True
+        )
+
+    @property
+    def deadline_cron(self) -> str:
+        return self.facts.deadline_cron

@@ -196,14 +196,32 @@ PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 VALUE_BUCKETS = tuple(m * 10.0**e for e in range(-2, 8) for m in (1.0, 2.5, 5.0))  # log-spaced
 
 
-class Binary(ProblemKind):
+class Classifier(ProblemKind):
+    """What binary and multiclass share: classes, class rates, a label column and field."""
+
+    is_classifier = True
+
+    def baseline(self, y_train: np.ndarray, rows: int, classes: Sequence[Any]) -> np.ndarray:
+        return self.from_rates(np.bincount(y_train, minlength=len(classes)) / len(y_train), rows)
+
+    def from_rates(self, rates: np.ndarray, rows: int) -> np.ndarray:
+        """The naive scores of ``rows`` rows from the training class rates."""
+        raise NotImplementedError
+
+    def label_column(self, labels: list[Any] | None, classes: Sequence[Any]) -> pl.Series:
+        return pl.Series(labels or [], dtype=label_dtype(classes), strict=False)
+
+    def label_openapi(self, classes: Sequence[Any]) -> dict[str, Any]:
+        return {"description": "Predicted class.", "enum": list(classes)}
+
+
+class Binary(Classifier):
     """Two classes; the score is P(second class in sorted order), decided at 0.5."""
 
     type = ProblemType.BINARY
     primary_metric = "roc_auc"
     higher_is_better = True
     loss_function = "Logloss"
-    is_classifier = True
     score_buckets = PROBABILITY_BUCKETS
     nannyml_problem_type = "classification_binary"
     nannyml_estimator = "CBPE"
@@ -239,8 +257,7 @@ class Binary(ProblemKind):
             "calibration_error": expected_calibration_error(y, p),
         }
 
-    def baseline(self, y_train: np.ndarray, rows: int, classes: Sequence[Any]) -> np.ndarray:
-        rates = np.bincount(y_train, minlength=len(classes)) / len(y_train)
+    def from_rates(self, rates: np.ndarray, rows: int) -> np.ndarray:
         return np.full(rows, rates[1])
 
     def plots(self, y: np.ndarray, scores: np.ndarray, metrics: dict[str, float],
@@ -280,10 +297,9 @@ class Binary(ProblemKind):
     def output_columns(
         self, scores: np.ndarray, labels: list[Any] | None, classes: Sequence[Any]
     ) -> dict[str, pl.Series]:
-        schema = self.output_schema(classes)
         return {
             "probability": pl.Series(scores, dtype=pl.Float64),
-            "prediction": pl.Series(labels or [], dtype=schema["prediction"], strict=False),
+            "prediction": self.label_column(labels, classes),
         }
 
     def prediction_json(
@@ -296,7 +312,7 @@ class Binary(ProblemKind):
 
     def prediction_openapi(self, classes: Sequence[Any]) -> dict[str, Any]:
         return {
-            "label": {"description": "Predicted class.", "enum": list(classes)},
+            "label": self.label_openapi(classes),
             "probability": {
                 "type": "number",
                 "minimum": 0,
@@ -306,14 +322,13 @@ class Binary(ProblemKind):
         }
 
 
-class Multiclass(ProblemKind):
+class Multiclass(Classifier):
     """Three or more classes; scores are class probabilities, decided by argmax."""
 
     type = ProblemType.MULTICLASS
     primary_metric = "macro_f1"
     higher_is_better = True
     loss_function = "MultiClass"
-    is_classifier = True
     score_buckets = None
     nannyml_problem_type = "classification_multiclass"
     nannyml_estimator = "CBPE"
@@ -347,8 +362,7 @@ class Multiclass(ProblemKind):
             "accuracy": float(skm.accuracy_score(y, p.argmax(axis=1))),
         }
 
-    def baseline(self, y_train: np.ndarray, rows: int, classes: Sequence[Any]) -> np.ndarray:
-        rates = np.bincount(y_train, minlength=len(classes)) / len(y_train)
+    def from_rates(self, rates: np.ndarray, rows: int) -> np.ndarray:
         return np.tile(rates, (rows, 1))
 
     def plots(self, y: np.ndarray, scores: np.ndarray, metrics: dict[str, float],
@@ -381,8 +395,7 @@ class Multiclass(ProblemKind):
             f"probability_{c}": pl.Series(scores[:, i], dtype=pl.Float64)
             for i, c in enumerate(classes)
         }
-        dtype = label_dtype(classes)
-        out["prediction"] = pl.Series(labels or [], dtype=dtype, strict=False)
+        out["prediction"] = self.label_column(labels, classes)
         return out
 
     def prediction_json(
@@ -396,7 +409,7 @@ class Multiclass(ProblemKind):
 
     def prediction_openapi(self, classes: Sequence[Any]) -> dict[str, Any]:
         return {
-            "label": {"description": "Predicted class.", "enum": list(classes)},
+            "label": self.label_openapi(classes),
             "probabilities": {
                 "type": "object",
                 "properties": {str(c): {"type": "number"} for c in classes},

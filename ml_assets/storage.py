@@ -22,6 +22,30 @@ from upath import UPath
 log = logging.getLogger(__name__)
 
 PARQUET_COMPRESSION = "zstd"
+LAKE_IO = "lake_io_manager"
+"""Resource key of the :class:`LakeIOManager` (assets name it as their ``io_manager_key``)."""
+
+
+def column_schema(table: Any, types: Mapping[str, pl.DataType] | None = None) -> dg.TableSchema:
+    """A contract table's columns as Dagster shows them in the UI (type, nullability,
+    description, PII tag); ``types`` gives the stored polars types when known."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=name,
+                type=str(types[name]) if types else col.type.value,
+                description=col.description + (" [PII]" if col.pii else ""),
+                constraints=dg.TableColumnConstraints(nullable=col.nullable),
+                tags={"pii": ""} if col.pii else {},
+            )
+            for name, col in table.columns.items()
+        ]
+    )
+
+
+def frame_schema(schema: Mapping[str, pl.DataType]) -> dg.TableSchema:
+    """A polars schema as a Dagster column schema."""
+    return dg.TableSchema(columns=[dg.TableColumn(name=n, type=str(t)) for n, t in schema.items()])
 
 
 def schema_hash(schema: Mapping[str, pl.DataType] | pl.Schema) -> str:

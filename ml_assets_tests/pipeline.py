@@ -9,16 +9,17 @@ import dagster as dg
 import polars as pl
 
 from ml_assets.contracts import Contract
-from ml_assets.ingest.assets import LAKE_IO, SqlSource, build_raw_asset
-from ml_assets.partitions import partitions_def
-from ml_assets.storage import Lake, LakeIOManager
-from ml_assets.validate.assets import build_validated_assets, quarantine_key, validated_key
+from ml_assets.dataset import Dataset
+from ml_assets.ingest.assets import SqlSource, build_raw_asset
+from ml_assets.storage import LAKE_IO, Lake, LakeIOManager
+from ml_assets.validate.assets import build_validated_assets
 
 
 def ingest_assets(contract: Contract, roles: tuple[str, ...] = ("entity", "labels")) -> list:
+    dataset = Dataset.build(contract)
     out: list = []
     for role in roles:
-        out += [build_raw_asset(contract, role), build_validated_assets(contract, role)]
+        out += [build_raw_asset(dataset, role), build_validated_assets(dataset, role)]
     return out
 
 
@@ -51,7 +52,7 @@ def run_range(
     run_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize raw + validated for a partition range as one run (a single-run backfill)."""
-    keys = partitions_def(contract).get_partition_keys()
+    keys = Dataset.build(contract).partitions.definition.get_partition_keys()
     return dg.materialize(
         ingest_assets(contract, roles),
         resources=resources(lake_dir, source_url, chunk_rows),
@@ -75,8 +76,8 @@ def read(lake_dir: Path, key: dg.AssetKey, partitions: list[str] | None = None) 
 def counts(lake_dir: Path, contract: Contract, role: str) -> tuple[int, int]:
     """(valid rows, quarantined rows) across every stored partition."""
     return (
-        read(lake_dir, validated_key(contract, role)).height,
-        read(lake_dir, quarantine_key(contract, role)).height,
+        read(lake_dir, Dataset.build(contract).keys.validated[role]).height,
+        read(lake_dir, Dataset.build(contract).keys.quarantine[role]).height,
     )
 
 

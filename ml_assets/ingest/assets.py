@@ -5,12 +5,10 @@ import polars as pl
 import sqlalchemy as sa
 
 from ml_assets import settings
-from ml_assets.contracts.model import Contract, Table
+from ml_assets.contracts.model import Contract
+from ml_assets.dataset import Dataset
 from ml_assets.ingest.sql import engine_for, raw_schema, read_window, to_naive_utc
-from ml_assets.partitions import partitions_def, window
-from ml_assets.storage import Chunks, Lake, schema_hash
-
-LAKE_IO = "lake_io_manager"
+from ml_assets.storage import LAKE_IO, Chunks, Lake, column_schema, schema_hash
 
 
 class SqlSource(dg.ConfigurableResource):
@@ -28,26 +26,6 @@ class SqlSource(dg.ConfigurableResource):
             contract.source.url_env, contract.source.url
         )
         return engine_for(url)
-
-
-def raw_key(contract: Contract, role: str) -> dg.AssetKey:
-    return dg.AssetKey([contract.name, f"raw_{role}"])
-
-
-def column_schema(table: Table, types: dict[str, pl.DataType] | None = None) -> dg.TableSchema:
-    """The contract's columns as Dagster shows them in the UI (type, nullability, description)."""
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(
-                name=name,
-                type=str(types[name]) if types else col.type.value,
-                description=col.description + (" [PII]" if col.pii else ""),
-                constraints=dg.TableColumnConstraints(nullable=col.nullable),
-                tags={"pii": ""} if col.pii else {},
-            )
-            for name, col in table.columns.items()
-        ]
-    )
 
 
 class _WindowStats:
@@ -68,21 +46,22 @@ class _WindowStats:
         self.high = hi if self.high is None or (hi is not None and hi > self.high) else self.high
 
 
-def build_raw_asset(contract: Contract, role: str) -> dg.AssetsDefinition:
+def build_raw_asset(dataset: Dataset, role: str) -> dg.AssetsDefinition:
     """The raw asset of one source table: the rows of each partition's time window, as-is."""
+    contract = dataset.contract
     table = contract.tables[role]
-    pdef = partitions_def(contract)
+    partitions = dataset.partitions
     source_name = table.table or "query"
 
     @dg.asset(
-        key=raw_key(contract, role),
-        partitions_def=pdef,
+        key=dataset.keys.raw[role],
+        partitions_def=partitions.definition,
         backfill_policy=dg.BackfillPolicy.single_run(),
         io_manager_key=LAKE_IO,
         group_name=contract.name,
         kinds={"sql", "polars", "parquet"},
-        owners=[contract.owner] if "@" in contract.owner else None,
-        tags={"stage": "raw", "dataset": contract.name},
+        owners=dataset.owners,
+        tags=dataset.tags("raw"),
         description=(
             f"Rows of `{source_name}` ({role}) whose `{table.time_column}` falls in the partition's "
             "time window, copied as the database returns them. A faithful copy of the source: "
@@ -104,7 +83,7 @@ def build_raw_asset(contract: Contract, role: str) -> dg.AssetsDefinition:
         low = high = None
         hashes = set()
         for i, pk in enumerate(keys, 1):
-            start, end = window(pdef, pk)
+            start, end = partitions.window(pk)
             stats = _WindowStats(table.time_column)
             chunks = Chunks(
                 read_window(

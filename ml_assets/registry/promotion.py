@@ -97,3 +97,71 @@ def decide(
         f"{metric} {chal:.4f} vs champion {champ:.4f}: within {tolerance:.1%} or better, no slice degrades",
         numbers,
     )
+
+
+@dataclass
+class GateResult:
+    """The gate's decision for a challenger, with what it was compared against."""
+
+    decision: GateDecision
+    champion_version: str | None
+    numbers: dict[str, Any]
+
+    @property
+    def verdict(self) -> str:
+        return "promote" if self.decision.promote else "reject"
+
+    @property
+    def summary(self) -> str:
+        return f"Promotion gate: {self.verdict.upper()}: {self.decision.reason}"
+
+
+def run_gate(tracking: Any, name: str, trained: Any, config: Any) -> GateResult:
+    """Score the challenger and the current champion on the challenger's held-out rows and
+    decide (:func:`decide`). ``tracking`` is the MLflow resource, ``trained`` a
+    :class:`~ml_assets.train.training.TrainedModel`, ``config`` its ``TrainConfig``.
+
+    A champion that needs features the held-out rows lack cannot be scored on them: the
+    challenger is then judged against the baseline, and the reason says so.
+    """
+    from ml_assets.registry.tracking import CHAMPION
+    from ml_assets.train import core
+
+    split, ev, problem = trained.split, trained.evaluation, trained.problem
+    kind = problem.kind
+    champion_version = tracking.alias_version(name, CHAMPION)
+    champion_metrics = champion_slices = None
+    note = ""
+    if champion_version is not None:
+        tag = tracking.version_tags(name, champion_version).get("problem")
+        champ_problem = core.Problem.from_json(tag) if tag else problem
+        missing = [f for f in champ_problem.features if f not in split.test.columns]
+        if missing:
+            note = f" (champion v{champion_version} needs features {missing}: compared to baseline)"
+            champion_version = None
+        else:
+            champ_model = tracking.load_model(name, champion_version)
+            champ_scores = core.predict(champ_model, split.test, champ_problem)
+            champion_metrics = core.metrics_for(ev.y, champ_scores, problem)
+            champion_slices = core.slice_metrics(
+                split.test, ev.y, champ_scores, problem, config.min_slice_rows
+            )
+    decision = decide(
+        metric=kind.primary_metric,
+        higher_better=kind.higher_is_better,
+        challenger=ev.metrics,
+        baseline=ev.baseline,
+        champion=champion_metrics,
+        challenger_slices=ev.slices,
+        champion_slices=champion_slices,
+        tolerance=config.tolerance,
+        slice_tolerance=config.slice_tolerance,
+    )
+    decision.reason += note
+    numbers = {
+        **decision.numbers,
+        "champion_version": champion_version or "none",
+        "held_out_from": str(split.boundaries[1]),
+        "held_out_rows": split.test.height,
+    }
+    return GateResult(decision, champion_version, numbers)

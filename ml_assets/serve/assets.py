@@ -10,16 +10,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from ml_assets.contracts.model import Contract
+from ml_assets.dataset import Dataset
 from ml_assets.registry.tracking import CHAMPION, MlflowTracking
 from ml_assets.serve.bento import build_bento, default_home, default_service_dir, stage_champion
 from ml_assets.serve.config import DEFAULT_GRPC_PORT, ServeConfig
 
 BENTO_BUILDER = "bento_builder"
-
-
-def bento_key(contract: Contract) -> dg.AssetKey:
-    return dg.AssetKey([contract.name, "bento"])
 
 
 class BentoBuilder(dg.ConfigurableResource):
@@ -43,16 +39,16 @@ class BentoBuilder(dg.ConfigurableResource):
         return Path(self.service_dir) if self.service_dir else default_service_dir()
 
 
-def build_bento_asset(contract: Contract) -> dg.AssetsDefinition:
+def build_bento_asset(dataset: Dataset) -> dg.AssetsDefinition:
     """The dataset's ``bento`` asset."""
-    champion = dg.AssetKey([contract.name, "champion"])
+    contract = dataset.contract
 
     @dg.asset(
-        key=bento_key(contract),
-        deps=[champion],
+        key=dataset.keys.bento,
+        deps=[dataset.keys.champion],
         group_name=contract.name,
         kinds={"bentoml", "catboost"},
-        tags={"stage": "serving", "dataset": contract.name},
+        tags=dataset.tags("serving"),
         automation_condition=dg.AutomationCondition.eager(),
         description=(
             f"A Bento serving the `{contract.name}` champion over HTTP and gRPC: the champion "
@@ -112,6 +108,6 @@ def build_bento_asset(contract: Contract) -> dg.AssetsDefinition:
     return bento
 
 
-def serving_definitions(contract: Contract) -> dg.Definitions:
+def serving_definitions(dataset: Dataset) -> dg.Definitions:
     """The dataset's ``bento`` asset (resources needed: ``mlflow``, ``bento_builder``)."""
-    return dg.Definitions(assets=[build_bento_asset(contract)])
+    return dg.Definitions(assets=[build_bento_asset(dataset)])

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ml_assets.contracts.model import ProblemType
+from ml_assets.problems import PROBABILITY_BUCKETS, problem_kind
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,6 @@ LATENCY_BUCKETS = (
     1.0,
     2.5,
 )
-PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
-VALUE_BUCKETS = tuple(
-    m * 10.0**e for e in range(-2, 8) for m in (1.0, 2.5, 5.0)
-)  # regression values: a log-spaced grid
 
 _CREATED: dict[str, Any] = {}
 _CREATE_LOCK = threading.Lock()
@@ -67,7 +64,7 @@ class ServingMetrics:
 
     def __init__(self, dataset: str, problem_type: ProblemType) -> None:
         self.dataset = dataset
-        self.problem_type = problem_type
+        self.kind = problem_kind(problem_type)
         self.requests = _metric(
             "Counter",
             "ml_assets_requests",
@@ -87,7 +84,9 @@ class ServingMetrics:
             "Records scored.",
             ["dataset", "endpoint", "protocol"],
         )
-        buckets = VALUE_BUCKETS if problem_type is ProblemType.REGRESSION else PROBABILITY_BUCKETS
+        # A kind with no single score (multiclass) gets only the label counter; the histogram
+        # is registered with the binary buckets so the series exists in every service.
+        buckets = self.kind.score_buckets or PROBABILITY_BUCKETS
         self.score = _metric(
             "Histogram",
             "ml_assets_prediction_score",
@@ -125,8 +124,9 @@ class ServingMetrics:
         self, model_version: str, scores: np.ndarray, labels: list[Any] | None
     ) -> None:
         """The distribution of one request's predictions."""
-        if self.problem_type is not ProblemType.MULTICLASS:
-            _observe_many(self._child(self.score, model_version), scores)
+        values = self.kind.histogram_values(scores)
+        if values is not None:
+            _observe_many(self._child(self.score, model_version), values)
         if labels is not None:
             if len(labels) == 1:
                 self._child(self.labels, model_version, str(labels[0])).inc()

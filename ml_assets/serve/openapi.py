@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml_assets.contracts.model import ProblemType
 from ml_assets.serve.runtime import ServingRuntime
 from ml_assets.serve.validation import RecordSchema
 
@@ -43,30 +42,7 @@ def _request(item_ref: str, example: dict[str, Any] | None) -> dict[str, Any]:
 
 def _prediction(runtime: ServingRuntime) -> dict[str, Any]:
     bundle = runtime.bundle
-    label: dict[str, Any] = {"description": "Predicted class."}
-    if bundle.classes:
-        label["enum"] = list(bundle.classes)
-    if bundle.problem_type is ProblemType.BINARY:
-        props = {
-            "label": label,
-            "probability": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": 1,
-                "description": f"Probability of class {bundle.classes[1]!r}.",
-            },
-        }
-    elif bundle.problem_type is ProblemType.MULTICLASS:
-        props = {
-            "label": label,
-            "probabilities": {
-                "type": "object",
-                "properties": {str(c): {"type": "number"} for c in bundle.classes},
-                "description": "Probability of every class.",
-            },
-        }
-    else:
-        props = {"value": {"type": "number", "description": "Predicted value."}}
+    props = bundle.kind.prediction_openapi(bundle.classes)
     props["key"] = {
         "type": "object",
         "description": "The record's key fields (predict by keys, when given).",

@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from ml_assets.contracts.model import ProblemType
+from ml_assets.problems import problem_kind
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,8 @@ class LogLayout:
     classes: tuple[Any, ...]
 
     def output_schema(self) -> dict[str, pl.DataType]:
-        if self.problem_type is ProblemType.REGRESSION:
-            return {"prediction": pl.Float64()}
-        label = _label_dtype(self.classes)
-        if self.problem_type is ProblemType.BINARY:
-            return {"probability": pl.Float64(), "prediction": label}
-        return {**{f"probability_{c}": pl.Float64() for c in self.classes}, "prediction": label}
+        """The problem kind's prediction columns, as batch scoring writes them."""
+        return problem_kind(self.problem_type).output_schema(self.classes)
 
     def schema(self) -> dict[str, pl.DataType]:
         return {
@@ -74,14 +71,6 @@ class LogLayout:
             **dict(self.features),
             **self.output_schema(),
         }
-
-
-def _label_dtype(classes: Sequence[Any]) -> pl.DataType:
-    if classes and all(isinstance(c, bool) for c in classes):
-        return pl.Boolean()
-    if classes and all(isinstance(c, int) for c in classes):
-        return pl.Int64()
-    return pl.String()
 
 
 def layout_for(spec: Any, bundle: Any) -> LogLayout:
@@ -282,17 +271,9 @@ class PredictionLog:
         for j, (name, dtype) in enumerate(lay.features):
             cols[name] = pl.Series([r[j] for r in rows], dtype=dtype, strict=False)
         scores = np.concatenate([np.asarray(e.scores, dtype=np.float64) for e in entries])
-        outputs = lay.output_schema()
-        if lay.problem_type is ProblemType.REGRESSION:
-            cols["prediction"] = pl.Series(scores, dtype=pl.Float64)
-        else:
-            if lay.problem_type is ProblemType.BINARY:
-                cols["probability"] = pl.Series(scores, dtype=pl.Float64)
-            else:
-                for k, c in enumerate(lay.classes):
-                    cols[f"probability_{c}"] = pl.Series(scores[:, k], dtype=pl.Float64)
-            labels = [v for e in entries for v in (e.labels or [])]
-            cols["prediction"] = pl.Series(labels, dtype=outputs["prediction"], strict=False)
+        labels = [v for e in entries for v in (e.labels or [])]
+        kind = problem_kind(lay.problem_type)
+        cols.update(kind.output_columns(scores, labels, lay.classes))
         frame = pl.DataFrame(cols)
         assert frame.height == n
         return frame

@@ -31,6 +31,7 @@ import orjson
 
 from ml_assets.contracts.model import ProblemType
 from ml_assets.features.spec import COLUMN_DTYPES, FeatureSpec
+from ml_assets.problems import ProblemKind, problem_kind
 from ml_assets.serve.validation import (
     ErrorCode,
     RecordSchema,
@@ -66,18 +67,19 @@ class ModelBundle:
     """BentoML model tag."""
     labels: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def kind(self) -> ProblemKind:
+        return problem_kind(self.problem_type)
+
 
 def load_bundle(
     path: str | Path, *, tag: str = "", labels: dict[str, str] | None = None
 ) -> ModelBundle:
     """Load ``model.cbm`` and ``problem.json`` from a BentoML model directory."""
-    from catboost import CatBoostClassifier, CatBoostRegressor
-
     path = Path(path)
     problem = json.loads((path / PROBLEM_FILE).read_text(encoding="utf-8"))
     problem_type = ProblemType(problem["problem_type"])
-    model = CatBoostRegressor() if problem_type is ProblemType.REGRESSION else CatBoostClassifier()
-    model.load_model(str(path / MODEL_FILE))
+    model = problem_kind(problem_type).load_model(str(path / MODEL_FILE))
     labels = dict(labels or {})
     return ModelBundle(
         model=model,
@@ -134,22 +136,13 @@ class InputLayout:
 
 
 def score(bundle: ModelBundle, x: Any) -> np.ndarray:
-    """P(positive class) for binary, class probabilities for multiclass, values for regression."""
-    if bundle.problem_type is ProblemType.REGRESSION:
-        return np.asarray(bundle.model.predict(x, thread_count=1), dtype=np.float64)
-    proba = np.asarray(bundle.model.predict_proba(x, thread_count=1), dtype=np.float64)
-    return proba[:, 1] if bundle.problem_type is ProblemType.BINARY else proba
+    """The kind's scores of a request, on one thread (requests run side by side)."""
+    return bundle.kind.scores(bundle.model, x, thread_count=1)
 
 
 def labels_of(bundle: ModelBundle, scores: np.ndarray) -> list[Any] | None:
-    """Predicted classes, decided as batch scoring decides them (threshold 0.5 / argmax)."""
-    if bundle.problem_type is ProblemType.REGRESSION:
-        return None
-    classes = bundle.classes
-    if bundle.problem_type is ProblemType.BINARY:
-        neg, pos = classes[0], classes[1]
-        return [pos if p >= 0.5 else neg for p in scores.tolist()]
-    return [classes[k] for k in np.argmax(scores, axis=1).tolist()]
+    """Predicted classes, decided as batch scoring decides them (the kind's rule)."""
+    return bundle.kind.labels(scores, bundle.classes)
 
 
 @dataclass
@@ -165,21 +158,10 @@ class Outcome:
     keys: list[dict[str, Any]] | None = None
 
     def predictions(self) -> list[dict[str, Any]]:
-        """One object per record: label and probability (binary), label and probabilities
-        (multiclass), or value (regression); with the record's key when it was given."""
-        if self.problem_type is ProblemType.BINARY:
-            out = [
-                {"label": lab, "probability": p}
-                for lab, p in zip(self.labels or [], self.scores.tolist(), strict=True)
-            ]
-        elif self.problem_type is ProblemType.MULTICLASS:
-            names = [str(c) for c in self.classes]
-            out = [
-                {"label": lab, "probabilities": dict(zip(names, row, strict=True))}
-                for lab, row in zip(self.labels or [], self.scores.tolist(), strict=True)
-            ]
-        else:
-            out = [{"value": v} for v in self.scores.tolist()]
+        """One object per record, shaped by the problem kind (label and probability, label and
+        probabilities, or value); with the record's key when it was given."""
+        kind = problem_kind(self.problem_type)
+        out = kind.prediction_json(self.scores, self.labels, self.classes)
         if self.keys is not None:
             for item, key in zip(out, self.keys, strict=True):
                 if key:
@@ -281,14 +263,17 @@ class ServingRuntime:
         scores = score(self.bundle, self.layout.matrix(rows))
         labels = labels_of(self.bundle, scores)
         self._record(PREDICT, protocol, request_id, started_ns, rows, scores, labels, None, None)
-        return Outcome(
-            request_id,
-            self.bundle.version,
-            self.bundle.problem_type,
-            scores,
-            labels,
-            self.bundle.classes,
-        )
+        return self._outcome(request_id, scores, labels)
+
+    def _outcome(
+        self,
+        request_id: str,
+        scores: np.ndarray,
+        labels: list[Any] | None,
+        keys: list[dict[str, Any]] | None = None,
+    ) -> Outcome:
+        b = self.bundle
+        return Outcome(request_id, b.version, b.problem_type, scores, labels, b.classes, keys)
 
     # --- predict by keys --------------------------------------------------------------------
 
@@ -358,15 +343,7 @@ class ServingRuntime:
             key_dicts = [
                 {n: v for n, v in zip(self.spec.key, k, strict=True) if v is not None} for k in keys
             ]
-        return Outcome(
-            request_id,
-            self.bundle.version,
-            self.bundle.problem_type,
-            scores,
-            labels,
-            self.bundle.classes,
-            keys=key_dicts,
-        )
+        return self._outcome(request_id, scores, labels, key_dicts)
 
     def _entity_frame(self, rows: list[list[Any]]) -> Any:
         import polars as pl

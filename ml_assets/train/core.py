@@ -7,7 +7,7 @@ so loading the Dagster definitions stays fast.
 from __future__ import annotations
 
 import datetime as dt
-import math
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,8 @@ import numpy as np
 import polars as pl
 
 from ml_assets.contracts.model import ProblemType
+from ml_assets.problems import ProblemKind, problem_kind
+from ml_assets.train.config import TrainConfig
 
 # A column whose polars type is one of these is a categorical feature for CatBoost.
 CATEGORICAL_DTYPES = (pl.String, pl.Categorical, pl.Enum, pl.Boolean)
@@ -54,6 +56,10 @@ class Problem:
     event_time: str
     classes: list[Any] = field(default_factory=list)
 
+    @property
+    def kind(self) -> ProblemKind:
+        return problem_kind(self.problem_type)
+
     @classmethod
     def from_frame(
         cls,
@@ -64,10 +70,34 @@ class Problem:
         event_time: str,
     ) -> Problem:
         categorical = [f for f in features if isinstance(frame.schema[f], CATEGORICAL_DTYPES)]
-        classes: list[Any] = []
-        if problem_type is not ProblemType.REGRESSION:
-            classes = sorted(frame.get_column(target).drop_nulls().unique().to_list())
+        classes = problem_kind(problem_type).classes(frame.get_column(target))
         return cls(problem_type, target, features, categorical, event_time, classes)
+
+    def to_json(self) -> str:
+        """What a scorer needs to use the model (the registry tag ``problem``, the Bento's
+        ``problem.json``): features, categoricals, classes."""
+        return json.dumps(
+            {
+                "problem_type": self.problem_type.value,
+                "target": self.target,
+                "features": self.features,
+                "categorical": self.categorical,
+                "event_time": self.event_time,
+                "classes": self.classes,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Problem:
+        d = json.loads(text)
+        return cls(
+            ProblemType(d["problem_type"]),
+            d["target"],
+            d["features"],
+            d["categorical"],
+            d["event_time"],
+            d["classes"],
+        )
 
 
 def check_training_frame(frame: pl.DataFrame, target: str, problem_type: ProblemType) -> None:
@@ -79,15 +109,9 @@ def check_training_frame(frame: pl.DataFrame, target: str, problem_type: Problem
     nulls = frame.get_column(target).null_count()
     if nulls:
         raise TrainingDataError(f"target {target!r} has {nulls} null values")
-    if problem_type is not ProblemType.REGRESSION:
-        n_classes = frame.get_column(target).n_unique()
-        if n_classes < 2:
-            only = frame.get_column(target).unique().to_list()
-            raise TrainingDataError(
-                f"target {target!r} has a single class {only}: a classifier needs two or more"
-            )
-    elif frame.get_column(target).cast(pl.Float64).std() in (0.0, None):
-        raise TrainingDataError(f"target {target!r} is constant: nothing to learn")
+    problem = problem_kind(problem_type).target_data_problem(frame.get_column(target), target)
+    if problem is not None:
+        raise TrainingDataError(problem)
 
 
 def time_split(
@@ -125,46 +149,14 @@ def to_pool_frame(frame: pl.DataFrame, problem: Problem):
 
 
 def _labels(frame: pl.DataFrame, problem: Problem) -> np.ndarray:
-    y = frame.get_column(problem.target)
-    if problem.problem_type is ProblemType.REGRESSION:
-        return y.cast(pl.Float64).to_numpy()
-    # Class indices in sorted class order: stable across runs and across train/test.
-    index = {c: i for i, c in enumerate(problem.classes)}
-    return np.array([index[v] for v in y.to_list()], dtype=np.int64)
+    return problem.kind.encode(frame.get_column(problem.target), problem.classes)
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    iterations: int = 500
-    learning_rate: float = 0.08
-    depth: int = 6
-    l2_leaf_reg: float = 3.0
-    early_stopping_rounds: int = 50
-    random_seed: int = 42
-    thread_count: int = 2
-
-
-def fit(split: Split, problem: Problem, params: TrainParams):
+def fit(split: Split, problem: Problem, config: TrainConfig):
     """Fit CatBoost with early stopping on the validation set. Same inputs, same model."""
-    from catboost import CatBoostClassifier, CatBoostRegressor, Pool
+    from catboost import Pool
 
-    common = {
-        "iterations": params.iterations,
-        "learning_rate": params.learning_rate,
-        "depth": params.depth,
-        "l2_leaf_reg": params.l2_leaf_reg,
-        "random_seed": params.random_seed,
-        "thread_count": params.thread_count,
-        "early_stopping_rounds": params.early_stopping_rounds,
-        "allow_writing_files": False,
-        "verbose": False,
-    }
-    if problem.problem_type is ProblemType.REGRESSION:
-        model = CatBoostRegressor(loss_function="RMSE", **common)
-    elif problem.problem_type is ProblemType.BINARY:
-        model = CatBoostClassifier(loss_function="Logloss", **common)
-    else:
-        model = CatBoostClassifier(loss_function="MultiClass", **common)
+    model = problem.kind.estimator(**config.catboost_params())
     train = Pool(
         to_pool_frame(split.train, problem),
         _labels(split.train, problem),
@@ -180,80 +172,35 @@ def fit(split: Split, problem: Problem, params: TrainParams):
 
 
 def predict(model, frame: pl.DataFrame, problem: Problem) -> np.ndarray:
-    """Scores: P(positive) for binary, class probabilities for multiclass, values for regression."""
-    x = to_pool_frame(frame, problem)
-    if problem.problem_type is ProblemType.REGRESSION:
-        return np.asarray(model.predict(x), dtype=np.float64)
-    proba = np.asarray(model.predict_proba(x), dtype=np.float64)
-    return proba[:, 1] if problem.problem_type is ProblemType.BINARY else proba
+    """Scores, as the problem kind defines them (P(positive), class probabilities, values)."""
+    if frame.height == 0:
+        return problem.kind.empty_scores(problem.classes)
+    return problem.kind.scores(model, to_pool_frame(frame, problem))
+
+
+def score_frame(model, frame: pl.DataFrame, problem: Problem, version: str) -> pl.DataFrame:
+    """Feature rows with their predictions (the kind's output columns) and the model version,
+    the features themselves dropped. An empty frame (an empty partition) gets the same
+    columns, typed, and no rows. Batch scoring and the serving path agree on this shape."""
+    kind = problem.kind
+    scores = predict(model, frame, problem)
+    outputs = kind.output_columns(scores, kind.labels(scores, problem.classes), problem.classes)
+    return pl.concat(
+        [frame.select(pl.exclude(problem.features)), pl.DataFrame(outputs)], how="horizontal"
+    ).with_columns(pl.lit(version).alias("model_version"))
 
 
 # --- metrics ----------------------------------------------------------------------------
 
 
 def metrics_for(y: np.ndarray, scores: np.ndarray, problem: Problem) -> dict[str, float]:
-    """The standard metrics of the problem type (NaN where a metric is undefined on the rows)."""
-    from sklearn import metrics as skm
-
-    out: dict[str, float] = {"rows": float(len(y))}
-    if problem.problem_type is ProblemType.REGRESSION:
-        out["rmse"] = float(math.sqrt(skm.mean_squared_error(y, scores)))
-        out["mae"] = float(skm.mean_absolute_error(y, scores))
-        out["r2"] = float(skm.r2_score(y, scores)) if len(y) > 1 else float("nan")
-        return out
-    n = len(problem.classes)
-    if problem.problem_type is ProblemType.BINARY:
-        p = np.clip(scores, 1e-15, 1 - 1e-15)
-        both = len(np.unique(y)) == 2
-        out["roc_auc"] = float(skm.roc_auc_score(y, p)) if both else float("nan")
-        out["pr_auc"] = float(skm.average_precision_score(y, p)) if both else float("nan")
-        out["log_loss"] = float(skm.log_loss(y, p, labels=[0, 1]))
-        out["brier"] = float(skm.brier_score_loss(y, p, pos_label=1))
-        out["accuracy"] = float(skm.accuracy_score(y, (p >= 0.5).astype(int)))
-        out["calibration_error"] = expected_calibration_error(y, p)
-        return out
-    p = np.clip(scores, 1e-15, 1)
-    out["macro_f1"] = float(
-        skm.f1_score(y, p.argmax(axis=1), average="macro", labels=list(range(n)))
-    )
-    out["log_loss"] = float(skm.log_loss(y, p, labels=list(range(n))))
-    out["accuracy"] = float(skm.accuracy_score(y, p.argmax(axis=1)))
-    return out
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Mean |observed rate - predicted probability| over equal-width bins, weighted by size."""
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    err = 0.0
-    for b in range(bins):
-        mask = idx == b
-        if mask.any():
-            err += mask.mean() * abs(y[mask].mean() - p[mask].mean())
-    return float(err)
-
-
-PRIMARY = {
-    ProblemType.BINARY: ("roc_auc", True),
-    ProblemType.MULTICLASS: ("macro_f1", True),
-    ProblemType.REGRESSION: ("rmse", False),
-}
-
-
-def primary_metric(problem_type: ProblemType) -> tuple[str, bool]:
-    """The metric promotion is decided on, and whether higher is better."""
-    return PRIMARY[problem_type]
+    """The kind's standard metrics (NaN where a metric is undefined on the rows)."""
+    return problem.kind.metrics(y, scores, problem.classes)
 
 
 def baseline_scores(split: Split, problem: Problem, rows: int) -> np.ndarray:
     """The naive model: training-set class rates (or mean) for every row."""
-    y = _labels(split.train, problem)
-    if problem.problem_type is ProblemType.REGRESSION:
-        return np.full(rows, float(y.mean()))
-    rates = np.bincount(y, minlength=len(problem.classes)) / len(y)
-    if problem.problem_type is ProblemType.BINARY:
-        return np.full(rows, rates[1])
-    return np.tile(rates, (rows, 1))
+    return problem.kind.baseline(_labels(split.train, problem), rows, problem.classes)
 
 
 @dataclass
@@ -281,7 +228,7 @@ def slice_metrics(
     test: pl.DataFrame, y: np.ndarray, scores: np.ndarray, problem: Problem, min_rows: int = 30
 ) -> pl.DataFrame:
     """The primary metric per value of every categorical feature (slices of enough rows)."""
-    name, _ = primary_metric(problem.problem_type)
+    name = problem.kind.primary_metric
     rows = []
     for col in problem.categorical:
         values = test.get_column(col).cast(pl.String).fill_null("__missing__").to_numpy()

@@ -1,15 +1,17 @@
-"""Validated and quarantine assets, with the data-quality checks that guard them."""
+"""Validated and quarantine assets, with the data-quality checks that guard them.
 
-import statistics
+Thin wiring: the split is :func:`ml_assets.validate.quarantine.split_valid`, the anomaly
+baselines :mod:`ml_assets.validate.baselines`, the check verdicts :func:`check_results`.
+"""
+
 from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 
-from ml_assets.contracts.model import Contract
-from ml_assets.ingest.assets import LAKE_IO, column_schema, raw_key
-from ml_assets.partitions import partitions_def
-from ml_assets.storage import Lake, schema_hash
+from ml_assets.dataset import Dataset
+from ml_assets.storage import LAKE_IO, Lake, column_schema, schema_hash
+from ml_assets.validate.baselines import Anomalies, partition_anomalies, recent_stats
 from ml_assets.validate.quarantine import (
     ValidationReport,
     quarantine_schema,
@@ -38,59 +40,89 @@ class ValidationConfig(dg.Config):
     """How many earlier partitions make the baseline for the two checks above."""
 
 
-def validated_key(contract: Contract, role: str) -> dg.AssetKey:
-    return dg.AssetKey([contract.name, f"validated_{role}"])
+def check_results(
+    key: dg.AssetKey,
+    total: ValidationReport,
+    anomalies: Anomalies,
+    threshold: float,
+    raw_types: dict[str, str],
+) -> list[dg.AssetCheckResult]:
+    """The verdicts of the five data-quality checks over a run's partitions."""
+    missing, extra = total.missing_columns, total.extra_columns
+    duplicates = total.reasons.get("duplicate key", 0)
+    return [
+        dg.AssetCheckResult(
+            check_name=SCHEMA,
+            asset_key=key,
+            passed=not missing and not extra,
+            severity=dg.AssetCheckSeverity.ERROR if missing else dg.AssetCheckSeverity.WARN,
+            description=(f"missing columns: {missing}" if missing else None)
+            or (f"extra columns dropped: {extra}" if extra else None),
+            metadata={
+                "missing_columns": ", ".join(missing) or "none",
+                "extra_columns": ", ".join(extra) or "none",
+                "raw_types": dg.MetadataValue.json(raw_types),
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name=KEY,
+            asset_key=key,
+            passed=duplicates == 0,
+            description=f"{duplicates} rows share a key with another row (quarantined)"
+            if duplicates
+            else None,
+            metadata={"duplicate_rows": duplicates},
+        ),
+        dg.AssetCheckResult(
+            check_name=RATE,
+            asset_key=key,
+            passed=total.quarantine_rate <= threshold,
+            description=(
+                f"{total.quarantined} of {total.ingested} rows quarantined "
+                f"({total.quarantine_rate:.2%}, threshold {threshold:.2%})"
+            ),
+            metadata={
+                "quarantine_rate": round(total.quarantine_rate, 6),
+                "threshold": threshold,
+                "top_reasons": dg.MetadataValue.json(dict(total.reasons.most_common(10))),
+            },
+        ),
+        *(
+            dg.AssetCheckResult(
+                check_name=name,
+                asset_key=key,
+                passed=not found,
+                severity=dg.AssetCheckSeverity.WARN,
+                description="; ".join(found[:10]) or None,
+                metadata={"anomalies": len(found)},
+            )
+            for name, found in ((NULLS, anomalies.nulls), (ROWS, anomalies.rows))
+        ),
+    ]
 
 
-def quarantine_key(contract: Contract, role: str) -> dg.AssetKey:
-    return dg.AssetKey([contract.name, f"quarantine_{role}"])
+def _reasons_markdown(report: ValidationReport) -> str:
+    rows = "\n".join(f"| {reason} | {n} |" for reason, n in report.reasons.most_common(20))
+    return "| reason | rows |\n|---|---|\n" + rows if rows else "none"
 
 
-def _baseline(lake: Lake, key: dg.AssetKey, earlier: list[str], n: int) -> list[dict]:
-    stats = []
-    for pk in reversed(earlier):
-        s = lake.parquet_stats(key, pk)
-        if s is not None:
-            stats.append(s)
-        if len(stats) >= n:
-            break
-    return stats
-
-
-def build_validated_assets(contract: Contract, role: str) -> dg.AssetsDefinition:
+def build_validated_assets(dataset: Dataset, role: str) -> dg.AssetsDefinition:
     """Validated rows (typed, every contract rule holds) and quarantined rows with reasons."""
+    contract = dataset.contract
     table = contract.tables[role]
-    pdef = partitions_def(contract)
-    vkey, qkey = validated_key(contract, role), quarantine_key(contract, role)
+    partitions = dataset.partitions
+    vkey, qkey = dataset.keys.validated[role], dataset.keys.quarantine[role]
     schema = pandera_schema(table, name=f"{contract.name}.{role}")
-    tz = contract.partitioning.timezone
-    owners = [contract.owner] if "@" in contract.owner else None
+
+    def spec(name: str, description: str, blocking: bool = True) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(name, asset=vkey, blocking=blocking, description=description)
 
     check_specs = [
-        dg.AssetCheckSpec(
-            SCHEMA,
-            asset=vkey,
-            blocking=True,
-            description="Every contract column is present; extra source columns are dropped (warn).",
-        ),
-        dg.AssetCheckSpec(
-            KEY,
-            asset=vkey,
-            blocking=True,
-            description=f"No two source rows share a key {table.key}.",
-        ),
-        dg.AssetCheckSpec(
-            RATE,
-            asset=vkey,
-            blocking=True,
-            description="The share of quarantined rows is at most the threshold.",
-        ),
-        dg.AssetCheckSpec(
-            NULLS, asset=vkey, description="Null rates are in line with recent partitions."
-        ),
-        dg.AssetCheckSpec(
-            ROWS, asset=vkey, description="Row counts are in line with recent partitions."
-        ),
+        spec(SCHEMA, "Every contract column is present; extra source columns are dropped (warn)."),
+        spec(KEY, f"No two source rows share a key {table.key}."),
+        spec(RATE, "The share of quarantined rows is at most the threshold."),
+        spec(NULLS, "Null rates are in line with recent partitions.", blocking=False),
+        spec(ROWS, "Row counts are in line with recent partitions.", blocking=False),
     ]
 
     @dg.multi_asset(
@@ -100,8 +132,8 @@ def build_validated_assets(contract: Contract, role: str) -> dg.AssetsDefinition
                 key=vkey,
                 io_manager_key=LAKE_IO,
                 kinds={"pandera", "polars", "parquet"},
-                owners=owners,
-                tags={"stage": "validated", "dataset": contract.name},
+                owners=dataset.owners,
+                tags=dataset.tags("validated"),
                 description=(
                     f"{role.capitalize()} rows of {contract.name} that satisfy contract "
                     f"v{contract.version}: typed, in range, allowed values only, unique keys. "
@@ -114,8 +146,8 @@ def build_validated_assets(contract: Contract, role: str) -> dg.AssetsDefinition
                 key=qkey,
                 io_manager_key=LAKE_IO,
                 kinds={"polars", "parquet"},
-                owners=owners,
-                tags={"stage": "quarantine", "dataset": contract.name},
+                owners=dataset.owners,
+                tags=dataset.tags("quarantine"),
                 description=(
                     f"{role.capitalize()} rows of {contract.name} that break the contract, kept "
                     "with every raw value as text and the reasons, for triage and replay."
@@ -123,9 +155,9 @@ def build_validated_assets(contract: Contract, role: str) -> dg.AssetsDefinition
                 automation_condition=dg.AutomationCondition.eager(),
             ),
         },
-        ins={"raw": dg.AssetIn(raw_key(contract, role), metadata={"by_partition": True})},
+        ins={"raw": dg.AssetIn(dataset.keys.raw[role], metadata={"by_partition": True})},
         check_specs=check_specs,
-        partitions_def=pdef,
+        partitions_def=partitions.definition,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=contract.name,
     )
@@ -135,21 +167,15 @@ def build_validated_assets(contract: Contract, role: str) -> dg.AssetsDefinition
         lake: Lake,
         raw: dict[str, pl.LazyFrame],
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        threshold = (
-            config.quarantine_threshold
-            if config.quarantine_threshold is not None
-            else contract.quarantine_threshold
-        )
-        all_keys = pdef.get_partition_keys()
-        total = ValidationReport()
+        threshold = config.quarantine_threshold
+        threshold = contract.quarantine_threshold if threshold is None else threshold
+        total, anomalies = ValidationReport(), Anomalies()
         per_partition: dict[str, dict] = {}
-        row_warnings: list[str] = []
-        null_warnings: list[str] = []
         raw_types: dict[str, str] = {}
         for i, (pk, frame) in enumerate(sorted(raw.items()), 1):
             data = frame.collect()
             raw_types.update({c: str(t) for c, t in data.schema.items()})
-            valid, quarantined, report = split_valid(data, table, tz, schema)
+            valid, quarantined, report = split_valid(data, table, partitions.timezone, schema)
             lake.write(vkey, pk, valid)
             lake.write(qkey, pk, quarantined)
             total = total.merge(report)
@@ -158,29 +184,20 @@ def build_validated_assets(contract: Contract, role: str) -> dg.AssetsDefinition
                 f"[{i}/{len(raw)}] {contract.name}.{role} {pk}: {report.valid} valid, "
                 f"{report.quarantined} quarantined of {report.ingested}"
             )
-            earlier = all_keys[: all_keys.index(pk)] if pk in all_keys else []
-            base = _baseline(lake, vkey, earlier, config.baseline_partitions)
-            if base:
-                median_rows = statistics.median(b["rows"] for b in base)
-                ratio = config.row_count_ratio
-                if median_rows > 0 and not (
-                    median_rows / ratio <= report.valid <= median_rows * ratio
-                ):
-                    row_warnings.append(f"{pk}: {report.valid} rows vs median {median_rows:g}")
-                base_rows = max(sum(b["rows"] for b in base), 1)
-                for col in table.columns:
-                    base_rate = sum(b["nulls"].get(col, 0) for b in base) / base_rows
-                    rate = (
-                        valid.get_column(col).null_count() / valid.height if valid.height else 0.0
-                    )
-                    if rate > base_rate + config.null_rate_tolerance:
-                        null_warnings.append(
-                            f"{pk}: {col} {rate:.1%} null vs {base_rate:.1%} recently"
-                        )
-
-        reasons_md = "\n".join(
-            f"| {reason} | {count} |" for reason, count in total.reasons.most_common(20)
-        )
+            baseline = recent_stats(
+                lambda p: lake.parquet_stats(vkey, p),
+                partitions.before(pk),
+                config.baseline_partitions,
+            )
+            partition_anomalies(
+                pk,
+                valid,
+                table.columns,
+                baseline,
+                row_count_ratio=config.row_count_ratio,
+                null_rate_tolerance=config.null_rate_tolerance,
+                into=anomalies,
+            )
         common = {"partitions": len(raw), "contract_version": contract.version}
         yield dg.MaterializeResult(
             asset_key=vkey,
@@ -200,81 +217,21 @@ def build_validated_assets(contract: Contract, role: str) -> dg.AssetsDefinition
                 **common,
                 "dagster/row_count": total.quarantined,
                 "schema_hash": schema_hash(quarantine_schema(table)),
-                "reasons": dg.MetadataValue.md(
-                    "| reason | rows |\n|---|---|\n" + reasons_md if reasons_md else "none"
-                ),
+                "reasons": dg.MetadataValue.md(_reasons_markdown(total)),
             },
         )
-        yield dg.AssetCheckResult(
-            check_name=SCHEMA,
-            asset_key=vkey,
-            passed=not total.missing_columns and not total.extra_columns,
-            severity=dg.AssetCheckSeverity.ERROR
-            if total.missing_columns
-            else dg.AssetCheckSeverity.WARN,
-            description=(
-                f"missing columns: {total.missing_columns}" if total.missing_columns else None
-            )
-            or (f"extra columns dropped: {total.extra_columns}" if total.extra_columns else None),
-            metadata={
-                "missing_columns": ", ".join(total.missing_columns) or "none",
-                "extra_columns": ", ".join(total.extra_columns) or "none",
-                "raw_types": dg.MetadataValue.json(raw_types),
-            },
-        )
-        duplicates = total.reasons.get("duplicate key", 0)
-        yield dg.AssetCheckResult(
-            check_name=KEY,
-            asset_key=vkey,
-            passed=duplicates == 0,
-            description=f"{duplicates} rows share a key with another row (quarantined)"
-            if duplicates
-            else None,
-            metadata={"duplicate_rows": duplicates},
-        )
-        yield dg.AssetCheckResult(
-            check_name=RATE,
-            asset_key=vkey,
-            passed=total.quarantine_rate <= threshold,
-            description=(
-                f"{total.quarantined} of {total.ingested} rows quarantined "
-                f"({total.quarantine_rate:.2%}, threshold {threshold:.2%})"
-            ),
-            metadata={
-                "quarantine_rate": round(total.quarantine_rate, 6),
-                "threshold": threshold,
-                "top_reasons": dg.MetadataValue.json(dict(total.reasons.most_common(10))),
-            },
-        )
-        yield dg.AssetCheckResult(
-            check_name=NULLS,
-            asset_key=vkey,
-            passed=not null_warnings,
-            severity=dg.AssetCheckSeverity.WARN,
-            description="; ".join(null_warnings[:10]) or None,
-            metadata={"anomalies": len(null_warnings)},
-        )
-        yield dg.AssetCheckResult(
-            check_name=ROWS,
-            asset_key=vkey,
-            passed=not row_warnings,
-            severity=dg.AssetCheckSeverity.WARN,
-            description="; ".join(row_warnings[:10]) or None,
-            metadata={"anomalies": len(row_warnings)},
-        )
+        yield from check_results(vkey, total, anomalies, threshold, raw_types)
 
     return validate
 
 
-def freshness_checks(contract: Contract) -> list[dg.AssetChecksDefinition]:
+def freshness_checks(dataset: Dataset) -> list[dg.AssetChecksDefinition]:
     """The newest partition of each validated table must land within a day of its window."""
-    granularity_cron = {"daily": "0 6 * * *", "weekly": "0 6 * * 1", "monthly": "0 6 2 * *"}
-    cron = granularity_cron[contract.partitioning.granularity.value]
     return list(
         dg.build_time_partition_freshness_checks(
-            assets=[validated_key(contract, role) for role in contract.tables],
-            deadline_cron=cron,
-            timezone=contract.partitioning.timezone,
+            assets=list(dataset.keys.validated.values()),
+            deadline_cron=dataset.partitions.deadline_cron,
+            timezone=dataset.partitions.timezone,
             severity=dg.AssetCheckSeverity.WARN,
         )
     )

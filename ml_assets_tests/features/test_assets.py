@@ -14,28 +14,26 @@ import pytest
 import sqlalchemy as sa
 
 from ml_assets.contracts import Contract, load_contracts
-from ml_assets.features import feature_definitions, load_feature_spec
+from ml_assets.dataset import Dataset
+from ml_assets.features import load_feature_spec
 from ml_assets.features.assets import (
     FRESHNESS,
     ONLINE_STORE,
     PARITY,
     POINT_IN_TIME,
     OnlineStore,
-    features_key,
-    online_key,
-    read_inputs,
+    build_feature_definitions,
     run_parity,
-    training_set_key,
 )
 from ml_assets.features.compute import compute_features, to_utc
+from ml_assets.features.offline import read_inputs
 from ml_assets.features.online import OnlineClient, read_table, table_name
 from ml_assets.features.parity import compare_features
 from ml_assets.features.spec import FeatureSpec
-from ml_assets.ingest.assets import LAKE_IO, SqlSource, build_raw_asset
+from ml_assets.ingest.assets import SqlSource, build_raw_asset
 from ml_assets.ingest.demo import seed_demo
-from ml_assets.partitions import partitions_def
-from ml_assets.storage import Lake, LakeIOManager
-from ml_assets.validate.assets import build_validated_assets, validated_key
+from ml_assets.storage import LAKE_IO, Lake, LakeIOManager
+from ml_assets.validate.assets import build_validated_assets
 
 from .conftest import drop_store
 
@@ -51,6 +49,10 @@ class Pipeline:
     tmp: Path
     source_url: str
     defs: dg.Definitions
+
+    @property
+    def dataset(self) -> Dataset:
+        return Dataset(self.contract, self.spec)
 
     def resources(self, store_url: str | None = None) -> dict:
         return {
@@ -99,7 +101,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     tmp = tmp_path_factory.mktemp("features_pipeline")
     source_url = f"sqlite:///{tmp / 'source.sqlite'}"
     seed_demo(source_url, contract)
-    defs = feature_definitions(contract)
+    defs = build_feature_definitions(Dataset.build(contract))
     p = Pipeline(
         contract,
         load_feature_spec(contract),
@@ -108,26 +110,31 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
         source_url,
         defs,
     )
-    keys = partitions_def(contract).get_partition_keys()
-    ingest = [build_raw_asset(contract, r) for r in contract.tables] + [
-        build_validated_assets(contract, r) for r in contract.tables
+    keys = Dataset.build(contract).partitions.definition.get_partition_keys()
+    ingest = [build_raw_asset(Dataset.build(contract), r) for r in contract.tables] + [
+        build_validated_assets(Dataset.build(contract), r) for r in contract.tables
     ]
     assert dg.materialize(ingest, resources=p.resources(), tags=_range(keys[0], keys[-1])).success
-    result = p.materialize([features_key(contract)], tags=_range(keys[0], LAST_FEATURES))
+    result = p.materialize(
+        [Dataset.build(contract).keys.features], tags=_range(keys[0], LAST_FEATURES)
+    )
     assert result.success
     return p
 
 
 def _stored_features(p: Pipeline, partitions: list[str]) -> pl.DataFrame:
-    return p.lake.scan(features_key(p.contract), partitions).collect()
+    return p.lake.scan(Dataset.build(p.contract).keys.features, partitions).collect()
 
 
 def test_feature_partitions_equal_one_computation_over_all_history(pipeline: Pipeline) -> None:
     """Each partition, computed from its own lookback only, matches a computation over
     everything at once: the lookback reads enough, and nothing more is needed."""
     p = pipeline
-    ekey, lkey = validated_key(p.contract, "entity"), validated_key(p.contract, "labels")
-    keys = partitions_def(p.contract).get_partition_keys()
+    ekey, lkey = (
+        Dataset.build(p.contract).keys.validated["entity"],
+        Dataset.build(p.contract).keys.validated["labels"],
+    )
+    keys = Dataset.build(p.contract).partitions.definition.get_partition_keys()
     ent = p.lake.scan(ekey, keys).collect()
     lab = p.lake.scan(lkey, keys).collect()
     from ml_assets.features.compute import entity_events, label_events
@@ -139,7 +146,7 @@ def test_feature_partitions_equal_one_computation_over_all_history(pipeline: Pip
         {Source.ENTITY: entity_events(p.spec, ent), Source.LABELS: label_events(p.spec, lab, ent)},
     ).sort("id")
     # Recompute one partition alone, in its own run, then compare the whole stored table.
-    one = p.materialize([features_key(p.contract)], partition_key="2019-03-04")
+    one = p.materialize([Dataset.build(p.contract).keys.features], partition_key="2019-03-04")
     assert one.success
     stored = _stored_features(p, keys[: keys.index(LAST_FEATURES) + 1]).sort("id")
     assert stored.height == everything.height == ent.filter(pl.col("timestamp") < AS_OF).height
@@ -157,7 +164,7 @@ def test_training_set_is_point_in_time_and_rebuilds_to_the_same_fingerprint(
     pipeline: Pipeline,
 ) -> None:
     p = pipeline
-    key = training_set_key(p.contract)
+    key = Dataset.build(p.contract).keys.training_set
     cfg = {"cutoff": "2019-03-15T12:00:00", "window_days": 120}
     run_config = {"ops": {"car_loan__training_set": {"config": cfg}}}
     first = p.materialize([key], run_config=run_config)
@@ -170,8 +177,8 @@ def test_training_set_is_point_in_time_and_rebuilds_to_the_same_fingerprint(
     assert frame.get_column("timestamp").min() >= start
     assert frame.get_column("timestamp").max() < cutoff
     # Every label used was observed before the cutoff; labels observed later were not used.
-    keys = partitions_def(p.contract).get_partition_keys()
-    lab = p.lake.scan(validated_key(p.contract, "labels"), keys).collect()
+    keys = Dataset.build(p.contract).partitions.definition.get_partition_keys()
+    lab = p.lake.scan(Dataset.build(p.contract).keys.validated["labels"], keys).collect()
     used = frame.join(lab, on="id", how="left")
     assert used.get_column("observed_at").max() < cutoff
     assert (used.get_column("repaid") == used.get_column("repaid_right")).all()
@@ -205,7 +212,7 @@ def test_training_set_is_point_in_time_and_rebuilds_to_the_same_fingerprint(
 
 def test_online_store_on_sqlite_is_fresh_in_parity_and_idempotent(pipeline: Pipeline) -> None:
     p = pipeline
-    key = online_key(p.contract)
+    key = Dataset.build(p.contract).keys.online
     result = p.materialize([key])
     assert result.success
     checks = _checks(result)
@@ -229,7 +236,7 @@ def test_online_store_on_postgresql(pipeline: Pipeline, pg_url: str) -> None:
     p = pipeline
     drop_store(pg_url, "car_loan")
     try:
-        result = p.materialize([online_key(p.contract)], store_url=pg_url)
+        result = p.materialize([Dataset.build(p.contract).keys.online], store_url=pg_url)
         checks = _checks(result)
         assert result.success and checks[PARITY].passed and checks[FRESHNESS].passed
         engine = sa.create_engine(pg_url)
@@ -250,11 +257,11 @@ def test_online_store_on_postgresql(pipeline: Pipeline, pg_url: str) -> None:
 def test_parity_on_the_car_loan_demo_catches_a_wrong_store(pipeline: Pipeline) -> None:
     """Parity on 1000 demo rows; then a store whose value is off by a little fails it."""
     p = pipeline
-    assert p.materialize([online_key(p.contract)]).success
-    report, rows = run_parity(p.spec, p.lake, OnlineStore(url=p.sqlite_store), sample_rows=1000)
+    assert p.materialize([Dataset.build(p.contract).keys.online]).success
+    report, rows = run_parity(p.dataset, p.lake, OnlineStore(url=p.sqlite_store), sample_rows=1000)
     assert report.passed and rows.passed
     assert report.rows == rows.rows == 1000
-    inputs = read_inputs(p.spec, p.lake, AS_OF, AS_OF)
+    inputs = read_inputs(p.dataset, p.lake, AS_OF, AS_OF)
     assert inputs.labels_without_entity == 0
     # The parity really looked at non-trivial aggregates.
     broken = p.tmp / "broken.sqlite"
@@ -266,22 +273,26 @@ def test_parity_on_the_car_loan_demo_catches_a_wrong_store(pipeline: Pipeline) -
             "mean_car_value_30d_by_salary * (1 + 1e-6) WHERE group_value = '40K - 60K €'"
         )
     engine.dispose()
-    report, _ = run_parity(p.spec, p.lake, OnlineStore(url=f"sqlite:///{broken}"), sample_rows=1000)
+    report, _ = run_parity(
+        p.dataset, p.lake, OnlineStore(url=f"sqlite:///{broken}"), sample_rows=1000
+    )
     assert not report.passed
     assert {k for k, v in report.mismatches.items() if v} == {"mean_car_value_30d_by_salary"}
 
 
 def test_freshness_fails_until_the_store_catches_up(pipeline: Pipeline) -> None:
     p = pipeline
-    assert p.materialize([online_key(p.contract)]).success
-    assert p.materialize([features_key(p.contract)], partition_key="2019-07-01").success
+    assert p.materialize([Dataset.build(p.contract).keys.online]).success
+    assert p.materialize(
+        [Dataset.build(p.contract).keys.features], partition_key="2019-07-01"
+    ).success
     checks_only = dg.materialize(
-        [p.asset(online_key(p.contract)), *(p.defs.asset_checks or [])],
+        [p.asset(Dataset.build(p.contract).keys.online), *(p.defs.asset_checks or [])],
         resources=p.resources(),
-        selection=dg.AssetSelection.checks_for_assets(online_key(p.contract)),
+        selection=dg.AssetSelection.checks_for_assets(Dataset.build(p.contract).keys.online),
     )
     assert not _checks(checks_only)[FRESHNESS].passed
-    caught_up = p.materialize([online_key(p.contract)])
+    caught_up = p.materialize([Dataset.build(p.contract).keys.online])
     assert _checks(caught_up)[FRESHNESS].passed
     with OnlineClient(p.sqlite_store) as client:
         assert client.as_of("car_loan") == to_utc(dt.datetime(2019, 7, 8))
@@ -290,7 +301,7 @@ def test_freshness_fails_until_the_store_catches_up(pipeline: Pipeline) -> None:
 def test_feature_definitions_of_every_bundled_dataset_load_with_their_resources() -> None:
     for contract in load_contracts().values():
         defs = dg.Definitions.merge(
-            feature_definitions(contract),
+            build_feature_definitions(Dataset.build(contract)),
             dg.Definitions(
                 resources={
                     "lake": Lake(),
@@ -301,7 +312,11 @@ def test_feature_definitions_of_every_bundled_dataset_load_with_their_resources(
         )
         dg.Definitions.validate_loadable(defs)
         keys = {k for a in defs.assets or [] for k in a.keys}  # type: ignore[union-attr]
-        want = {features_key(contract), training_set_key(contract), online_key(contract)}
+        want = {
+            Dataset.build(contract).keys.features,
+            Dataset.build(contract).keys.training_set,
+            Dataset.build(contract).keys.online,
+        }
         assert keys == want
         checks = {s.name for c in defs.asset_checks or [] for s in c.check_specs}
         assert checks == {FRESHNESS, PARITY}

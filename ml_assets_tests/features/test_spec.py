@@ -217,7 +217,8 @@ def test_a_bad_bundled_style_file_fails_at_load(
 def test_feature_definitions_fail_at_load_on_a_bad_file(
     bundled: dict[str, Contract], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ml_assets.features import feature_definitions
+    from ml_assets.dataset import Dataset
+    from ml_assets.features.assets import build_feature_definitions
 
     text = (
         (FEATURES_DIR / "credit_card.yaml")
@@ -227,7 +228,7 @@ def test_feature_definitions_fail_at_load_on_a_bad_file(
     (tmp_path / "credit_card.yaml").write_text(text)
     monkeypatch.setenv("ML_ASSETS_FEATURES", str(tmp_path))
     with pytest.raises(FeatureSpecError) as info:
-        feature_definitions(bundled["credit_card"])
+        build_feature_definitions(Dataset.build(bundled["credit_card"]))
     line = _line_of(text, "group_by: app_behavioral_score")
     assert f"credit_card.yaml:{line}: feature 'applications_7d_by_app_channel': " in str(info.value)
     assert "column 'app_behavioral_score' is float; group_by needs" in str(info.value)

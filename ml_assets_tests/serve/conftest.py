@@ -71,10 +71,11 @@ def bento_builder_resource(serve_home: Path):
 @pytest.fixture(scope="session")
 def built(champion: support.Champion, bento_builder_resource, serve_home: Path) -> Built:
     """The ``bento`` asset materialized from the champion (the asset code, for real)."""
-    from ml_assets.serve import serving_definitions
+    from ml_assets.dataset import Dataset
+    from ml_assets.serve.assets import serving_definitions
 
     contract, _ = support.car_loan()
-    defs = serving_definitions(contract)
+    defs = serving_definitions(Dataset.build(contract))
     result = dg.materialize(
         list(defs.assets or []),
         resources={"mlflow": champion.tracking, "bento_builder": bento_builder_resource},

@@ -88,7 +88,7 @@ def train_champion(home: Path, iterations: int = 60) -> Champion:
     from ml_assets.features import build_training_set
     from ml_assets.registry.tracking import MlflowTracking
     from ml_assets.train import core
-    from ml_assets.train.assets import problem_tag
+    from ml_assets.train.config import TrainConfig
 
     contract, spec = car_loan()
     _, labels = demo_tables()
@@ -98,7 +98,7 @@ def train_champion(home: Path, iterations: int = 60) -> Champion:
         ts, contract.problem_type, contract.target, spec.names, spec.event_time
     )
     split = core.time_split(ts, spec.event_time)
-    model = core.fit(split, problem, core.TrainParams(iterations=iterations))
+    model = core.fit(split, problem, TrainConfig(iterations=iterations))
     tracking = MlflowTracking(
         tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_root=str(home / "mlartifacts")
     )
@@ -111,7 +111,7 @@ def train_champion(home: Path, iterations: int = 60) -> Champion:
         "contract.version": contract.version,
         "training_set.fingerprint": "test-fingerprint",
         "features": ",".join(problem.features),
-        "problem": problem_tag(problem),
+        "problem": problem.to_json(),
     }
     logged = tracking.log_training(
         dataset=DATASET,

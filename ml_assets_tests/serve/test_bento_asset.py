@@ -8,20 +8,21 @@ import dagster as dg
 import pytest
 import yaml
 
-from ml_assets.serve.assets import BENTO_BUILDER, bento_key
+from ml_assets.dataset import Dataset
+from ml_assets.serve.assets import BENTO_BUILDER
 from ml_assets_tests.serve import support
 
 pytestmark = pytest.mark.xdist_group("serve")
 
 
 def test_asset_shape() -> None:
-    from ml_assets.serve import serving_definitions
+    from ml_assets.serve.assets import serving_definitions
 
     contract, _ = support.car_loan()
-    defs = serving_definitions(contract)
+    defs = serving_definitions(Dataset.build(contract))
     (asset,) = defs.assets
     spec = next(iter(asset.specs))
-    assert spec.key == bento_key(contract) == dg.AssetKey(["car_loan", "bento"])
+    assert spec.key == Dataset.build(contract).keys.bento == dg.AssetKey(["car_loan", "bento"])
     assert {d.asset_key for d in spec.deps} == {dg.AssetKey(["car_loan", "champion"])}
     assert spec.automation_condition is not None
     assert "eager" in str(spec.automation_condition.get_label() or spec.automation_condition)
@@ -96,14 +97,14 @@ def test_build_is_offline(champion, tmp_path: Path) -> None:
 def test_rebuilding_the_same_champion_reuses_model_and_bento(
     built, champion, bento_builder_resource
 ) -> None:
-    from ml_assets.serve import serving_definitions
+    from ml_assets.serve.assets import serving_definitions
 
     contract, _ = support.car_loan()
     result = dg.materialize(
-        list(serving_definitions(contract).assets or []),
+        list(serving_definitions(Dataset.build(contract)).assets or []),
         resources={"mlflow": champion.tracking, "bento_builder": bento_builder_resource},
     )
-    node = bento_key(contract).to_python_identifier()
+    node = Dataset.build(contract).keys.bento.to_python_identifier()
     meta = {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
     assert meta["bento_tag"] == built.bento_tag
     assert meta["bentoml_model_tag"] == built.model_tag

@@ -22,7 +22,7 @@ from ml_assets.serve.prediction_log import PredictionLog, layout_for, read_predi
 from ml_assets.serve.runtime import MODEL_FILE, PROBLEM_FILE, ServingRuntime, load_bundle
 from ml_assets.serve.validation import Kind, feature_rules
 from ml_assets.train import core
-from ml_assets.train.assets import problem_tag, score_frame
+from ml_assets.train.config import TrainConfig
 from ml_assets_tests.serve import support
 
 
@@ -67,11 +67,9 @@ def test_serving_equals_batch_scoring(dataset: str, tmp_path: Path) -> None:
     problem = core.Problem.from_frame(
         frame, contract.problem_type, contract.target, spec.names, spec.event_time
     )
-    model = core.fit(
-        core.time_split(frame, spec.event_time), problem, core.TrainParams(iterations=20)
-    )
+    model = core.fit(core.time_split(frame, spec.event_time), problem, TrainConfig(iterations=20))
     model.save_model(str(tmp_path / MODEL_FILE))
-    (tmp_path / PROBLEM_FILE).write_text(problem_tag(problem))
+    (tmp_path / PROBLEM_FILE).write_text(problem.to_json())
     bundle = load_bundle(tmp_path, labels={"model_version": "3"})
     log = PredictionLog(layout_for(spec, bundle), tmp_path / "log", flush_seconds=60)
     runtime = ServingRuntime(spec, bundle, prediction_log=log)
@@ -79,7 +77,7 @@ def test_serving_equals_batch_scoring(dataset: str, tmp_path: Path) -> None:
     rows = frame.tail(150)
     records = rows.select(problem.features).to_dicts()
     outcome = runtime.predict(records, request_id="r1", protocol="test")
-    expected = score_frame(model, rows, problem, "3")
+    expected = core.score_frame(model, rows, problem, "3")
     preds = outcome.predictions()
     if contract.problem_type is ProblemType.REGRESSION:
         np.testing.assert_allclose([p["value"] for p in preds], expected["prediction"], rtol=1e-12)
@@ -146,11 +144,9 @@ def test_store_without_features_is_unavailable_not_a_bad_request(tmp_path: Path)
     problem = core.Problem.from_frame(
         frame, contract.problem_type, contract.target, spec.names, spec.event_time
     )
-    model = core.fit(
-        core.time_split(frame, spec.event_time), problem, core.TrainParams(iterations=5)
-    )
+    model = core.fit(core.time_split(frame, spec.event_time), problem, TrainConfig(iterations=5))
     model.save_model(str(tmp_path / MODEL_FILE))
-    (tmp_path / PROBLEM_FILE).write_text(problem_tag(problem))
+    (tmp_path / PROBLEM_FILE).write_text(problem.to_json())
     url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
     runtime = ServingRuntime(spec, load_bundle(tmp_path), store_factory=lambda: OnlineClient(url))
     with pytest.raises(RequestError) as err:

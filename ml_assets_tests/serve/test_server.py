@@ -24,7 +24,7 @@ from ml_assets.features.spec import Source
 from ml_assets.serve import predictor_pb2 as pb
 from ml_assets.serve import predictor_pb2_grpc as pb_grpc
 from ml_assets.serve import read_prediction_log
-from ml_assets.train.assets import score_frame
+from ml_assets.train.core import score_frame
 from ml_assets_tests.serve import support
 from ml_assets_tests.serve.conftest import MAX_BODY_BYTES, MAX_RECORDS
 

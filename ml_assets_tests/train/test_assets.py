@@ -8,21 +8,14 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ml_assets.features import feature_definitions
-from ml_assets.features.assets import OnlineStore, features_key, training_set_key
-from ml_assets.ingest.assets import LAKE_IO, SqlSource
+from ml_assets.dataset import Dataset
+from ml_assets.features.assets import OnlineStore, build_feature_definitions
+from ml_assets.ingest.assets import SqlSource
 from ml_assets.ingest.demo import seed_demo
 from ml_assets.registry.tracking import CHALLENGER, CHAMPION, STANDARD_TAGS, MlflowTracking
-from ml_assets.storage import Lake, LakeIOManager
+from ml_assets.storage import LAKE_IO, Lake, LakeIOManager
 from ml_assets.train import core
-from ml_assets.train.assets import (
-    GATE,
-    champion_key,
-    model_key,
-    predictions_key,
-    problem_from_tag,
-    training_definitions,
-)
+from ml_assets.train.assets import GATE, training_definitions
 from ml_assets_tests.pipeline import ingest_assets, range_tags
 
 FIRST, LAST = "2018-01-01", "2018-12-31"  # a year of weekly partitions
@@ -31,7 +24,10 @@ WORSE = {"iterations": 2, "depth": 1, "learning_rate": 0.001, "early_stopping_ro
 
 
 def _assets(contract):
-    defs = dg.Definitions.merge(feature_definitions(contract), training_definitions(contract))
+    defs = dg.Definitions.merge(
+        build_feature_definitions(Dataset.build(contract)),
+        training_definitions(Dataset.build(contract)),
+    )
     return [*ingest_assets(contract), *defs.assets], list(defs.asset_checks or [])
 
 
@@ -53,7 +49,7 @@ def world(tmp_path_factory, contracts):
     partitioned = [
         a
         for a in assets
-        if a.partitions_def is not None and predictions_key(contract) not in a.keys
+        if a.partitions_def is not None and Dataset.build(contract).keys.predictions not in a.keys
     ]
     result = dg.materialize(partitioned, resources=base, tags=range_tags(FIRST, LAST))
     assert result.success
@@ -69,7 +65,11 @@ def _mlflow(folder: Path, uri: str | None = None) -> MlflowTracking:
 
 def _train(world, mlflow: MlflowTracking, config: dict | None = None, instance=None):
     contract = world["contract"]
-    selection = [training_set_key(contract), model_key(contract), champion_key(contract)]
+    selection = [
+        Dataset.build(contract).keys.training_set,
+        Dataset.build(contract).keys.model,
+        Dataset.build(contract).keys.champion,
+    ]
     return dg.materialize(
         world["assets"],
         selection=selection,
@@ -100,7 +100,7 @@ def test_gate_promotes_then_blocks_then_rollback(world, tmp_path):
         assert mlflow.alias_version("car_loan", CHAMPION) == "1"
         assert mlflow.alias_version("car_loan", CHALLENGER) == "2"
         materialized = {m.asset_key for m in worse.get_asset_materialization_events()}
-        assert champion_key(contract) not in materialized
+        assert Dataset.build(contract).keys.champion not in materialized
         tags = mlflow.version_tags("car_loan", "2")
         assert tags["promotion.decision"] == "reject"
         assert tags["promotion.champion_version"] == "1"
@@ -125,7 +125,7 @@ def test_training_is_deterministic_and_tracked_by_the_standard(world, tmp_path):
         meta = next(
             m.materialization.metadata
             for m in result.get_asset_materialization_events()
-            if m.asset_key == model_key(world["contract"])
+            if m.asset_key == Dataset.build(world["contract"]).keys.model
         )
         return {k: v.value for k, v in meta.items() if k.startswith("test_")}, meta
 
@@ -167,16 +167,24 @@ def test_batch_predictions_equal_direct_model_predictions(world, tmp_path):
     assert _train(world, mlflow).success
     result = dg.materialize(
         world["assets"],
-        selection=[predictions_key(contract)],
+        selection=[Dataset.build(contract).keys.predictions],
         resources={**world["base"], "mlflow": mlflow},
         tags=range_tags("2018-12-03", "2018-12-10"),
     )
     assert result.success
     lake: Lake = world["base"]["lake"]
-    scored = lake.scan(predictions_key(contract), ["2018-12-03", "2018-12-10"]).collect().sort("id")
-    feats = lake.scan(features_key(contract), ["2018-12-03", "2018-12-10"]).collect().sort("id")
+    scored = (
+        lake.scan(Dataset.build(contract).keys.predictions, ["2018-12-03", "2018-12-10"])
+        .collect()
+        .sort("id")
+    )
+    feats = (
+        lake.scan(Dataset.build(contract).keys.features, ["2018-12-03", "2018-12-10"])
+        .collect()
+        .sort("id")
+    )
     version = mlflow.alias_version("car_loan", CHAMPION)
-    problem = problem_from_tag(mlflow.version_tags("car_loan", version)["problem"])
+    problem = core.Problem.from_json(mlflow.version_tags("car_loan", version)["problem"])
     direct = core.predict(mlflow.load_model("car_loan", version), feats, problem)
     assert scored.height == feats.height > 0
     assert scored["id"].to_list() == feats["id"].to_list()
@@ -189,8 +197,8 @@ def test_bad_training_set_fails_before_any_registry_write(world, tmp_path):
     contract, mlflow = world["contract"], _mlflow(tmp_path)
     lake = Lake(base_path=str(tmp_path / "lake"))
     good = (
-        world["base"]["lake"].scan(training_set_key(contract), [None]).collect()
-        if world["base"]["lake"].exists(training_set_key(contract), None)
+        world["base"]["lake"].scan(Dataset.build(contract).keys.training_set, [None]).collect()
+        if world["base"]["lake"].exists(Dataset.build(contract).keys.training_set, None)
         else None
     )
     assert good is not None and good.height > 0
@@ -199,10 +207,10 @@ def test_bad_training_set_fails_before_any_registry_write(world, tmp_path):
         (good.head(0), "empty"),
         (good.with_columns(pl.lit(None).cast(good.schema["repaid"]).alias("repaid")), "null"),
     ):
-        lake.write(training_set_key(contract), None, bad)
+        lake.write(Dataset.build(contract).keys.training_set, None, bad)
         result = dg.materialize(
             world["assets"],
-            selection=[model_key(contract)],
+            selection=[Dataset.build(contract).keys.model],
             resources={
                 **world["base"],
                 "lake": lake,
@@ -230,7 +238,6 @@ def test_registry_on_a_postgresql_backend_store(world, tmp_path, fresh_pg_url):
 @pytest.mark.parametrize(("name", "metric"), [("car_price", "rmse"), ("credit_card", "macro_f1")])
 def test_each_problem_type_trains_on_its_shipped_contract(tmp_path, contracts, name, metric):
     """Regression and multiclass, end to end through the same assets as car_loan (binary)."""
-    from ml_assets.partitions import partitions_def
 
     contract = contracts[name]
     url = f"sqlite:///{tmp_path / 'source.sqlite'}"
@@ -245,18 +252,22 @@ def test_each_problem_type_trains_on_its_shipped_contract(tmp_path, contracts, n
         "mlflow": mlflow,
     }
     assets, _ = _assets(contract)
-    keys = partitions_def(contract).get_partition_keys()
+    keys = Dataset.build(contract).partitions.definition.get_partition_keys()
     partitioned = [
         a
         for a in assets
-        if a.partitions_def is not None and predictions_key(contract) not in a.keys
+        if a.partitions_def is not None and Dataset.build(contract).keys.predictions not in a.keys
     ]
     assert dg.materialize(
         partitioned, resources=resources, tags=range_tags(keys[0], keys[-1])
     ).success
     result = dg.materialize(
         assets,
-        selection=[training_set_key(contract), model_key(contract), champion_key(contract)],
+        selection=[
+            Dataset.build(contract).keys.training_set,
+            Dataset.build(contract).keys.model,
+            Dataset.build(contract).keys.champion,
+        ],
         resources=resources,
         run_config={"ops": {f"{name}__model": {"config": SMALL}}},
     )
@@ -264,11 +275,11 @@ def test_each_problem_type_trains_on_its_shipped_contract(tmp_path, contracts, n
     meta = next(
         m.materialization.metadata
         for m in result.get_asset_materialization_events()
-        if m.asset_key == model_key(contract)
+        if m.asset_key == Dataset.build(contract).keys.model
     )
     assert meta["primary_metric"].value == metric
     model_score, baseline = meta[f"test_{metric}"].value, meta[f"baseline_{metric}"].value
     assert model_score < baseline if metric == "rmse" else model_score > baseline
     assert mlflow.alias_version(name, CHAMPION) == "1"
-    problem = problem_from_tag(mlflow.version_tags(name, "1")["problem"])
+    problem = core.Problem.from_json(mlflow.version_tags(name, "1")["problem"])
     assert problem.problem_type.value == contract.problem_type.value

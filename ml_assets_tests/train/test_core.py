@@ -11,6 +11,7 @@ import pytest
 from ml_assets.contracts import ProblemType
 from ml_assets.registry.promotion import decide
 from ml_assets.train import core
+from ml_assets.train.config import TrainConfig
 
 
 def _frame(problem: ProblemType, n: int = 3000, seed: int = 0) -> pl.DataFrame:
@@ -41,7 +42,7 @@ def _problem(frame: pl.DataFrame, kind: ProblemType) -> core.Problem:
     return core.Problem.from_frame(frame, kind, "y", ["x", "band"], "ts")
 
 
-FAST = core.TrainParams(iterations=80, early_stopping_rounds=20)
+FAST = TrainConfig(iterations=80, early_stopping_rounds=20)
 
 
 def test_time_split_is_ordered_and_disjoint():
@@ -71,7 +72,7 @@ def test_each_problem_type_trains_and_beats_the_baseline(kind):
     split = core.time_split(frame, "ts")
     model = core.fit(split, problem, FAST)
     ev = core.evaluate(model, split, problem)
-    metric, higher = core.primary_metric(kind)
+    metric, higher = problem.kind.primary_metric, problem.kind.higher_is_better
     better = (
         ev.metrics[metric] > ev.baseline[metric]
         if higher

@@ -11,9 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from ml_assets.contracts import Contract, parse_contract
-from ml_assets.ingest.assets import raw_key
+from ml_assets.dataset import Dataset
 from ml_assets.ingest.demo import seed_demo, sql_table
-from ml_assets.validate.assets import quarantine_key, validated_key
 from ml_assets_tests.pipeline import checks, counts, ingest_assets, range_tags, read, resources
 
 TINY = """
@@ -92,7 +91,7 @@ def _run(contract: Contract, tmp: Path, url: str, first="2024-01-01", last="2024
 
 
 def _reasons(tmp: Path, contract: Contract) -> dict[int, str]:
-    q = read(tmp / "lake", quarantine_key(contract, "entity"))
+    q = read(tmp / "lake", Dataset.build(contract).keys.quarantine["entity"])
     return {
         int(i) if i and i.lstrip("-").isdigit() else i: r
         for i, r in zip(q["id"], q["_reason"], strict=True)
@@ -142,16 +141,16 @@ def test_each_kind_of_bad_row_is_quarantined_with_its_reason(tmp_path, tiny):
     assert reasons[8] == "duplicate key"
     assert "ts: wrong type" in reasons[11]
 
-    valid = read(tmp_path / "lake", validated_key(tiny, "entity"))
+    valid = read(tmp_path / "lake", Dataset.build(tiny).keys.validated["entity"])
     assert sorted(valid["id"]) == [1, 9, 10]
     ts = dict(zip(valid["id"], valid["ts"], strict=True))
     assert ts[9].isoformat() == "2024-01-01T10:00:00+00:00"
     assert ts[10].isoformat() == "2024-01-01T11:00:00+00:00"
     # The quarantined row keeps the raw value, as text, so it can be triaged and replayed.
-    q = read(tmp_path / "lake", quarantine_key(tiny, "entity"))
+    q = read(tmp_path / "lake", Dataset.build(tiny).keys.quarantine["entity"])
     assert q.filter(pl.col("id") == "2")["amount"].item() == "lots"
 
-    raw = read(tmp_path / "lake", raw_key(tiny, "entity"))
+    raw = read(tmp_path / "lake", Dataset.build(tiny).keys.raw["entity"])
     assert raw.height == 12 == valid.height + q.height
     evaluations = checks(result)
     key_check = evaluations["tiny/validated_entity:primary_key_unique"]
@@ -166,7 +165,7 @@ def test_blocking_check_stops_downstream(tmp_path, tiny):
     url = _make_source(db, tiny)
     _insert(db, [_row(1), _row(2, kind="nope"), _row(3, kind="nope")])
 
-    @dg.asset(deps=[validated_key(tiny, "entity")], partitions_def=None)
+    @dg.asset(deps=[Dataset.build(tiny).keys.validated["entity"]], partitions_def=None)
     def downstream() -> None:
         raise AssertionError("must not run after a failed blocking check")
 
@@ -175,7 +174,7 @@ def test_blocking_check_stops_downstream(tmp_path, tiny):
     assert not checks(result)["tiny/validated_entity:quarantine_rate"].passed
     materialized = {m.asset_key for m in result.get_asset_materialization_events()}
     assert dg.AssetKey("downstream") not in materialized
-    assert validated_key(tiny, "entity") in materialized
+    assert Dataset.build(tiny).keys.validated["entity"] in materialized
 
 
 def test_missing_column_fails_schema_check_and_quarantines_every_row(tmp_path, tiny):
@@ -201,7 +200,7 @@ def test_extra_column_is_dropped_with_a_warning(tmp_path, tiny):
     assert not schema_check.passed
     assert schema_check.severity == dg.AssetCheckSeverity.WARN
     assert "surprise" in schema_check.description
-    valid = read(tmp_path / "lake", validated_key(tiny, "entity"))
+    valid = read(tmp_path / "lake", Dataset.build(tiny).keys.validated["entity"])
     assert valid.height == 4 and "surprise" not in valid.columns
 
 
@@ -211,7 +210,7 @@ def test_empty_partition_is_a_valid_empty_file(tmp_path, tiny):
     _insert(db, [_row(1)])  # only 2024-01-01 has data
     result = _run(tiny, tmp_path, url, "2024-01-01", "2024-01-03")
     assert result.success
-    empty = read(tmp_path / "lake", validated_key(tiny, "entity"), ["2024-01-02"])
+    empty = read(tmp_path / "lake", Dataset.build(tiny).keys.validated["entity"], ["2024-01-02"])
     assert empty.height == 0
     assert empty.schema["ts"] == pl.Datetime("us", "UTC")
     assert counts(tmp_path / "lake", tiny, "entity") == (1, 0)
@@ -259,8 +258,12 @@ def test_data_quality_variant_warns_on_null_rate(tmp_path, contracts):
     assert not null_check.passed  # ...but far more of them than recently: a warning
     assert null_check.severity == dg.AssetCheckSeverity.WARN
     assert "salary_range" in null_check.description or "driver_tenure" in null_check.description
-    raw = read(lake, raw_key(contract, "entity"), ["2018-02-05", "2018-02-12"])
-    valid = read(lake, validated_key(contract, "entity"), ["2018-02-05", "2018-02-12"])
-    quarantined = read(lake, quarantine_key(contract, "entity"), ["2018-02-05", "2018-02-12"])
+    raw = read(lake, Dataset.build(contract).keys.raw["entity"], ["2018-02-05", "2018-02-12"])
+    valid = read(
+        lake, Dataset.build(contract).keys.validated["entity"], ["2018-02-05", "2018-02-12"]
+    )
+    quarantined = read(
+        lake, Dataset.build(contract).keys.quarantine["entity"], ["2018-02-05", "2018-02-12"]
+    )
     assert valid.height + quarantined.height == raw.height
     assert valid["salary_range"].null_count() > 0

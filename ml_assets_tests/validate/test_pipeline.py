@@ -10,11 +10,9 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from ml_assets.ingest.assets import raw_key
+from ml_assets.dataset import Dataset
 from ml_assets.ingest.demo import demo_frames, seed_demo
-from ml_assets.partitions import partitions_def, window
 from ml_assets.storage import Lake
-from ml_assets.validate.assets import quarantine_key, validated_key
 from ml_assets_tests.pipeline import checks, counts, read, run_range
 
 FIRST, LAST = "2018-01-01", "2018-02-19"  # eight weekly partitions
@@ -56,14 +54,17 @@ def test_range_is_one_run_and_every_row_reconciles(tmp_path, contracts, car_loan
         # A single-run backfill: one run materialized all eight partitions of each asset.
         assert len(instance.get_runs()) == 1
         for role in ("entity", "labels"):
-            for key in (raw_key(contract, role), validated_key(contract, role)):
+            for key in (
+                Dataset.build(contract).keys.raw[role],
+                Dataset.build(contract).keys.validated[role],
+            ):
                 done = instance.get_materialized_partitions(key)
                 assert len(done) == 8, key
-    pdef = partitions_def(contract)
-    keys = pdef.get_partition_keys()[:8]
-    start, end = window(pdef, keys[0])[0], window(pdef, keys[-1])[1]
+    parts = Dataset.build(contract).partitions
+    keys = parts.keys()[:8]
+    start, end = parts.window(keys[0])[0], parts.window(keys[-1])[1]
     for role, table in contract.tables.items():
-        raw = read(tmp_path, raw_key(contract, role))
+        raw = read(tmp_path, Dataset.build(contract).keys.raw[role])
         valid, quarantined = counts(tmp_path, contract, role)
         assert raw.height == _source_rows(car_loan_sqlite, table, start, end) > 0
         assert valid + quarantined == raw.height
@@ -84,12 +85,12 @@ def test_range_is_one_run_and_every_row_reconciles(tmp_path, contracts, car_loan
 def test_validated_types_follow_the_contract(tmp_path, contracts, car_loan_sqlite):
     contract = contracts["car_loan"]
     run_range(contract, tmp_path, car_loan_sqlite, FIRST, FIRST, roles=("entity",))
-    valid = read(tmp_path, validated_key(contract, "entity"))
+    valid = read(tmp_path, Dataset.build(contract).keys.validated["entity"])
     assert valid.schema["timestamp"] == pl.Datetime("us", "UTC")
     assert valid.schema["repaid_loan_on_prev_car"] == pl.Boolean
     assert valid.schema["id"] == pl.Int64
     # Every row falls in its partition's window.
-    start, end = window(partitions_def(contract), FIRST)
+    start, end = Dataset.build(contract).partitions.window(FIRST)
     assert valid["timestamp"].min() >= start and valid["timestamp"].max() < end
 
 
@@ -130,8 +131,8 @@ def test_small_chunks_give_the_same_partition(tmp_path, contracts, car_loan_sqli
     run_range(
         contract, tmp_path / "b", car_loan_sqlite, FIRST, FIRST, roles=("entity",), chunk_rows=97
     )
-    a = read(tmp_path / "a", validated_key(contract, "entity"))
-    b = read(tmp_path / "b", validated_key(contract, "entity"))
+    a = read(tmp_path / "a", Dataset.build(contract).keys.validated["entity"])
+    b = read(tmp_path / "b", Dataset.build(contract).keys.validated["entity"])
     assert a.height > 97 * 3
     assert a.equals(b)
 
@@ -147,17 +148,24 @@ def test_postgres_source_and_postgres_instance(tmp_path, contracts, pg_url, fres
         assert "Postgres" in type(instance.run_storage).__name__
         result = run_range(contract, tmp_path, pg_url, FIRST, LAST, instance=instance)
         assert result.success
-        assert len(instance.get_materialized_partitions(validated_key(contract, "entity"))) == 8
+        assert (
+            len(
+                instance.get_materialized_partitions(
+                    Dataset.build(contract).keys.validated["entity"]
+                )
+            )
+            == 8
+        )
     frames = demo_frames(contract)
-    pdef = partitions_def(contract)
-    start = window(pdef, FIRST)[0].replace(tzinfo=None)
-    end = window(pdef, LAST)[1].replace(tzinfo=None)
+    parts = Dataset.build(contract).partitions
+    start = parts.window(FIRST)[0].replace(tzinfo=None)
+    end = parts.window(LAST)[1].replace(tzinfo=None)
     expected = frames["entity"].filter(pl.col("timestamp").is_between(start, end, closed="left"))
-    valid = read(tmp_path, validated_key(contract, "entity")).sort("id")
+    valid = read(tmp_path, Dataset.build(contract).keys.validated["entity"]).sort("id")
     assert valid.height == expected.height
     assert valid["id"].to_list() == expected.sort("id")["id"].to_list()
     assert valid["car_value"].to_list() == expected.sort("id")["car_value"].to_list()
-    assert read(tmp_path, quarantine_key(contract, "entity")).height == 0
+    assert read(tmp_path, Dataset.build(contract).keys.quarantine["entity"]).height == 0
 
 
 def test_lake_path_is_configurable(tmp_path, contracts, car_loan_sqlite):
@@ -165,8 +173,8 @@ def test_lake_path_is_configurable(tmp_path, contracts, car_loan_sqlite):
     lake_dir = tmp_path / "elsewhere" / "lake"
     run_range(contract, lake_dir, car_loan_sqlite, FIRST, FIRST, roles=("entity",))
     lake = Lake(base_path=f"file://{lake_dir}")
-    assert lake.exists(validated_key(contract, "entity"), FIRST)
-    assert lake.scan(validated_key(contract, "entity"), [FIRST]).collect().height > 0
+    assert lake.exists(Dataset.build(contract).keys.validated["entity"], FIRST)
+    assert lake.scan(Dataset.build(contract).keys.validated["entity"], [FIRST]).collect().height > 0
 
 
 @pytest.mark.parametrize("name", ["car_price", "credit_card"])
@@ -174,11 +182,11 @@ def test_other_problem_types_ingest(tmp_path, contracts, name):
     contract = contracts[name]
     url = f"sqlite:///{tmp_path / 'source.sqlite'}"
     seed_demo(url, contract)
-    keys = partitions_def(contract).get_partition_keys()
+    keys = Dataset.build(contract).partitions.definition.get_partition_keys()
     result = run_range(contract, tmp_path / "lake", url, keys[0], keys[3])
     assert result.success
     for role in ("entity", "labels"):
-        raw = read(tmp_path / "lake", raw_key(contract, role), keys[:4])
+        raw = read(tmp_path / "lake", Dataset.build(contract).keys.raw[role], keys[:4])
         valid, quarantined = counts(tmp_path / "lake", contract, role)
         assert valid + quarantined == raw.height
     assert counts(tmp_path / "lake", contract, "entity")[0] > 0

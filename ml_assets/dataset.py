@@ -1,0 +1,129 @@
+"""A dataset, built once per contract: what every stage's builder is handed.
+
+:class:`Dataset` holds the contract, its feature spec (the features YAML parsed once), its
+problem kind, its time partitions, and every asset key and job name of the dataset, so no stage
+builds a key or parses a file of its own. :func:`load_datasets` builds them from the contracts
+folder in effect (:mod:`ml_assets.settings`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import dagster as dg
+
+from ml_assets.contracts.model import Contract, Table, load_contracts
+from ml_assets.features.spec import FeatureSpec, load_feature_spec
+from ml_assets.partitions import Partitions
+from ml_assets.problems import ProblemKind, problem_kind
+
+
+@dataclass(frozen=True)
+class DatasetKeys:
+    """Every asset key of one dataset."""
+
+    raw: dict[str, dg.AssetKey]
+    """By table role (``entity``, ``labels``)."""
+    validated: dict[str, dg.AssetKey]
+    quarantine: dict[str, dg.AssetKey]
+    features: dg.AssetKey
+    training_set: dg.AssetKey
+    online: dg.AssetKey
+    model: dg.AssetKey
+    champion: dg.AssetKey
+    predictions: dg.AssetKey
+    bento: dg.AssetKey
+
+    @classmethod
+    def of(cls, name: str, roles: list[str]) -> DatasetKeys:
+        def key(asset: str) -> dg.AssetKey:
+            return dg.AssetKey([name, asset])
+
+        return cls(
+            raw={r: key(f"raw_{r}") for r in roles},
+            validated={r: key(f"validated_{r}") for r in roles},
+            quarantine={r: key(f"quarantine_{r}") for r in roles},
+            features=key("features"),
+            training_set=key("training_set"),
+            online=key("online_features"),
+            model=key("model"),
+            champion=key("champion"),
+            predictions=key("predictions"),
+            bento=key("bento"),
+        )
+
+
+@dataclass(frozen=True)
+class DatasetJobs:
+    """The dataset's job names, in pipeline order."""
+
+    pipeline: str
+    """Partitioned: SQL to validated data and the feature table."""
+    train: str
+    """Training set, online store, model, champion, Bento."""
+    score: str
+    """Partitioned batch predictions by the champion."""
+
+    def in_order(self) -> list[str]:
+        return [self.pipeline, self.train, self.score]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One contract and everything derived from it that more than one stage needs."""
+
+    contract: Contract
+    spec: FeatureSpec
+
+    @classmethod
+    def build(cls, contract: Contract, features_dir: str | Path | None = None) -> Dataset:
+        return cls(contract, load_feature_spec(contract, directory=features_dir))
+
+    @property
+    def name(self) -> str:
+        return self.contract.name
+
+    @property
+    def tables(self) -> dict[str, Table]:
+        return self.contract.tables
+
+    @cached_property
+    def kind(self) -> ProblemKind:
+        return problem_kind(self.contract.problem_type)
+
+    @cached_property
+    def partitions(self) -> Partitions:
+        return Partitions(self.contract.partitioning)
+
+    @cached_property
+    def keys(self) -> DatasetKeys:
+        return DatasetKeys.of(self.name, list(self.tables))
+
+    @cached_property
+    def jobs(self) -> DatasetJobs:
+        return DatasetJobs(f"{self.name}_pipeline", f"{self.name}_train", f"{self.name}_score")
+
+    @property
+    def owners(self) -> list[str] | None:
+        """Dagster asset owners: the contract's owner when it is an email address."""
+        return [self.contract.owner] if "@" in self.contract.owner else None
+
+    def tags(self, stage: str) -> dict[str, str]:
+        """The tags every asset of the dataset carries."""
+        return {"stage": stage, "dataset": self.name}
+
+
+def load_datasets(
+    contracts_dir: str | Path | None = None, features_dir: str | Path | None = None
+) -> dict[str, Dataset]:
+    """Every dataset of a contracts folder (default: the one in :mod:`ml_assets.settings`)."""
+    if contracts_dir is None:
+        from ml_assets import settings
+
+        contracts_dir = settings.current().contracts_path
+    return {
+        name: Dataset.build(contract, features_dir)
+        for name, contract in load_contracts(contracts_dir).items()
+    }

@@ -1,0 +1,169 @@
+"""One training, from a training-set frame to a tracked model: what the ``model`` asset runs.
+
+:func:`train` checks the data, splits it by time, fits and evaluates (all in
+:mod:`ml_assets.train.core`); :func:`tracking_record` turns the result into the MLflow run the
+experiment-tracking standard asks for; :func:`model_metadata` into the Dagster metadata.
+Nothing here touches Dagster's context, so each step is testable on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from ml_assets.dataset import Dataset
+from ml_assets.features.compute import fingerprint
+from ml_assets.train import core
+from ml_assets.train.config import TrainConfig
+
+
+@dataclass
+class TrainedModel:
+    """A fitted model with the split it was fitted on and its evaluation."""
+
+    model: Any
+    problem: core.Problem
+    split: core.Split
+    evaluation: core.Evaluation
+    frame: pl.DataFrame
+    fingerprint: str
+    train_seconds: float
+
+    @property
+    def best_iteration(self) -> int:
+        return int(self.model.get_best_iteration() or 0)
+
+
+def train(dataset: Dataset, frame: pl.DataFrame, config: TrainConfig) -> TrainedModel:
+    """Fit and evaluate a model of the dataset's kind on a training-set frame.
+
+    Bad training data raises :class:`~ml_assets.train.core.TrainingDataError` here, before
+    anything reaches the tracking server or the registry.
+    """
+    contract, spec = dataset.contract, dataset.spec
+    core.check_training_frame(frame, contract.target, contract.problem_type)
+    problem = core.Problem.from_frame(
+        frame, contract.problem_type, contract.target, spec.names, spec.event_time
+    )
+    split = core.time_split(frame, spec.event_time, config.valid_share, config.test_share)
+    started = dt.datetime.now(dt.UTC)
+    model = core.fit(split, problem, config)
+    seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    evaluation = core.evaluate(model, split, problem, config.min_slice_rows)
+    return TrainedModel(
+        model, problem, split, evaluation, frame, fingerprint(frame, spec.key), seconds
+    )
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    """Where the training set came from (its asset's latest materialization metadata)."""
+
+    start: str
+    cutoff: str
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> TrainingWindow:
+        def value(name: str) -> str:
+            return str(metadata[name].value) if name in metadata else "unknown"
+
+        return cls(value("window_start"), value("cutoff"))
+
+
+@dataclass(frozen=True)
+class TrackingRecord:
+    """Tags, params and metrics of one training's MLflow run."""
+
+    tags: dict[str, str]
+    params: dict[str, Any]
+    metrics: dict[str, float]
+
+
+def tracking_record(
+    dataset: Dataset,
+    trained: TrainedModel,
+    config: TrainConfig,
+    window: TrainingWindow,
+    *,
+    run_id: str,
+    run_url: str,
+    asset_key: str,
+    git_commit: str,
+) -> TrackingRecord:
+    """What the experiment-tracking standard records for a training."""
+    ev, metric = trained.evaluation, dataset.kind.primary_metric
+    tags = {
+        "dagster.run_id": run_id,
+        "dagster.run_url": run_url,
+        "dagster.asset_key": asset_key,
+        "training.window": f"{window.start} .. {window.cutoff}",
+        "git.commit": git_commit,
+        "contract.version": dataset.contract.version,
+        "training_set.fingerprint": trained.fingerprint,
+        "features": ",".join(trained.problem.features),
+        "problem": trained.problem.to_json(),
+    }
+    params = {
+        **config.model_dump(),
+        **trained.split.describe(),
+        "cutoff": window.cutoff,
+        "window_start": window.start,
+        "best_iteration": trained.best_iteration,
+    }
+    metrics = {
+        **{f"test_{k}": v for k, v in ev.metrics.items()},
+        **{f"baseline_{k}": v for k, v in ev.baseline.items()},
+        **{
+            f"slice_{r['column']}={r['value']}_{metric}": r[metric]
+            for r in ev.slices.iter_rows(named=True)
+        },
+        "train_seconds": trained.train_seconds,
+    }
+    return TrackingRecord(tags, params, metrics)
+
+
+def png_markdown(paths: dict[str, Path]) -> str:
+    """Plots inline in Dagster's metadata (markdown with data: URLs)."""
+    parts = []
+    for name, path in paths.items():
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts.append(f"**{name}**\n\n![{name}](data:image/png;base64,{data})")
+    return "\n\n".join(parts)
+
+
+def slices_markdown(slices: pl.DataFrame, metric: str) -> str:
+    if slices.height == 0:
+        return "no categorical slices with enough rows"
+    lines = [f"| column | value | rows | {metric} |", "|---|---|---|---|"]
+    for r in slices.iter_rows(named=True):
+        lines.append(f"| {r['column']} | {r['value']} | {r['rows']} | {r[metric]:.4f} |")
+    return "\n".join(lines)
+
+
+def model_metadata(
+    dataset: Dataset, trained: TrainedModel, logged: Any, plots_md: str
+) -> dict[str, Any]:
+    """The ``model`` asset's materialization metadata."""
+    ev, metric = trained.evaluation, dataset.kind.primary_metric
+    return {
+        "model_version": logged.version,
+        "registered_model": dataset.name,
+        "mlflow_run_id": logged.run_id,
+        "mlflow_run": dg.MetadataValue.url(logged.run_url),
+        "model_uri": logged.model_uri,
+        "primary_metric": metric,
+        **{f"test_{k}": round(v, 6) for k, v in ev.metrics.items()},
+        **{f"baseline_{k}": round(v, 6) for k, v in ev.baseline.items()},
+        "train_seconds": round(trained.train_seconds, 3),
+        "best_iteration": trained.best_iteration,
+        "training_set_fingerprint": trained.fingerprint,
+        "split": dg.MetadataValue.json(trained.split.describe()),
+        "slices": dg.MetadataValue.md(slices_markdown(ev.slices, metric)),
+        "plots": dg.MetadataValue.md(plots_md),
+    }
