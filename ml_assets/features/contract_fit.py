@@ -13,16 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from ml_assets.contracts.model import ColumnType, Contract
-from ml_assets.features.declarations import (
-    Agg,
-    DatePartOf,
-    FeatureFile,
-    Log1p,
-    MapValues,
-    Passthrough,
-    Ratio,
-    Source,
-)
+from ml_assets.features import declarations as decl
+from ml_assets.features.declarations import Agg, FeatureFile, Source
 
 NUMERIC = (ColumnType.INT, ColumnType.FLOAT)
 GROUPABLE = (ColumnType.INT, ColumnType.BOOL, ColumnType.STRING, ColumnType.CATEGORY)
@@ -69,20 +61,20 @@ def check_against_contract(f: FeatureFile, c: Contract) -> list[tuple[tuple, str
     non_time = tuple(t for t in ColumnType if t not in DATETIMES)
     for i, feat in enumerate(f.row):
         loc = ("row", i)
-        if isinstance(feat, Passthrough):
+        if isinstance(feat, decl.Passthrough):
             fits = entity_col((*loc, "column"), feat.column, non_time, "passthrough")
             if fits and feat.column in ent.primary_key:
                 out.append(((*loc, "column"), f"column {feat.column!r} is the primary key"))
-        elif isinstance(feat, MapValues):
+        elif isinstance(feat, decl.MapValues):
             kinds = (ColumnType.CATEGORY, ColumnType.STRING, ColumnType.INT, ColumnType.BOOL)
             if entity_col((*loc, "column"), feat.column, kinds, "map"):
                 out += _check_mapping(loc, feat, ent.columns[feat.column])
-        elif isinstance(feat, Ratio):
+        elif isinstance(feat, decl.Ratio):
             entity_col((*loc, "numerator"), feat.numerator, NUMERIC, "ratio")
             entity_col((*loc, "denominator"), feat.denominator, NUMERIC, "ratio")
-        elif isinstance(feat, Log1p):
+        elif isinstance(feat, decl.Log1p):
             entity_col((*loc, "column"), feat.column, NUMERIC, "log1p")
-        elif isinstance(feat, DatePartOf) and feat.column is not None:
+        elif isinstance(feat, decl.DatePartOf) and feat.column is not None:
             entity_col((*loc, "column"), feat.column, DATETIMES, "date_part")
 
     for i, a in enumerate(f.aggregates):
@@ -152,7 +144,7 @@ def _value_fits(v: Any, t: ColumnType) -> bool:
     return isinstance(v, str)
 
 
-def _check_mapping(loc: tuple, feat: MapValues, col: Any) -> list[tuple[tuple, str]]:
+def _check_mapping(loc: tuple, feat: decl.MapValues, col: Any) -> list[tuple[tuple, str]]:
     out = []
     bad = [k for k in feat.mapping if not _value_fits(k, col.type)]
     if bad:
