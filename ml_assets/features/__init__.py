@@ -3,6 +3,13 @@
 Importing this package (and :mod:`ml_assets.features.online`) does not import Dagster: the
 inference service uses :func:`load_feature_spec`, :class:`OnlineClient` and
 :func:`online_features` alone. :func:`feature_definitions` builds the Dagster side on demand.
+
+The modules: ``declarations`` (the features file's YAML schema), ``contract_fit`` (does a file
+fit its contract), ``spec`` (:class:`FeatureSpec` and loading); ``compute`` (row transforms,
+the feature table), ``windows`` (trailing-window aggregates, the store snapshot),
+``training_set`` (training sets, fingerprints); ``online_store`` (store layout and writer),
+``online_client`` (:class:`OnlineClient`), ``online`` (the serving-side feature path);
+``parity`` (offline vs online); ``assets`` (the Dagster side, the only one importing Dagster).
 """
 
 from typing import TYPE_CHECKING
