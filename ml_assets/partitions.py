@@ -16,7 +16,7 @@ from functools import cached_property
 import dagster as dg
 
 from ml_assets.contracts.model import Granularity, Partitioning
-from ml_assets.features.compute import to_utc
+from ml_assets.features.windows import to_utc
 
 
 @dataclass(frozen=True)

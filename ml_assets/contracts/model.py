@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ml_assets.contracts.yaml_lines import Lines, line_for, line_index, load_yaml, pydantic_problems
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -331,59 +332,31 @@ class Contract(_Strict):
 # --- loading with line numbers -----------------------------------------------------------
 
 
-def _line_index(node: yaml.Node, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple, int]]:
-    """Yield (path, 1-based line) for every node of a composed YAML document."""
-    yield path, node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            yield (*path, key), key_node.start_mark.line + 1
-            for sub_path, line in _line_index(value_node, (*path, key)):
-                if sub_path != (*path, key):
-                    yield sub_path, line
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _line_index(item, (*path, i))
+def _validator_part(part: Any) -> bool:
+    # pydantic's loc may name a validator (``function-after[...]``): the YAML has no such level.
+    return isinstance(part, str) and part.startswith("function-")
 
 
-def _line_for(lines: dict[tuple, int], loc: tuple[Any, ...]) -> int | None:
-    # pydantic's loc may go deeper than the YAML (e.g. into a union branch): walk up.
-    loc = tuple(x for x in loc if not (isinstance(x, str) and x.startswith("function-")))
-    while loc:
-        if loc in lines:
-            return lines[loc]
-        loc = loc[:-1]
-    return lines.get(())
+def _line_for(lines: Lines, loc: tuple[Any, ...]) -> int | None:
+    return line_for(lines, loc, skip=_validator_part)
 
 
 def parse_contract(text: str, origin: str = "<string>") -> Contract:
     """Parse and validate a contract's YAML text; raise ContractError naming line and field."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{origin}:{mark.line + 1}" if mark else origin
-        raise ContractError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    node, data = load_yaml(text, origin, ContractError)
     if not isinstance(data, dict):
         line = node.start_mark.line + 1 if node is not None else 1
         raise ContractError(
             f"{origin}:{line}: (top level): a contract is a YAML mapping, got {type(data).__name__}"
         )
-    lines = dict(_line_index(node)) if node is not None else {}
+    lines = line_index(node)
     try:
         return Contract.model_validate(data)
     except ValidationError as exc:
         problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            cause = err.get("ctx", {}).get("error")
-            if isinstance(cause, FieldError):
-                loc = (*loc, *cause.loc)
+        for loc, msg in pydantic_problems(exc, located=FieldError):
             field = ".".join(str(p) for p in loc) or "(top level)"
-            line = _line_for(lines, loc)
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{origin}:{line}: {field}: {msg}")
+            problems.append(f"{origin}:{_line_for(lines, loc)}: {field}: {msg}")
         raise ContractError("invalid contract\n  " + "\n  ".join(problems)) from exc
 
 
@@ -409,7 +382,7 @@ def load_contracts(directory: str | Path | None = None) -> dict[str, Contract]:
         contract = load_contract(path)
         if contract.name in contracts:
             node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-            line = _line_for(dict(_line_index(node)), ("name",))
+            line = _line_for(line_index(node), ("name",))
             raise ContractError(
                 f"{path}:{line}: name: dataset name {contract.name!r} is already used by "
                 f"{origins[contract.name]}"

@@ -15,13 +15,7 @@ import sqlalchemy as sa
 
 from ml_assets import settings
 from ml_assets.dataset import Dataset
-from ml_assets.features.compute import (
-    aggregate_snapshot,
-    compute_features,
-    feature_schema,
-    fingerprint,
-    target_stats,
-)
+from ml_assets.features.compute import compute_features, feature_schema
 from ml_assets.features.offline import (
     latest_part,
     parity_sample,
@@ -31,8 +25,11 @@ from ml_assets.features.offline import (
     snapshot_inputs,
     training_set_frame,
 )
-from ml_assets.features.online import OnlineClient, known_groups, write_snapshot
+from ml_assets.features.online_client import OnlineClient
+from ml_assets.features.online_store import known_groups, write_snapshot
 from ml_assets.features.parity import parity_check, row_parity
+from ml_assets.features.training_set import fingerprint, target_stats
+from ml_assets.features.windows import aggregate_snapshot
 from ml_assets.storage import LAKE_IO, Lake, frame_schema
 
 log = logging.getLogger(__name__)

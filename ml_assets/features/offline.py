@@ -17,8 +17,9 @@ import polars as pl
 
 from ml_assets.contracts.dtypes import VALIDATED_DTYPES
 from ml_assets.dataset import Dataset
-from ml_assets.features.compute import build_training_set, entity_events, label_events, to_utc
-from ml_assets.features.spec import Source
+from ml_assets.features.declarations import Source
+from ml_assets.features.training_set import build_training_set
+from ml_assets.features.windows import entity_events, label_events, to_utc
 from ml_assets.partitions import Part
 from ml_assets.storage import Lake
 

@@ -61,7 +61,15 @@ REQUIREMENTS = (
 OPTIONAL_REQUIREMENTS = {"psycopg": "psycopg[binary]"}  # PostgreSQL online stores
 # Package files that pull Dagster or MLflow in: they stay out of the Bento.
 EXCLUDE = ("assets.py", "__pycache__", "*.pyc", "cli.py")
-PACKAGE_PARTS = ("__init__.py", "settings.py", "py.typed", "contracts", "features", "serve")
+PACKAGE_PARTS = (
+    "__init__.py",
+    "settings.py",
+    "problems.py",
+    "py.typed",
+    "contracts",
+    "features",
+    "serve",
+)
 
 
 @dataclass(frozen=True)

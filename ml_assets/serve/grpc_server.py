@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ml_assets.serve import predictor_pb2 as pb
 from ml_assets.serve import predictor_pb2_grpc as pb_grpc
+from ml_assets.serve.decoding import ErrorCode, RequestError, check_count
 from ml_assets.serve.runtime import (
     PREDICT,
     PREDICT_BY_KEYS,
@@ -31,7 +32,6 @@ from ml_assets.serve.runtime import (
     ServingRuntime,
     new_request_id,
 )
-from ml_assets.serve.validation import ErrorCode, RequestError, check_count
 
 log = logging.getLogger(__name__)
 

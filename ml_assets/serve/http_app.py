@@ -26,8 +26,7 @@ from typing import Any
 
 import orjson
 
-from ml_assets.serve.runtime import PREDICT, PREDICT_BY_KEYS, ServingRuntime, new_request_id
-from ml_assets.serve.validation import (
+from ml_assets.serve.decoding import (
     ErrorCode,
     RequestError,
     check_content_type,
@@ -35,6 +34,7 @@ from ml_assets.serve.validation import (
     records_of,
     too_large,
 )
+from ml_assets.serve.runtime import PREDICT, PREDICT_BY_KEYS, ServingRuntime, new_request_id
 
 log = logging.getLogger(__name__)
 

@@ -32,11 +32,9 @@ import orjson
 from ml_assets.contracts.model import ProblemType
 from ml_assets.features.spec import COLUMN_DTYPES, FeatureSpec
 from ml_assets.problems import ProblemKind, problem_kind
+from ml_assets.serve.decoding import ErrorCode, RequestError, check_count
 from ml_assets.serve.validation import (
-    ErrorCode,
     RecordSchema,
-    RequestError,
-    check_count,
     entity_schema,
     feature_schema,
     validate_records,

@@ -12,25 +12,22 @@ Two record schemas per dataset, neither written by hand:
   of the range; date parts their calendar range; a count is a non-negative integer; a rate lies
   in [0, 1]; ...).
 
-:func:`decode_json` turns a body into Python objects (orjson; a slow path names the field of a
-NaN or Infinity literal), :func:`validate_records` checks a list of records against a schema
-and returns them as value rows in schema order. Every problem is a :class:`RequestError` with
-an HTTP status, a gRPC-friendly code and messages naming the field
-(``records[3].car_value: expected a number, got "abc"``). No pandas, no pydantic on this path.
+:func:`validate_records` checks a list of records against a schema and returns them as value
+rows in schema order. Every problem is a :class:`~ml_assets.serve.decoding.RequestError` with an
+HTTP status, a gRPC-friendly code and messages naming the field (``records[3].car_value:
+expected a number, got "abc"``). No pandas, no pydantic on this path.
+
+Body decoding and the errors are :mod:`ml_assets.serve.decoding`, one field's rule and checks
+:mod:`ml_assets.serve.fields`; their names are imported here too, so
+``from ml_assets.serve.validation import ...`` keeps working for all of them.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
-
-import orjson
 
 from ml_assets.contracts.model import Column, ColumnType
 from ml_assets.features.spec import (
@@ -46,112 +43,24 @@ from ml_assets.features.spec import (
     RequestDatePart,
     Source,
 )
-
-MAX_FLOAT = sys.float_info.max
-INT64 = (-(2**63), 2**63 - 1)
-MAX_ERRORS = 20
-JSON_TYPES = ("application/json",)
-
-
-class Kind(StrEnum):
-    """What a field holds on the wire."""
-
-    FLOAT = "float"
-    INT = "int"
-    BOOL = "bool"
-    STRING = "string"
-    CATEGORY = "category"
-    DATETIME = "datetime"
-    DATE = "date"
-
-
-class ErrorCode(StrEnum):
-    INVALID_ARGUMENT = "invalid_argument"
-    BAD_JSON = "bad_json"
-    TOO_LARGE = "payload_too_large"
-    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
-    UNAVAILABLE = "unavailable"
-
-
-HTTP_STATUS = {
-    ErrorCode.INVALID_ARGUMENT: 422,
-    ErrorCode.BAD_JSON: 400,
-    ErrorCode.TOO_LARGE: 413,
-    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
-    ErrorCode.UNAVAILABLE: 503,
-}
-
-
-class RequestError(Exception):
-    """A request that cannot be served as sent; ``problems`` are (field, message) pairs."""
-
-    def __init__(self, code: ErrorCode, problems: list[tuple[str, str]]) -> None:
-        self.code = code
-        self.problems = problems
-        super().__init__(self.message)
-
-    @property
-    def status(self) -> int:
-        return HTTP_STATUS[self.code]
-
-    @property
-    def message(self) -> str:
-        shown = [f"{f}: {m}" if f else m for f, m in self.problems[:MAX_ERRORS]]
-        more = len(self.problems) - MAX_ERRORS
-        return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "code": self.code.value,
-                "message": self.message,
-                "fields": [{"field": f, "message": m} for f, m in self.problems[:MAX_ERRORS]],
-            }
-        }
-
-
-def invalid(where: str, message: str) -> RequestError:
-    return RequestError(ErrorCode.INVALID_ARGUMENT, [(where, message)])
-
+from ml_assets.serve.decoding import (
+    HTTP_STATUS,
+    JSON_TYPES,
+    MAX_ERRORS,
+    ErrorCode,
+    NonFinite,
+    RequestError,
+    check_content_type,
+    check_count,
+    decode_json,
+    invalid,
+    records_of,
+    show,
+    too_large,
+)
+from ml_assets.serve.fields import INT64, MAX_FLOAT, FieldRule, Kind, coerce, fast_check
 
 # --- schemas ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FieldRule:
-    """One field of a record: its kind and the rules a value must satisfy."""
-
-    name: str
-    kind: Kind
-    nullable: bool = False
-    required: bool = True
-    min: float | None = None
-    max: float | None = None
-    allowed: tuple[Any, ...] | None = None
-    description: str = ""
-
-    def json_schema(self) -> dict[str, Any]:
-        """The field as a JSON Schema (for the OpenAPI description)."""
-        base: dict[str, Any] = {
-            Kind.FLOAT: {"type": "number"},
-            Kind.INT: {"type": "integer"},
-            Kind.BOOL: {"type": "boolean"},
-            Kind.STRING: {"type": "string"},
-            Kind.CATEGORY: {"type": "string"},
-            Kind.DATETIME: {"type": "string", "format": "date-time"},
-            Kind.DATE: {"type": "string", "format": "date"},
-        }[self.kind].copy()
-        if self.min is not None:
-            base["minimum"] = self.min
-        if self.max is not None:
-            base["maximum"] = self.max
-        if self.allowed is not None:
-            base["enum"] = list(self.allowed)
-        if self.nullable:
-            base = {"anyOf": [base, {"type": "null"}]}
-        if self.description:
-            base["description"] = self.description
-        return base
 
 
 @dataclass(frozen=True)
@@ -172,7 +81,7 @@ class RecordSchema:
         set_(self, "required", frozenset(f.name for f in self.fields if f.required))
         set_(self, "all_names", frozenset(self.names))
         set_(self, "by_name", {f.name: f for f in self.fields})
-        set_(self, "_checks", tuple(_fast_check(f) for f in self.fields))
+        set_(self, "_checks", tuple(fast_check(f) for f in self.fields))
 
     def field(self, name: str) -> FieldRule:
         return self.by_name[name]
@@ -323,196 +232,7 @@ def feature_schema(spec: FeatureSpec, features: Sequence[str]) -> RecordSchema:
     return RecordSchema("features", tuple(rules[f] for f in features))
 
 
-# --- fast checks -------------------------------------------------------------------------------
-
-
-def _fast_check(rule: FieldRule) -> Callable[[Any], bool]:
-    """A predicate that accepts exactly the values needing no conversion; anything it rejects
-    goes through :func:`_coerce`, which converts (a whole float for an int, a datetime string)
-    or explains what is wrong."""
-    nullable = rule.nullable
-    lo = -MAX_FLOAT if rule.min is None else rule.min
-    hi = MAX_FLOAT if rule.max is None else rule.max
-    if rule.kind is Kind.FLOAT:
-        if rule.allowed is not None:
-            allowed = frozenset(rule.allowed)
-
-            def check(v: Any) -> bool:
-                t = type(v)
-                return ((t is float or t is int) and v in allowed) or (v is None and nullable)
-
-            return check
-
-        def check_float(v: Any) -> bool:
-            t = type(v)
-            return ((t is float or t is int) and lo <= v <= hi) or (v is None and nullable)
-
-        return check_float
-    if rule.kind is Kind.INT:
-        ilo = INT64[0] if rule.min is None else rule.min
-        ihi = INT64[1] if rule.max is None else rule.max
-        if rule.allowed is not None:
-            allowed = frozenset(rule.allowed)
-            return lambda v: (type(v) is int and v in allowed) or (v is None and nullable)
-        return lambda v: (type(v) is int and ilo <= v <= ihi) or (v is None and nullable)
-    if rule.kind is Kind.BOOL:
-        return lambda v: type(v) is bool or (v is None and nullable)
-    if rule.kind in (Kind.STRING, Kind.CATEGORY):
-        if rule.allowed is not None:
-            allowed = frozenset(rule.allowed)
-            return lambda v: (type(v) is str and v in allowed) or (v is None and nullable)
-        return lambda v: type(v) is str or (v is None and nullable)
-    # Datetimes and dates arrive as text and always take the conversion path.
-    return lambda v: v is None and nullable
-
-
-class NonFinite:
-    """A NaN or Infinity literal found by the slow JSON path, kept to name its field."""
-
-    __slots__ = ("literal",)
-
-    def __init__(self, literal: str) -> None:
-        self.literal = literal
-
-    def __repr__(self) -> str:
-        return self.literal
-
-
-def show(value: Any, limit: int = 60) -> str:
-    """A value as the client wrote it (JSON), shortened."""
-    if isinstance(value, NonFinite):
-        return value.literal
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    try:
-        text = orjson.dumps(value, default=str).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
-
-
-_EXPECTED = {
-    Kind.FLOAT: "a number",
-    Kind.INT: "an integer",
-    Kind.BOOL: "true or false",
-    Kind.STRING: "a string",
-    Kind.CATEGORY: "a string",
-    Kind.DATETIME: 'an ISO 8601 datetime string (e.g. "2019-07-01T12:00:00Z")',
-    Kind.DATE: 'an ISO 8601 date string (e.g. "2019-07-01")',
-}
-
-
-def _coerce(rule: FieldRule, v: Any) -> Any:
-    """The value to use for a value the fast check rejected, or a ValueError saying why not."""
-    if v is None:
-        raise ValueError("must not be null")
-    kind = rule.kind
-    got = show(v)
-    if kind in (Kind.FLOAT, Kind.INT):
-        if isinstance(v, NonFinite) or (isinstance(v, float) and not math.isfinite(v)):
-            raise ValueError(f"expected a finite number, got {got}")
-        if type(v) not in (int, float):
-            raise ValueError(f"expected {_EXPECTED[kind]}, got {got}")
-        if kind is Kind.INT and type(v) is float:
-            if not v.is_integer():
-                raise ValueError(f"expected an integer, got {got}")
-            v = int(v)
-            if _fast_check(rule)(v):
-                return v
-        if rule.allowed is not None and v not in rule.allowed:
-            raise ValueError(f"expected one of {show(list(rule.allowed), 200)}, got {got}")
-        if rule.min is not None and v < rule.min:
-            raise ValueError(f"must be >= {_num(rule.min)}, got {got}")
-        if rule.max is not None and v > rule.max:
-            raise ValueError(f"must be <= {_num(rule.max)}, got {got}")
-        if kind is Kind.INT and not INT64[0] <= v <= INT64[1]:
-            raise ValueError(f"out of the 64-bit integer range, got {got}")
-        if kind is Kind.FLOAT and abs(v) > MAX_FLOAT:
-            raise ValueError(f"out of the double range, got {got}")
-        return v
-    if kind is Kind.BOOL:
-        raise ValueError(f"expected true or false, got {got}")
-    if kind in (Kind.STRING, Kind.CATEGORY):
-        if type(v) is not str:
-            raise ValueError(f"expected {_EXPECTED[kind]}, got {got}")
-        assert rule.allowed is not None
-        raise ValueError(f"expected one of {show(list(rule.allowed), 200)}, got {got}")
-    if kind is Kind.DATETIME:
-        if type(v) is not str:
-            raise ValueError(f"expected {_EXPECTED[kind]}, got {got}")
-        try:
-            when = dt.datetime.fromisoformat(v)
-        except ValueError:
-            raise ValueError(f"expected {_EXPECTED[kind]}, got {got}") from None
-        return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
-    if type(v) is not str:
-        raise ValueError(f"expected {_EXPECTED[kind]}, got {got}")
-    try:
-        return dt.date.fromisoformat(v)
-    except ValueError:
-        raise ValueError(f"expected {_EXPECTED[kind]}, got {got}") from None
-
-
-# --- bodies and records ----------------------------------------------------------------------
-
-
-def check_content_type(content_type: str | None) -> None:
-    """Only JSON is accepted (not form data, not BentoML's pickle content type)."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media not in JSON_TYPES:
-        got = f'"{content_type}"' if content_type else "none"
-        raise RequestError(
-            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            [("content-type", f"expected application/json, got {got}")],
-        )
-
-
-def too_large(size: int, limit: int) -> RequestError:
-    return RequestError(
-        ErrorCode.TOO_LARGE, [("body", f"{size} bytes is more than the limit of {limit} bytes")]
-    )
-
-
-def decode_json(body: bytes) -> Any:
-    """Parse a JSON body. NaN and Infinity literals (not JSON) are kept as :class:`NonFinite` so
-    that validation can name their field; anything else unparsable is a BAD_JSON error."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        try:
-            return json.loads(body, parse_constant=NonFinite)
-        except (ValueError, RecursionError):
-            raise RequestError(ErrorCode.BAD_JSON, [("body", f"not valid JSON: {exc}")]) from None
-
-
-def records_of(payload: Any, max_records: int) -> list[Any]:
-    """The ``records`` list of a request object: present, a non-empty list, not too long."""
-    if type(payload) is not dict:
-        raise invalid("body", f'expected a JSON object with "records", got {show(payload)}')
-    if len(payload) != 1 or "records" not in payload:
-        unknown = [k for k in payload if k != "records"]
-        if unknown:
-            raise invalid(str(unknown[0]), 'unknown field (a request has only "records")')
-        raise invalid("records", "missing")
-    records = payload["records"]
-    if type(records) is not list:
-        raise invalid("records", f"expected a list of records, got {show(records)}")
-    check_count(len(records), max_records)
-    return records
-
-
-def check_count(n: int, max_records: int) -> None:
-    if n == 0:
-        raise invalid("records", "empty batch: send at least one record")
-    if n > max_records:
-        raise RequestError(
-            ErrorCode.TOO_LARGE,
-            [("records", f"{n} records is more than the limit of {max_records} per request")],
-        )
+# --- records ---------------------------------------------------------------------------------
 
 
 def validate_records(schema: RecordSchema, records: list[Any]) -> list[list[Any]]:
@@ -542,7 +262,7 @@ def validate_records(schema: RecordSchema, records: list[Any]) -> list[list[Any]
                 if rule.name not in rec:
                     continue  # left out: optional, or already reported as missing
                 try:
-                    row[j] = _coerce(rule, row[j])
+                    row[j] = coerce(rule, row[j])
                 except ValueError as exc:
                     problems.append((f"records[{i}].{rule.name}", str(exc)))
         append(row)
@@ -565,3 +285,29 @@ def _partial_row(
         if n in schema.required and n not in keys:
             problems.append((f"records[{i}].{n}", "missing (required)"))
     return [rec.get(n) for n in schema.names]
+
+
+__all__ = [
+    "HTTP_STATUS",
+    "INT64",
+    "JSON_TYPES",
+    "MAX_ERRORS",
+    "MAX_FLOAT",
+    "ErrorCode",
+    "FieldRule",
+    "Kind",
+    "NonFinite",
+    "RecordSchema",
+    "RequestError",
+    "check_content_type",
+    "check_count",
+    "decode_json",
+    "entity_schema",
+    "feature_rules",
+    "feature_schema",
+    "invalid",
+    "records_of",
+    "show",
+    "too_large",
+    "validate_records",
+]

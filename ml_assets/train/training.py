@@ -18,7 +18,7 @@ import dagster as dg
 import polars as pl
 
 from ml_assets.dataset import Dataset
-from ml_assets.features.compute import fingerprint
+from ml_assets.features.training_set import fingerprint
 from ml_assets.train import core
 from ml_assets.train.config import TrainConfig
 

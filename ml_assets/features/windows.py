@@ -1,0 +1,349 @@
+"""Trailing-window aggregates: events, the as-of machinery, and the online store's snapshot.
+
+* :func:`entity_events` / :func:`label_events` turn entity rows and labels into events (group
+  columns, value columns and the time ``__t`` at which each happened).
+* :func:`window_aggregates` computes trailing-window aggregates for query points (group value,
+  time) from event frames, with per-group cumulative sums and two strict backward
+  ``join_asof`` lookups: the window of a point at time t is [t - window, t), so an event at t or
+  later is never used. Offline the query points are the entity rows; the online store runs the
+  very same function for one point per group at its as-of time (:func:`aggregate_snapshot`).
+* :func:`group_text` / :func:`from_group_text`: group values as the store keys them;
+  :func:`to_utc`: the one way a time becomes an aware UTC datetime.
+
+The machinery that needs the most care (ties at one instant, encoded group values, the order of
+the outputs) lives here on its own; :mod:`ml_assets.features.compute` puts it together with the
+row transforms. No Dagster here: the serving path imports it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import polars as pl
+
+from ml_assets.features.spec import COLUMN_DTYPES, Agg, Aggregate, FeatureSpec, Source
+
+TIME = "__t"
+ROW = "__row"
+UTC_US = pl.Datetime("us", "UTC")
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def _needed(spec: FeatureSpec, source: Source) -> list[str]:
+    cols: list[str] = []
+    for a in spec.aggregates:
+        if a.source is source:
+            cols.append(a.group_by)
+            if a.column is not None and source is Source.ENTITY:
+                cols.append(a.column)
+    return list(dict.fromkeys(cols))
+
+
+def entity_events(spec: FeatureSpec, entity: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Entity rows as events at their event time: key, time, group and value columns."""
+    cols = [c for c in _needed(spec, Source.ENTITY) if c not in spec.key]
+    return entity.lazy().select(*spec.key, pl.col(spec.event_time).alias(TIME), *cols)
+
+
+def label_events(
+    spec: FeatureSpec,
+    labels: pl.DataFrame | pl.LazyFrame,
+    entity: pl.DataFrame | pl.LazyFrame,
+) -> pl.LazyFrame:
+    """Labels as events at their ``observed_at``, each with the group columns of its entity row.
+
+    A label whose entity row is not in ``entity`` has no group and is left out. Entity keys are
+    unique (validated rows: duplicates are quarantined).
+    """
+    lab = spec.contract.labels
+    values = [a.column for a in spec.aggregates if a.source is Source.LABELS and a.column]
+    groups = [c for c in _needed(spec, Source.LABELS) if c not in spec.key]
+    renamed = dict(zip(lab.key_columns, spec.key, strict=True))
+    left = labels.lazy().select(
+        *[pl.col(k).alias(renamed[k]) for k in lab.key_columns],
+        pl.col(lab.observed_at).alias(TIME),
+        *dict.fromkeys(values),
+    )
+    right = entity.lazy().select(*spec.key, *groups)
+    return left.join(right, on=spec.key, how="inner")
+
+
+# --- window aggregates -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Bucket:
+    """Aggregates that share their events: same source and grouping column."""
+
+    source: Source
+    group_by: str
+    aggregates: tuple[Aggregate, ...]
+
+
+def _buckets(aggregates: Iterable[Aggregate]) -> list[_Bucket]:
+    by: dict[tuple[Source, str], list[Aggregate]] = {}
+    for a in aggregates:
+        by.setdefault((a.source, a.group_by), []).append(a)
+    return [_Bucket(s, g, tuple(aggs)) for (s, g), aggs in by.items()]
+
+
+def _contributions(a: Aggregate, i: int) -> list[pl.Expr]:
+    """Per-event columns of one aggregate, to be accumulated."""
+    p = f"__a{i}"
+    if a.agg is Agg.COUNT:
+        return [pl.lit(1, pl.Int64).alias(f"{p}_n")]
+    assert a.column is not None
+    col = pl.col(a.column)
+    if a.agg is Agg.LAST:
+        return [col.alias(f"{p}_v"), pl.when(col.is_not_null()).then(pl.col(TIME)).alias(f"{p}_lt")]
+    if a.agg is Agg.RATE:
+        value = (col == pl.lit(a.equals)).cast(pl.Float64)
+    else:
+        value = col.cast(pl.Float64)
+    return [value.fill_null(0.0).alias(f"{p}_s"), col.is_not_null().cast(pl.Int64).alias(f"{p}_n")]
+
+
+def _cumulative(
+    spec: FeatureSpec, bucket: _Bucket, events: pl.DataFrame, index: dict[str, int]
+) -> pl.DataFrame:
+    """Running totals per group of the bucket's aggregates, one row per event, sorted by time.
+
+    Several events of a group may share a time: the as-of join takes the last row of such a
+    run (polars' backward search picks the last row with a smaller key), whose running totals
+    include every event of that instant.
+    """
+    g = bucket.group_by
+    per_event = [e for a in bucket.aggregates for e in _contributions(a, index[a.name])]
+    # Events at one instant are ordered by key, so "last" never depends on file order.
+    has_last = any(a.agg is Agg.LAST for a in bucket.aggregates)
+    order = [TIME, *spec.key] if has_last else [TIME]
+    running: list[pl.Expr] = []
+    for a in bucket.aggregates:
+        p = f"__a{index[a.name]}"
+        if a.agg is Agg.LAST:
+            running += [
+                pl.col(f"{p}_v").forward_fill().over(g),
+                pl.col(f"{p}_lt").forward_fill().over(g),
+            ]
+        elif a.agg is Agg.COUNT:
+            running.append(pl.col(f"{p}_n").cum_sum().over(g))
+        else:
+            running += [pl.col(f"{p}_s").cum_sum().over(g), pl.col(f"{p}_n").cum_sum().over(g)]
+    ordered = events.lazy().filter(pl.col(g).is_not_null())
+    # Entity events usually arrive in time order already: skip the sort then.
+    if has_last or not events.get_column(TIME).is_sorted():
+        ordered = ordered.sort(order, maintain_order=True)
+    return (
+        ordered.select(g, TIME, *per_event)
+        .with_columns(running)  # cum_sum / forward_fill over g follow the time order
+        .collect()
+    )
+
+
+def _event_columns(spec: FeatureSpec, buckets: list[_Bucket], source: Source, g: str) -> list[str]:
+    """Columns of ``source`` events that the buckets grouping by ``g`` read (besides g, time)."""
+    cols: list[str] = []
+    for b in buckets:
+        if b.source is source and b.group_by == g:
+            if any(a.agg is Agg.LAST for a in b.aggregates):
+                cols += spec.key  # ties at one instant are ordered by key
+            cols += [a.column for a in b.aggregates if a.column is not None]
+    return [c for c in dict.fromkeys(cols) if c not in (g, TIME)]
+
+
+def _running_cols(a: Aggregate, i: int) -> list[str]:
+    p = f"__a{i}"
+    if a.agg is Agg.COUNT:
+        return [f"{p}_n"]
+    if a.agg is Agg.LAST:
+        return [f"{p}_v", f"{p}_lt"]
+    return [f"{p}_s", f"{p}_n"]
+
+
+def _asof(
+    points: pl.DataFrame,
+    running: pl.DataFrame,
+    g: str,
+    at: pl.Expr,
+    cols: list[str],
+    suffix: str,
+) -> pl.DataFrame:
+    """Running totals of the latest event of each point's group strictly before ``at``.
+
+    One row per point, in the points' order (a left as-of join keeps it).
+    """
+    left = points.select(g, at.alias(TIME))
+    joined = left.join_asof(
+        running,
+        on=TIME,
+        by=g,
+        strategy="backward",
+        allow_exact_matches=False,  # strictly before: an event at the point's time is not used
+        check_sortedness=False,  # both sides are sorted by time by the caller
+    )
+    return joined.select([pl.col(c).alias(f"{c}{suffix}") for c in cols])
+
+
+def _encode(g: str, allowed: list | None, frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """``frames`` with text column ``g`` turned into integer codes that agree across them.
+
+    A category's allowed values give the codes; other text (or a value outside them) falls
+    back to the values actually present.
+    """
+    if allowed:
+        expr = pl.col(g).cast(pl.Enum(sorted(map(str, allowed)))).to_physical()
+        try:
+            return [f.with_columns(expr) for f in frames]
+        except pl.exceptions.InvalidOperationError:
+            pass
+    seen = pl.concat([f.get_column(g).unique() for f in frames]).unique().drop_nulls().sort()
+    expr = pl.col(g).cast(pl.Enum(seen.to_list())).to_physical()
+    return [f.with_columns(expr) for f in frames]
+
+
+def window_aggregates(
+    spec: FeatureSpec,
+    queries: pl.DataFrame,
+    events: dict[Source, pl.DataFrame | pl.LazyFrame | None],
+    aggregates: Iterable[Aggregate] | None = None,
+) -> pl.DataFrame:
+    """Aggregates for query points over events strictly before each point's time.
+
+    ``queries`` holds the group columns and ``__t`` (UTC datetime); ``events`` the event frames by
+    source (from :func:`entity_events` / :func:`label_events`). Returns one row per query, in
+    order, with one column per aggregate. A point with a null group gets nulls; a group with no
+    events in the window gets count 0, sum 0, and null mean, rate and last.
+    """
+    aggregates = list(spec.aggregates if aggregates is None else aggregates)
+    dtypes = spec.dtypes()
+    index = {a.name: i for i, a in enumerate(spec.aggregates)}
+    in_order = queries.get_column(TIME).is_sorted()
+    points = queries if in_order else queries.with_row_index(ROW).sort(TIME, maintain_order=True)
+    buckets = _buckets(aggregates)
+    collected: dict[Source, pl.DataFrame] = {}
+    for bucket in buckets:
+        frame = events.get(bucket.source)
+        if frame is None:
+            raise ValueError(f"{spec.dataset}: aggregates need {bucket.source.value} events")
+        # One contiguous chunk: frames scanned from many partition files come in many, and
+        # sorts, window sums and as-of joins are several times slower over those.
+        collected.setdefault(bucket.source, frame.lazy().collect().rechunk())
+    # Text group values become small integer codes once: the as-of joins hash those instead.
+    by_group: dict[tuple[Source, str], pl.DataFrame] = {}
+    for g in dict.fromkeys(b.group_by for b in buckets):
+        sources = list(dict.fromkeys(b.source for b in buckets if b.group_by == g))
+        frames = [
+            collected[s].select(g, TIME, *_event_columns(spec, buckets, s, g)) for s in sources
+        ]
+        if points.schema[g] == pl.String:
+            allowed = spec.contract.entity.columns[g].allowed
+            points, *frames = _encode(g, allowed, [points, *frames])
+        by_group.update(zip([(s, g) for s in sources], frames, strict=True))
+    outputs: list[pl.DataFrame] = []
+    for bucket in buckets:
+        g = bucket.group_by
+        cols = [c for a in bucket.aggregates for c in _running_cols(a, index[a.name])]
+        ev = by_group[(bucket.source, g)]
+        running = _cumulative(spec, bucket, ev, index).select(g, TIME, *cols)
+        windows = list(dict.fromkeys(a.window_delta for a in bucket.aggregates))
+        parts = [
+            points.select(g, TIME),
+            _asof(points, running, g, pl.col(TIME), cols, "_hi"),
+            *(
+                _asof(points, running, g, pl.col(TIME) - w, cols, f"_lo{k}")
+                for k, w in enumerate(windows)
+            ),
+        ]
+        low = {w: f"_lo{k}" for k, w in enumerate(windows)}
+        feats: list[pl.Expr] = []
+        for a in bucket.aggregates:
+            p, lo = f"__a{index[a.name]}", low[a.window_delta]
+            if a.agg is Agg.LAST:
+                fresh = pl.col(f"{p}_lt_hi") >= pl.col(TIME) - a.window_delta
+                e = pl.when(fresh).then(pl.col(f"{p}_v_hi"))
+            else:
+                n = pl.col(f"{p}_n_hi").fill_null(0) - pl.col(f"{p}_n{lo}").fill_null(0)
+                if a.agg is Agg.COUNT:
+                    e = n
+                else:
+                    s = pl.col(f"{p}_s_hi").fill_null(0.0) - pl.col(f"{p}_s{lo}").fill_null(0.0)
+                    e = s if a.agg is Agg.SUM else pl.when(n > 0).then(s / n)
+            # A point without a group has no aggregate (not a zero count).
+            e = pl.when(pl.col(g).is_not_null()).then(e)
+            feats.append(e.cast(dtypes[a.name]).alias(a.name))
+        outputs.append(pl.concat(parts, how="horizontal").select(feats))
+    names = [a.name for a in aggregates]
+    if not outputs:
+        return pl.DataFrame(schema={n: dtypes[n] for n in names})
+    out = pl.concat(outputs, how="horizontal")
+    if not in_order:
+        out = out.with_columns(points.get_column(ROW)).sort(ROW).drop(ROW)
+    return out.select(names)
+
+
+# --- the online store's snapshot -------------------------------------------------------------
+
+
+def aggregate_snapshot(
+    spec: FeatureSpec,
+    events: dict[Source, pl.DataFrame | pl.LazyFrame | None],
+    as_of: dt.datetime,
+    known_groups: dict[str, list[str]] | None = None,
+) -> pl.DataFrame:
+    """Every aggregate as of ``as_of`` for every group: what the online store holds.
+
+    One row per (group column, group value): every non-null value in the events, every allowed
+    value of a category column and every value in ``known_groups`` (already in the store, so a
+    group whose events left the window is brought back to zero). Values are keyed as text
+    (:func:`group_text`); features of other group columns are null. Computed by
+    :func:`window_aggregates` at query points (group, as_of): the offline computation itself.
+    """
+    as_of = to_utc(as_of)
+    dtypes = spec.dtypes()
+    schema = {"group_column": pl.String(), "group_value": pl.String()}
+    schema |= {a.name: dtypes[a.name] for a in spec.aggregates}
+    collected = {s: f.lazy().collect() for s, f in events.items() if f is not None}
+    frames = [pl.DataFrame(schema=schema)]
+    for g in spec.group_columns:
+        aggs = [a for a in spec.aggregates if a.group_by == g]
+        gtype = COLUMN_DTYPES[spec.column_type(g)]
+        values = [
+            collected[a.source].get_column(g).drop_nulls() for a in aggs if a.source in collected
+        ]
+        allowed = spec.contract.entity.columns[g].allowed
+        if allowed:
+            values.append(pl.Series(g, allowed, dtype=gtype))
+        if known_groups and known_groups.get(g):
+            values.append(from_group_text(pl.Series(g, known_groups[g]), gtype))
+        if not values:
+            continue
+        groups = pl.concat([v.cast(gtype).alias(g) for v in values]).unique().sort()
+        queries = pl.DataFrame({g: groups}).with_columns(pl.lit(as_of, UTC_US).alias(TIME))
+        feats = window_aggregates(spec, queries, dict(collected), aggs)
+        keys = pl.DataFrame({"group_column": [g] * groups.len(), "group_value": group_text(groups)})
+        frames.append(pl.concat([keys, feats], how="horizontal"))
+    return pl.concat(frames, how="diagonal_relaxed").select(
+        [pl.col(c).cast(t) for c, t in schema.items()]
+    )
+
+
+def group_text(values: pl.Series) -> pl.Series:
+    """Group values as the text the online store keys them by (bools as true/false)."""
+    return values.cast(pl.String)
+
+
+def from_group_text(values: pl.Series, dtype: pl.DataType) -> pl.Series:
+    if dtype == pl.Boolean:
+        return values.replace_strict({"true": True, "false": False}, return_dtype=pl.Boolean)
+    return values.cast(dtype)
+
+
+def to_utc(value: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime (naive values are taken to be UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
