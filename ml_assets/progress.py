@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import io
 import logging
+import os
 import re
 import sys
 import threading
@@ -165,7 +166,11 @@ class JobProgress(logging.Handler):
         self.partition_lines = 0
         self._progress: Any = None
         self._task: Any = None
+        self._terminal: IO[str] | None = None
         if show_bar:
+            # Dagster captures a run's output by pointing file descriptor 1 at a file while it
+            # runs; the bar draws on a duplicate of the descriptor, which still is the terminal.
+            self._terminal = os.fdopen(os.dup(stream.fileno()), "w", encoding="utf-8")
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -174,12 +179,12 @@ class JobProgress(logging.Handler):
                 BarColumn(),
                 TextColumn("{task.percentage:>3.0f}%"),
                 TimeElapsedColumn(),
-                console=Console(file=stream),
+                console=Console(file=self._terminal),
                 transient=True,  # the job's summary line replaces it
                 redirect_stdout=False,
                 redirect_stderr=False,
             )
-            self._task = self._progress.add_task(job_name, total=self.steps)
+            self._task = self._progress.add_task(f"{job_name}: starting", total=self.steps)
 
     def __enter__(self) -> JobProgress:
         if self._progress is not None:
@@ -189,6 +194,8 @@ class JobProgress(logging.Handler):
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
+        if self._terminal is not None:
+            self._terminal.close()
 
     @property
     def completed(self) -> float:
