@@ -127,7 +127,8 @@ def test_a_failed_job_says_why_on_the_console(tmp_path: Path) -> None:
     assert failed and "car_loan_applications" in failed[0], out.stdout
     assert f"  full traceback in {log_path(out.stdout)}" in lines
     assert not any(line.startswith("car_loan_train") for line in lines)  # stopped there
-    assert "Traceback (most recent call last)" in log_path(out.stdout).read_text()
+    text = log_path(out.stdout).read_text(encoding="utf-8")
+    assert "STEP_FAILURE" in text and 'File "' in text  # the failure with its stack
 
 
 # --- the pieces, with stand-ins ------------------------------------------------------------
