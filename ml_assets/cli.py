@@ -1,8 +1,8 @@
 """``ml-assets``: seed the demo source, run the pipeline end to end, inspect contracts.
 
-ml-assets demo                    seed the SQLite demo source and run every dataset's job
+ml-assets demo [-v]               seed the SQLite demo source and run every dataset's job
 ml-assets seed [--url URL]        seed a SQLAlchemy database with the demo tables
-ml-assets run DATASET             run one dataset's job over all its partitions (one run)
+ml-assets run [-v] DATASET        run one dataset's job over all its partitions (one run)
 ml-assets settings                print every setting in effect
 ml-assets contract check FILE     validate a contract file
 ml-assets contract diff OLD NEW   list changes between two contract versions (exit 1 if breaking)
@@ -18,8 +18,20 @@ import time
 from pathlib import Path
 
 from ml_assets import settings
+from ml_assets.progress import (
+    JobProgress,
+    RunView,
+    check_lines,
+    configure_logging,
+    failure_lines,
+    is_terminal,
+    log_file,
+    stderr_to_log,
+    with_file_logger,
+)
 
-log = logging.getLogger("ml_assets")
+log = logging.getLogger("ml_assets.cli")
+VERBOSE_HELP = "show every partition's progress and Dagster's log on the console"
 
 
 def _out(text: str = "") -> None:
@@ -56,12 +68,18 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_job(job_name: str, instance=None) -> bool:
-    """Run a job in-process; a partitioned one over all its partitions as one run."""
+def run_job(job_name: str, instance=None, view: RunView | None = None) -> bool:
+    """Run a job in-process; a partitioned one over all its partitions as one run.
+
+    Prints one line (what ran, status, seconds), the check results (summarised unless
+    ``view.verbose``), a failed step's error, and the model/champion/Bento it produced.
+    Dagster's records go to the log file of ``view``, and to the console when verbose.
+    """
     import dagster as dg
 
     from ml_assets.definitions import defs
 
+    view = view or RunView()
     job = defs.resolve_job_def(job_name)
     tags: dict[str, str] = {}
     what = "1 run"
@@ -73,19 +91,25 @@ def run_job(job_name: str, instance=None) -> bool:
         }
         what = f"{len(keys)} partitions ({keys[0]} .. {keys[-1]}) in one run"
     instance = instance or dg.DagsterInstance.get()
-    # INFO shows each partition's progress line without Dagster's per-event debug chatter.
-    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    show_bar = not view.verbose and is_terminal(sys.stdout)
+    bar = JobProgress(job_name, steps=len(job.nodes), stream=sys.stdout, show_bar=show_bar)
+    handlers = [h for h in (view.file_handler, bar) if h is not None]
+    job, run_config = with_file_logger(job, handlers, view.verbose)
+    log.info("%s: %s", job_name, what)
     t0 = time.perf_counter()
-    result = job.execute_in_process(
-        instance=instance, tags=tags, run_config=run_config, raise_on_error=False
-    )
+    with bar, stderr_to_log(not view.verbose):
+        result = job.execute_in_process(
+            instance=instance, tags=tags, run_config=run_config, raise_on_error=False
+        )
     took = time.perf_counter() - t0
     status = "succeeded" if result.success else "FAILED"
     _out(f"{job_name}: {what}, {status} in {took:.1f} s")
-    for check in result.get_asset_check_evaluations():
-        mark = "ok  " if check.passed else ("WARN" if check.severity.value == "WARN" else "FAIL")
-        desc = f" - {check.description}" if check.description and not check.passed else ""
-        _out(f"  [{mark}] {check.asset_key.to_user_string()}:{check.check_name}{desc}")
+    log.info("%s: %s in %.1f s", job_name, status, took)
+    if not result.success:
+        for line in failure_lines(result, view.log_path):
+            _out(line)
+    for line in check_lines(result.get_asset_check_evaluations(), view.verbose):
+        _out(line)
     for event in result.get_asset_materialization_events():
         meta = event.materialization.metadata
         if "model_version" in meta and "mlflow_run" in meta:
@@ -102,16 +126,26 @@ def run_job(job_name: str, instance=None) -> bool:
     return result.success
 
 
-def run_dataset(name: str, instance=None) -> bool:
+def run_dataset(name: str, instance=None, view: RunView | None = None) -> bool:
     """A dataset end to end: ingest, validate, features; train and promote; batch scoring."""
     from ml_assets.dataset import load_datasets
 
-    return all(run_job(job, instance) for job in load_datasets()[name].jobs.in_order())
+    return all(run_job(job, instance, view) for job in load_datasets()[name].jobs.in_order())
+
+
+def _view(command: str, verbose: bool) -> RunView:
+    """Log to a new file under ``$ML_ASSETS_HOME/logs`` (and stderr when verbose); say where."""
+    path = log_file(command, settings.current().root)
+    handler = configure_logging(path, verbose)
+    hint = "" if verbose else " (--verbose shows it here)"
+    _out(f"log: {path}{hint}")
+    return RunView(verbose=verbose, log_path=path, file_handler=handler)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     _dagster_home()
-    ok = all(run_dataset(name) for name in args.dataset)
+    view = _view("run", args.verbose)
+    ok = all(run_dataset(name, view=view) for name in args.dataset)
     return 0 if ok else 1
 
 
@@ -133,6 +167,7 @@ def _dagster_home() -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Seed the embedded source and run every dataset end to end, then say where things are."""
     dagster_home = _dagster_home()
+    view = _view("demo", args.verbose)
     seed_args = argparse.Namespace(
         url=None, contracts=None, dataset=args.dataset, quality=False, rows=None, seed=0
     )
@@ -140,10 +175,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     names = args.dataset or list(_contracts(None))
     ok = True
     for name in names:
-        ok = run_dataset(name) and ok
+        ok = run_dataset(name, view=view) and ok
     _out()
     s = settings.current()
-    for what, where in s.summary().items():
+    for what, where in {**s.summary(), "log file": str(view.log_path)}.items():
         _out(f"{what + ':':<17} {where}")
     _out("open the Dagster UI (http://127.0.0.1:3000):")
     _out(f"  DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml")
@@ -196,9 +231,6 @@ def cmd_contract(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     parser = argparse.ArgumentParser(
         prog="ml-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -206,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="seed the demo source and run every dataset end to end")
     p.add_argument("dataset", nargs="*", help="datasets to run (default: all)")
+    p.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("seed", help="seed a database with the demo tables")
@@ -221,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("run", help="run datasets' jobs over all partitions")
     p.add_argument("dataset", nargs="+")
+    p.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("rollback", help="point a dataset's champion back at an earlier version")
@@ -239,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "contract" and args.action == "diff" and len(args.files) != 2:
         parser.error("contract diff takes exactly two files: OLD NEW")
+    if args.command not in ("demo", "run"):  # these two log to a file (see _view)
+        configure_logging(None, verbose=True)
     return args.fn(args)
 
 

@@ -1,0 +1,222 @@
+"""What ``ml-assets demo`` prints: a short summary on stdout, the detail in a log file.
+
+The slow tests run the real CLI in a subprocess (one dataset, a fresh ``ML_ASSETS_HOME``, no
+``DAGSTER_HOME``) and compare the structure of its stdout with a known-good transcript,
+``data/demo_transcript.txt``: paths, hashes and numbers are masked (:func:`mask`), so a new
+timing or metric does not break it but a new, missing or reordered line does. To refresh the
+transcript after a deliberate change of the output, run the demo the same way and write
+``mask(stdout)`` to the file. The fast tests drive :mod:`ml_assets.progress` with stand-ins.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ml_assets.progress import JobProgress, check_lines, failure_lines, with_file_logger
+from ml_assets.settings import child_env
+
+TRANSCRIPT = Path(__file__).parent / "data" / "demo_transcript.txt"
+CLI = Path(sys.executable).parent / "ml-assets"
+
+# Order matters: URLs and paths first (they contain digits), then hashes, then numbers.
+MASKS = [
+    (re.compile(r"sqlite:///+\S+"), "<url>"),
+    (re.compile(r"(?<![\w.:/])/[^\s,;)]+"), "<path>"),
+    (re.compile(r"\b[0-9a-f]{16,}\b"), "<hash>"),
+    (re.compile(r"\d+(?:[.,]\d+)*"), "N"),
+]
+# A warning's or failure's description lists data-dependent partitions: only its presence counts.
+DESCRIPTION = re.compile(r"^(\s+\[(?:WARN|FAIL)\] \S+) - .+$")
+
+
+def mask(text: str) -> list[str]:
+    """The transcript's lines with what varies between runs replaced by placeholders."""
+    lines = []
+    for line in text.splitlines():
+        for pattern, placeholder in MASKS:
+            line = pattern.sub(placeholder, line)
+        lines.append(DESCRIPTION.sub(r"\1 - <description>", line).rstrip())
+    return lines
+
+
+def cli(home: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``ml-assets ARGV`` with only ``home`` as state: no ``DAGSTER_HOME``, telemetry off."""
+    environ = child_env(drop_prefixes=("ML_ASSETS_", "DAGSTER_", "MLFLOW_"))
+    environ.update(ML_ASSETS_HOME=str(home), **env)
+    return subprocess.run(
+        [str(CLI), *argv], capture_output=True, text=True, env=environ, timeout=600
+    )
+
+
+def log_path(stdout: str) -> Path:
+    found = re.search(r"^log: (\S+)", stdout, re.MULTILINE)
+    assert found, stdout
+    return Path(found.group(1))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    home = tmp_path_factory.mktemp("cli_output") / "home"
+    return home, cli(home, "demo", "car_loan")
+
+
+# --- the real demo -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_demo_output_matches_the_transcript(demo) -> None:
+    _, out = demo
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    got, want = mask(out.stdout), TRANSCRIPT.read_text(encoding="utf-8").splitlines()
+    diff = "\n".join(difflib.unified_diff(want, got, "transcript", "stdout", lineterm=""))
+    assert got == want, diff
+    assert len(got) < 40
+    assert out.stderr == ""  # Dagster's events, logs and warnings all went to the log file
+
+
+@pytest.mark.slow
+def test_demo_log_file_has_the_detail(demo) -> None:
+    home, out = demo
+    path = log_path(out.stdout)
+    assert path.parent == home / "logs"
+    assert f"log file:         {path}" in out.stdout  # named again in the closing summary
+    text = path.read_text(encoding="utf-8")
+    for role, table in (("entity", "car_loan_applications"), ("labels", "car_loan_outcomes")):
+        assert len(re.findall(rf"\] {table} \d{{4}}-\d\d-\d\d: \d+ rows", text)) == 100
+        assert len(re.findall(rf"\] car_loan\.{role} \S+: \d+ valid", text)) == 100
+    assert "[100/100]" in text
+    assert "STEP_SUCCESS" in text and "RUN_SUCCESS" in text  # Dagster's events
+    assert "INFO ml_assets.ingest.demo: seeded car_loan" in text  # Python logging
+    assert "Created version '1' of model 'car_loan'" in text  # MLflow's own stderr notice
+    assert "check [WARN] car_loan/validated_entity:row_count_anomaly - " in text
+
+
+@pytest.mark.slow
+def test_verbose_shows_every_partition(demo) -> None:
+    home, _ = demo  # seeded by the demo: run the jobs again, verbosely
+    out = cli(home, "run", "--verbose", "car_loan")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    console = out.stdout + out.stderr
+    assert len(re.findall(r"\[\d+/100\] car_loan_applications ", console)) == 100
+    assert len(re.findall(r"\[\d+/100\] \d{4}-\d\d-\d\d: \d+ rows scored", console)) == 100
+    assert "  [ok  ] car_loan/validated_entity:schema_conformance" in out.stdout
+    assert "checks: " not in out.stdout  # every check on its own line instead
+    assert "car_loan_train: 1 run, succeeded" in out.stdout
+
+
+@pytest.mark.slow
+def test_a_failed_job_says_why_on_the_console(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    url = f"sqlite:///{empty}"
+    out = cli(tmp_path / "home", "run", "car_loan", ML_ASSETS_SOURCE_URL_OVERRIDE=url)
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert lines[1].startswith("car_loan_pipeline: 100 partitions"), out.stdout
+    assert lines[1].endswith(" s") and ", FAILED in " in lines[1]
+    failed = [line for line in lines if line.startswith("  step ") and " failed: " in line]
+    assert failed and "car_loan_applications" in failed[0], out.stdout
+    assert f"  full traceback in {log_path(out.stdout)}" in lines
+    assert not any(line.startswith("car_loan_train") for line in lines)  # stopped there
+    text = log_path(out.stdout).read_text(encoding="utf-8")
+    assert "STEP_FAILURE" in text and 'File "' in text  # the failure with its stack
+
+
+# --- the pieces, with stand-ins ------------------------------------------------------------
+
+
+def record(message: str = "", event: str | None = None, step: str = "s") -> logging.LogRecord:
+    rec = logging.LogRecord("dagster", logging.INFO, __file__, 0, message, (), None)
+    dagster_event = SimpleNamespace(event_type_value=event, step_key=step) if event else None
+    rec.dagster_meta = {"dagster_event": dagster_event, "orig_message": message, "step_key": step}
+    return rec
+
+
+def test_progress_counts_steps_and_partition_lines() -> None:
+    stream = io.StringIO()
+    with JobProgress("job", steps=2, stream=stream, show_bar=False) as bar:
+        bar.handle(record(event="STEP_START", step="raw"))
+        for i in range(1, 5):
+            bar.handle(record(f"[{i}/4] table 2018-01-0{i}: 10 rows", step="raw"))
+        assert bar.completed == 1.0 and bar.current == "raw [4/4]"
+        bar.handle(record(event="STEP_SUCCESS", step="raw"))
+        bar.handle(record(event="STEP_START", step="features"))
+        bar.handle(record("[1/2] half", step="features"))
+        assert bar.completed == 1.5
+        bar.handle(record(event="STEP_FAILURE", step="features"))
+    assert bar.completed == 2.0 and bar.partition_lines == 5
+    assert stream.getvalue() == ""  # not a terminal: no bar at all
+
+
+def check(name: str, passed: bool, severity: str = "ERROR", description: str | None = None):
+    return SimpleNamespace(
+        asset_key=SimpleNamespace(to_user_string=lambda: "ds/asset"),
+        check_name=name,
+        passed=passed,
+        severity=SimpleNamespace(value=severity),
+        description=description,
+    )
+
+
+def test_check_lines_summarise_unless_verbose() -> None:
+    checks = [
+        check("schema", True, description="all columns"),
+        check("rows", False, "WARN", "2018-01-01: 0 rows; " * 20),
+        check("nulls", False, "ERROR", "salary null in 40%"),
+        check("promotion_gate", True, description="first model"),
+    ]
+    quiet = check_lines(checks, verbose=False)
+    assert quiet[0] == "  checks: 2 passed, 1 warning, 1 failed"
+    assert quiet[1].startswith("  [WARN] ds/asset:rows - 2018-01-01") and quiet[1].endswith("…")
+    assert quiet[2:] == [
+        "  [FAIL] ds/asset:nulls - salary null in 40%",
+        "  [ok  ] ds/asset:promotion_gate - first model",
+    ]
+    verbose = check_lines(checks, verbose=True)
+    assert [line[:8] for line in verbose] == ["  [ok  ]", "  [WARN]", "  [FAIL]", "  [ok  ]"]
+    assert check_lines([], verbose=False) == []
+
+
+def test_failure_lines_name_the_step_and_the_cause(tmp_path: Path) -> None:
+    cause = SimpleNamespace(message="OperationalError: no such table: t\n", cause=None)
+    error = SimpleNamespace(message="DagsterExecutionStepExecutionError: in op raw\n", cause=cause)
+    failure = SimpleNamespace(
+        event_type_value="STEP_FAILURE",
+        step_key="raw",
+        step_failure_data=SimpleNamespace(error=error),
+    )
+    result = SimpleNamespace(all_events=[failure])
+    assert failure_lines(result, tmp_path / "x.log") == [
+        "  step raw failed: DagsterExecutionStepExecutionError: in op raw "
+        "(caused by OperationalError: no such table: t)",
+        f"  full traceback in {tmp_path / 'x.log'}",
+    ]
+
+
+def test_quiet_runs_leave_out_the_console_logger() -> None:
+    import dagster as dg
+
+    @dg.asset
+    def one() -> int:
+        return 1
+
+    defs = dg.Definitions(assets=[one], jobs=[dg.define_asset_job("one_job")])
+    job = defs.resolve_job_def("one_job")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda rec: seen.append(rec.getMessage())  # type: ignore[method-assign]
+    quiet_job, quiet = with_file_logger(job, [handler], verbose=False)
+    assert quiet == {"loggers": {"ml_assets_file": {}}}
+    assert quiet_job.execute_in_process(run_config=quiet).success
+    assert any("STEP_SUCCESS" in m for m in seen)
+    _, verbose = with_file_logger(job, [handler], verbose=True)
+    assert verbose["loggers"]["console"] == {"config": {"log_level": "INFO"}}
