@@ -200,6 +200,8 @@ class Classifier(ProblemKind):
     """What binary and multiclass share: classes, class rates, a label column and field."""
 
     is_classifier = True
+    higher_is_better = True
+    nannyml_estimator = "CBPE"
 
     def baseline(self, y_train: np.ndarray, rows: int, classes: Sequence[Any]) -> np.ndarray:
         return self.from_rates(np.bincount(y_train, minlength=len(classes)) / len(y_train), rows)
@@ -211,8 +213,24 @@ class Classifier(ProblemKind):
     def label_column(self, labels: list[Any] | None, classes: Sequence[Any]) -> pl.Series:
         return pl.Series(labels or [], dtype=label_dtype(classes), strict=False)
 
-    def label_openapi(self, classes: Sequence[Any]) -> dict[str, Any]:
-        return {"description": "Predicted class.", "enum": list(classes)}
+    def probability_json(self, scores: Any, classes: Sequence[Any]) -> dict[str, Any]:
+        """The probability part of one row's prediction object."""
+        raise NotImplementedError
+
+    def probability_openapi(self, classes: Sequence[Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def prediction_json(
+        self, scores: np.ndarray, labels: list[Any] | None, classes: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        return [
+            {"label": lab, **self.probability_json(row, classes)}
+            for lab, row in zip(labels or [], scores.tolist(), strict=True)
+        ]
+
+    def prediction_openapi(self, classes: Sequence[Any]) -> dict[str, Any]:
+        label = {"description": "Predicted class.", "enum": list(classes)}
+        return {"label": label, **self.probability_openapi(classes)}
 
 
 class Binary(Classifier):
@@ -220,11 +238,9 @@ class Binary(Classifier):
 
     type = ProblemType.BINARY
     primary_metric = "roc_auc"
-    higher_is_better = True
     loss_function = "Logloss"
     score_buckets = PROBABILITY_BUCKETS
     nannyml_problem_type = "classification_binary"
-    nannyml_estimator = "CBPE"
     nannyml_metrics = ("roc_auc", "f1")
 
     def target_problem(self, column: Column) -> tuple[str, str] | None:
@@ -302,17 +318,11 @@ class Binary(Classifier):
             "prediction": self.label_column(labels, classes),
         }
 
-    def prediction_json(
-        self, scores: np.ndarray, labels: list[Any] | None, classes: Sequence[Any]
-    ) -> list[dict[str, Any]]:
-        return [
-            {"label": lab, "probability": p}
-            for lab, p in zip(labels or [], scores.tolist(), strict=True)
-        ]
+    def probability_json(self, scores: Any, classes: Sequence[Any]) -> dict[str, Any]:
+        return {"probability": scores}
 
-    def prediction_openapi(self, classes: Sequence[Any]) -> dict[str, Any]:
+    def probability_openapi(self, classes: Sequence[Any]) -> dict[str, Any]:
         return {
-            "label": self.label_openapi(classes),
             "probability": {
                 "type": "number",
                 "minimum": 0,
@@ -327,11 +337,9 @@ class Multiclass(Classifier):
 
     type = ProblemType.MULTICLASS
     primary_metric = "macro_f1"
-    higher_is_better = True
     loss_function = "MultiClass"
     score_buckets = None
     nannyml_problem_type = "classification_multiclass"
-    nannyml_estimator = "CBPE"
     nannyml_metrics = ("f1", "roc_auc")
 
     def target_problem(self, column: Column) -> tuple[str, str] | None:
@@ -398,18 +406,11 @@ class Multiclass(Classifier):
         out["prediction"] = self.label_column(labels, classes)
         return out
 
-    def prediction_json(
-        self, scores: np.ndarray, labels: list[Any] | None, classes: Sequence[Any]
-    ) -> list[dict[str, Any]]:
-        names = [str(c) for c in classes]
-        return [
-            {"label": lab, "probabilities": dict(zip(names, row, strict=True))}
-            for lab, row in zip(labels or [], scores.tolist(), strict=True)
-        ]
+    def probability_json(self, scores: Any, classes: Sequence[Any]) -> dict[str, Any]:
+        return {"probabilities": dict(zip(map(str, classes), scores, strict=True))}
 
-    def prediction_openapi(self, classes: Sequence[Any]) -> dict[str, Any]:
+    def probability_openapi(self, classes: Sequence[Any]) -> dict[str, Any]:
         return {
-            "label": self.label_openapi(classes),
             "probabilities": {
                 "type": "object",
                 "properties": {str(c): {"type": "number"} for c in classes},

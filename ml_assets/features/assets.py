@@ -83,9 +83,8 @@ def build_features_asset(dataset: Dataset) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         io_manager_key=LAKE_IO,
         deps=[dg.AssetDep(k, partition_mapping=mapping) for k in keys.validated.values()],
-        group_name=contract.name,
+        **dataset.asset_args("features"),
         kinds={"polars", "parquet"},
-        tags=dataset.tags("features"),
         automation_condition=dg.AutomationCondition.eager(),
         description=(
             f"Features of every {contract.name} entity row in the partition, as of the row's "
@@ -152,9 +151,8 @@ def build_training_set_asset(dataset: Dataset) -> dg.AssetsDefinition:
         key=key,
         io_manager_key=LAKE_IO,
         deps=[dataset.keys.features, dataset.keys.validated["labels"]],
-        group_name=contract.name,
+        **dataset.asset_args("training_set"),
         kinds={"polars", "parquet"},
-        tags=dataset.tags("training_set"),
         check_specs=[
             dg.AssetCheckSpec(
                 POINT_IN_TIME,
@@ -227,9 +225,8 @@ def build_online_asset(dataset: Dataset) -> dg.AssetsDefinition:
     @dg.asset(
         key=dataset.keys.online,
         deps=[dataset.keys.features, *dataset.keys.validated.values()],
-        group_name=contract.name,
+        **dataset.asset_args("online"),
         kinds={"sql", "polars"},
-        tags=dataset.tags("online"),
         automation_condition=dg.AutomationCondition.eager(),
         description=(
             f"The latest value of every {contract.name} aggregate per group, as of the end of "

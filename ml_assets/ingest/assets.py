@@ -58,10 +58,8 @@ def build_raw_asset(dataset: Dataset, role: str) -> dg.AssetsDefinition:
         partitions_def=partitions.definition,
         backfill_policy=dg.BackfillPolicy.single_run(),
         io_manager_key=LAKE_IO,
-        group_name=contract.name,
+        **dataset.asset_args("raw"),
         kinds={"sql", "polars", "parquet"},
-        owners=dataset.owners,
-        tags=dataset.tags("raw"),
         description=(
             f"Rows of `{source_name}` ({role}) whose `{table.time_column}` falls in the partition's "
             "time window, copied as the database returns them. A faithful copy of the source: "

@@ -46,9 +46,8 @@ def build_bento_asset(dataset: Dataset) -> dg.AssetsDefinition:
     @dg.asset(
         key=dataset.keys.bento,
         deps=[dataset.keys.champion],
-        group_name=contract.name,
+        **dataset.asset_args("serving"),
         kinds={"bentoml", "catboost"},
-        tags=dataset.tags("serving"),
         automation_condition=dg.AutomationCondition.eager(),
         description=(
             f"A Bento serving the `{contract.name}` champion over HTTP and gRPC: the champion "

@@ -65,42 +65,26 @@ class ServingMetrics:
     def __init__(self, dataset: str, problem_type: ProblemType) -> None:
         self.dataset = dataset
         self.kind = problem_kind(problem_type)
-        self.requests = _metric(
-            "Counter",
-            "ml_assets_requests",
-            "Prediction requests by endpoint, protocol and status.",
-            ["dataset", "endpoint", "protocol", "status"],
-        )
-        self.latency = _metric(
-            "Histogram",
-            "ml_assets_request_duration_seconds",
-            "Time from receiving a prediction request to having its answer.",
-            ["dataset", "endpoint", "protocol", "status"],
-            buckets=LATENCY_BUCKETS,
-        )
-        self.rows = _metric(
-            "Counter",
-            "ml_assets_predicted_rows",
-            "Records scored.",
-            ["dataset", "endpoint", "protocol"],
-        )
         # A kind with no single score (multiclass) gets only the label counter; the histogram
         # is registered with the binary buckets so the series exists in every service.
-        buckets = self.kind.score_buckets or PROBABILITY_BUCKETS
-        self.score = _metric(
-            "Histogram",
-            "ml_assets_prediction_score",
-            "Distribution of the predicted probability of the positive class (binary) or of the "
-            "predicted value (regression).",
-            ["dataset", "model_version"],
-            buckets=buckets,
-        )
-        self.labels = _metric(
-            "Counter",
-            "ml_assets_predicted_label",
-            "Predicted classes.",
-            ["dataset", "model_version", "label"],
-        )
+        score_buckets = self.kind.score_buckets or PROBABILITY_BUCKETS
+        by_request = ["dataset", "endpoint", "protocol", "status"]
+        by_model = ["dataset", "model_version"]
+        for attr, kind, name, doc, labels, extra in (
+            ("requests", "Counter", "ml_assets_requests",
+             "Prediction requests by endpoint, protocol and status.", by_request, {}),
+            ("latency", "Histogram", "ml_assets_request_duration_seconds",
+             "Time from receiving a prediction request to having its answer.", by_request,
+             {"buckets": LATENCY_BUCKETS}),
+            ("rows", "Counter", "ml_assets_predicted_rows", "Records scored.",
+             ["dataset", "endpoint", "protocol"], {}),
+            ("score", "Histogram", "ml_assets_prediction_score",
+             "Distribution of the predicted probability of the positive class (binary) or of "
+             "the predicted value (regression).", by_model, {"buckets": score_buckets}),
+            ("labels", "Counter", "ml_assets_predicted_label", "Predicted classes.",
+             [*by_model, "label"], {}),
+        ):  # fmt: skip
+            setattr(self, attr, _metric(kind, name, doc, labels, **extra))
         self._children: dict[tuple, Any] = {}
 
     def _child(self, metric: Any, *values: str) -> Any:

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,9 @@ def layout_for(spec: Any, bundle: Any) -> LogLayout:
 
 
 @dataclass(slots=True)
-class _Entry:
+class LogEntry:
+    """One answered request's predictions, as queued for the log."""
+
     request_id: str
     ts_us: int
     endpoint: str
@@ -98,10 +100,10 @@ class _Entry:
     latency_us: int
     model_version: str
     rows: Sequence[Sequence[Any]]
-    scores: np.ndarray
-    labels: list[Any] | None
-    keys: list[list[Any]] | None
-    event_times: list[dt.datetime] | None
+    scores: np.ndarray = field(default_factory=lambda: np.empty(0))
+    labels: list[Any] | None = None
+    keys: list[list[Any]] | None = None
+    event_times: list[dt.datetime] | None = None
 
 
 def dataset_dir(root: str | Path, dataset: str) -> Path:
@@ -124,7 +126,7 @@ class PredictionLog:
         self.directory = dataset_dir(root, layout.dataset)
         self.flush_seconds = flush_seconds
         self.max_pending_rows = max_pending_rows
-        self._pending: collections.deque[_Entry] = collections.deque()
+        self._pending: collections.deque[LogEntry] = collections.deque()
         self._pending_rows = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -141,37 +143,10 @@ class PredictionLog:
 
     # --- the hot path ---------------------------------------------------------------------
 
-    def append(
-        self,
-        *,
-        request_id: str,
-        ts_us: int,
-        endpoint: str,
-        protocol: str,
-        latency_us: int,
-        model_version: str,
-        rows: Sequence[Sequence[Any]],
-        scores: np.ndarray,
-        labels: list[Any] | None,
-        keys: list[list[Any]] | None = None,
-        event_times: list[dt.datetime] | None = None,
-    ) -> None:
+    def append(self, entry: LogEntry) -> None:
         """Queue one request's predictions (O(1), no I/O)."""
-        self._pending.append(
-            _Entry(
-                request_id,
-                ts_us,
-                endpoint,
-                protocol,
-                latency_us,
-                model_version,
-                rows,
-                scores,
-                labels,
-                keys,
-                event_times,
-            )
-        )
+        self._pending.append(entry)
+        rows = entry.rows
         self._pending_rows += len(rows)
         if self._pending_rows >= self.max_pending_rows:
             self._wake.set()
@@ -195,7 +170,7 @@ class PredictionLog:
     def flush(self) -> int:
         """Write everything queued so far; return the number of rows written."""
         with self._flush_lock:
-            entries: list[_Entry] = []
+            entries: list[LogEntry] = []
             pop = self._pending.popleft
             while True:
                 try:
@@ -213,8 +188,8 @@ class PredictionLog:
             self.rows_written += written
             return written
 
-    def _write(self, entries: list[_Entry]) -> int:
-        by_date: dict[dt.date, list[_Entry]] = {}
+    def _write(self, entries: list[LogEntry]) -> int:
+        by_date: dict[dt.date, list[LogEntry]] = {}
         for e in entries:
             day = dt.datetime.fromtimestamp(e.ts_us / 1e6, dt.UTC).date()
             by_date.setdefault(day, []).append(e)
@@ -232,7 +207,7 @@ class PredictionLog:
             total += frame.height
         return total
 
-    def frame(self, entries: list[_Entry]) -> pl.DataFrame:
+    def frame(self, entries: list[LogEntry]) -> pl.DataFrame:
         """The log rows of some queued requests, typed by the layout."""
         lay = self.layout
         counts = [len(e.rows) for e in entries]

@@ -33,6 +33,7 @@ from ml_assets.contracts.model import ProblemType
 from ml_assets.features.spec import COLUMN_DTYPES, FeatureSpec
 from ml_assets.problems import ProblemKind, problem_kind
 from ml_assets.serve.decoding import ErrorCode, RequestError, check_count
+from ml_assets.serve.prediction_log import LogEntry
 from ml_assets.serve.validation import (
     RecordSchema,
     entity_schema,
@@ -364,18 +365,21 @@ class ServingRuntime:
     ) -> None:
         latency_us = (time.perf_counter_ns() - started_ns) // 1000
         if self.log is not None:
+            ts_us = time.time_ns() // 1000
             self.log.append(
-                request_id=request_id,
-                ts_us=time.time_ns() // 1000,
-                endpoint=endpoint,
-                protocol=protocol,
-                latency_us=latency_us,
-                model_version=self.bundle.version,
-                rows=rows,
-                scores=scores,
-                labels=labels,
-                keys=keys,
-                event_times=times,
+                LogEntry(
+                    request_id=request_id,
+                    ts_us=ts_us,
+                    endpoint=endpoint,
+                    protocol=protocol,
+                    latency_us=latency_us,
+                    model_version=self.bundle.version,
+                    rows=rows,
+                    scores=scores,
+                    labels=labels,
+                    keys=keys,
+                    event_times=times,
+                )
             )
         if self.metrics is not None:
             self.metrics.observe_predictions(self.bundle.version, scores, labels)

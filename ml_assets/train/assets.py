@@ -37,9 +37,8 @@ def build_model_asset(dataset: Dataset) -> dg.AssetsDefinition:
     @dg.asset(
         key=keys.model,
         deps=[keys.training_set],
-        group_name=contract.name,
+        **dataset.asset_args("model"),
         kinds={"catboost", "mlflow"},
-        tags=dataset.tags("model"),
         check_specs=[
             dg.AssetCheckSpec(
                 GATE,
@@ -140,9 +139,8 @@ def build_champion_asset(dataset: Dataset) -> dg.AssetsDefinition:
     @dg.asset(
         key=dataset.keys.champion,
         deps=[dataset.keys.model],
-        group_name=name,
+        **dataset.asset_args("champion"),
         kinds={"mlflow"},
-        tags=dataset.tags("champion"),
         description=(
             "The model version serving traffic: the registry alias `champion`. Runs only after "
             "the promotion gate passed (a blocking check on the model), and refuses a version "
@@ -190,9 +188,8 @@ def build_predictions_asset(dataset: Dataset) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         io_manager_key=LAKE_IO,
         deps=[keys.features, keys.champion],
-        group_name=name,
+        **dataset.asset_args("predictions"),
         kinds={"catboost", "polars", "parquet"},
-        tags=dataset.tags("predictions"),
         description=(
             "Every row of the feature table scored by the champion in-process (the fast path "
             "for batch scoring), with the model version and the scoring time."

@@ -10,26 +10,24 @@ from typing import Any
 
 import dagster as dg
 
-CATBOOST_PARAMS = (
-    "iterations",
-    "learning_rate",
-    "depth",
-    "l2_leaf_reg",
-    "early_stopping_rounds",
-    "random_seed",
-    "thread_count",
+NOT_CATBOOST = frozenset(
+    {"valid_share", "test_share", "tolerance", "slice_tolerance", "min_slice_rows"}
 )
-"""The fields that are CatBoost's own parameters (the rest are the split's and the gate's)."""
+"""The fields that are the split's and the gate's; every other field is a CatBoost parameter."""
 
 
 class TrainConfig(dg.Config):
     """CatBoost hyperparameters, the time split and the promotion gate's tolerances."""
 
     iterations: int = 500
+    """Most boosting rounds; early stopping usually ends sooner."""
     learning_rate: float = 0.08
     depth: int = 6
+    """Depth of each (symmetric) tree."""
     l2_leaf_reg: float = 3.0
+    """L2 regularization of leaf values."""
     early_stopping_rounds: int = 50
+    """Stop after this many rounds without improvement on the validation set."""
     random_seed: int = 42
     thread_count: int = 2
     """Fixed, with the seed, so the same training set gives the same model."""
@@ -45,7 +43,7 @@ class TrainConfig(dg.Config):
     def catboost_params(self) -> dict[str, Any]:
         """The estimator's keyword arguments (the loss comes from the problem kind)."""
         return {
-            **self.model_dump(include=set(CATBOOST_PARAMS)),
+            **self.model_dump(exclude=set(NOT_CATBOOST)),
             "allow_writing_files": False,
             "verbose": False,
         }

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from ml_assets.contracts.model import ProblemType
-from ml_assets.serve.prediction_log import LogLayout, PredictionLog, read_prediction_log
+from ml_assets.serve.prediction_log import LogEntry, LogLayout, PredictionLog, read_prediction_log
 
 LAYOUT = LogLayout(
     dataset="toy",
@@ -34,17 +34,19 @@ def append(log: PredictionLog, request_id: str, when: dt.datetime, n: int, keys:
     rows = [[float(i), i % 2 == 0, None if i % 3 == 0 else i] for i in range(n)]
     scores = np.linspace(0.0, 1.0, n)
     log.append(
-        request_id=request_id,
-        ts_us=us(when),
-        endpoint="predict_by_keys" if keys else "predict",
-        protocol="http",
-        latency_us=321,
-        model_version="7",
-        rows=rows,
-        scores=scores,
-        labels=[int(s >= 0.5) for s in scores],
-        keys=[[i] for i in range(n)] if keys else None,
-        event_times=[when] * n if keys else None,
+        LogEntry(
+            request_id=request_id,
+            ts_us=us(when),
+            endpoint="predict_by_keys" if keys else "predict",
+            protocol="http",
+            latency_us=321,
+            model_version="7",
+            rows=rows,
+            scores=scores,
+            labels=[int(s >= 0.5) for s in scores],
+            keys=[[i] for i in range(n)] if keys else None,
+            event_times=[when] * n if keys else None,
+        )
     )
 
 
