@@ -41,6 +41,7 @@ __all__ = [
     "entity_records",
     "feature_records",
     "feature_table",
+    "features_of",
     "free_port",
     "proto_records",
     "seed_online_store",

@@ -118,7 +118,11 @@ def test_shutdown_under_load_logs_every_answered_prediction(
             t.start()
         # signal once the clients are well under way (not after a fixed time): with the writer
         # flushing every 5 s, most of these rows are still queued when the signal arrives
-        support.wait_until(lambda: len(tally.ok) > 50, 60, what=lambda: server.output()[-2000:])
+        try:
+            support.wait_until(lambda: len(tally.ok) > 50, 60, what=lambda: server.output()[-2000:])
+        except TimeoutError:
+            stop.set()  # let the client threads end before the test fails
+            raise
         served_before = len(tally.ok)
         code = server.stop(sig)  # clients keep sending while it shuts down
         stop.set()
