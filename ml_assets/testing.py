@@ -66,23 +66,24 @@ CUTOFF = dt.datetime(2019, 1, 1, tzinfo=dt.UTC)
 
 
 def wait_until(
-    condition: Callable[[], T | None],
+    condition: Callable[[], T | bool | None],
     timeout: float,
     *,
     interval: float = 0.1,
     what: str | Callable[[], str] = "the condition",
 ) -> T:
-    """Call ``condition`` until it returns something truthy, and return that; at most
-    ``timeout`` seconds.
+    """Call ``condition`` until it returns something other than ``None`` or ``False``, and
+    return that; at most ``timeout`` seconds.
 
-    An exception from ``condition`` propagates at once (a server that exited is not going to
+    (Not "until truthy": a condition may return a data frame, which has no truth value.) An
+    exception from ``condition`` propagates at once (a server that exited is not going to
     become ready). On timeout, raise :class:`TimeoutError` naming ``what`` (a string, or a
     callable giving one, e.g. the tail of a log).
     """
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
-        if value:
+        if value is not None and value is not False:
             return value
         if time.monotonic() >= deadline:
             described = what() if callable(what) else what
