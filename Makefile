@@ -30,7 +30,7 @@ test: install
 
 # The fast core: no PostgreSQL, no Chromium, no Bento build or server, nothing slow (README, Tests).
 test-fast: install
-	.venv/bin/pytest -m "not postgres and not ui and not slow and not serve" -n 2 -p no:cacheprovider -q
+	.venv/bin/pytest -m "not postgres and not ui and not slow and not serve" -p no:cacheprovider -q
 
 lint: install
 	.venv/bin/ruff check --fix ml_assets ml_assets_tests bench bentos
