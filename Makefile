@@ -7,7 +7,7 @@ UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: install demo test lint ui mlflow-ui bench clean
+.PHONY: install demo test test-fast lint ui mlflow-ui bench clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -27,6 +27,10 @@ test: install
 	.venv/bin/ruff check ml_assets ml_assets_tests bench bentos
 	.venv/bin/ruff format --check ml_assets ml_assets_tests bench bentos
 	.venv/bin/pytest -n 2 --dist loadgroup -p no:cacheprovider
+
+# The fast core: no PostgreSQL, no Chromium, no Bento build or server, nothing slow (README, Tests).
+test-fast: install
+	.venv/bin/pytest -m "not postgres and not ui and not slow and not serve" -p no:cacheprovider -q
 
 lint: install
 	.venv/bin/ruff check --fix ml_assets ml_assets_tests bench bentos

@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from ml_assets_tests.serve import support
+from ml_assets import testing
 
 TARGETS = {
     "http_p50_ms": 1.0,
@@ -136,25 +136,27 @@ def grpc_statuses(server: Server) -> dict[str, float]:
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Poll ``url`` until it answers 200; fail at once if the server exits."""
+
+    def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{url}: server exited:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
-                return
+            return httpx.get(url, timeout=2, trust_env=False).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} not ready:\n{log.read_text()[-3000:]}")
+            return False
+
+    testing.wait_until(
+        ready, timeout, interval=0.3, what=lambda: f"{url}:\n{log.read_text()[-3000:]}"
+    )
 
 
 def start_bento(tag: str, env: dict, workers: int, tmp: Path, nice: int) -> Server:
     log = tmp / f"bento-{workers}w.log"
     # one BENTOML_HOME per server: `bentoml serve` wipes the home's Prometheus directory
-    home = support.server_home(Path(env["BENTOML_HOME"]), tmp / f"bentoml-{workers}w")
+    home = testing.server_home(Path(env["BENTOML_HOME"]), tmp / f"bentoml-{workers}w")
     env = {**env, "BENTOML_HOME": str(home)}
-    proc = support.start_server(tag, env, log, cwd=tmp, workers=workers)
+    proc = testing.start_server(tag, env, log, cwd=tmp, workers=workers)
     if nice:
         os.setpriority(os.PRIO_PGRP, proc.proc.pid, nice)
     proc.wait_ready(180)
@@ -170,7 +172,7 @@ def start_bento(tag: str, env: dict, workers: int, tmp: Path, nice: int) -> Serv
 
 
 def start_mlflow(tracking_uri: str, version: str, workers: int, tmp: Path, nice: int) -> Server:
-    port = support.free_port()
+    port = testing.free_port()
     log = tmp / f"mlflow-{workers}w.log"
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "NO_PROXY": "127.0.0.1"}
     env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"})
@@ -210,17 +212,17 @@ def stop(server: Server) -> None:
 # --- in process ----------------------------------------------------------------------------------
 
 
-def in_process(champion: support.Champion, n: int = 3000) -> dict[str, float]:
+def in_process(champion: testing.Champion, n: int = 3000) -> dict[str, float]:
     """The floor: CatBoost on one row; and the serving core (validation + predict)."""
     from ml_assets.serve.runtime import InputLayout, ServingRuntime, load_bundle
 
     rows = champion.holdout.head(100)
-    records = support.feature_records(rows, champion.problem.features)
+    records = testing.feature_records(rows, champion.problem.features)
     with tempfile.TemporaryDirectory() as tmp:
         champion.model.save_model(str(Path(tmp) / "model.cbm"))
         (Path(tmp) / "problem.json").write_text(champion.problem.to_json())
         bundle = load_bundle(tmp, labels={"model_version": champion.version})
-    _, spec = support.car_loan()
+    _, spec = testing.car_loan()
     runtime = ServingRuntime(spec, bundle)
     layout = InputLayout(bundle, runtime.features)
     from ml_assets.serve.validation import validate_records
@@ -256,27 +258,27 @@ def in_process(champion: support.Champion, n: int = 3000) -> dict[str, float]:
 # --- the bench -----------------------------------------------------------------------------------
 
 
-def prepare(home: Path, iterations: int) -> tuple[support.Champion, Any]:
+def prepare(home: Path, iterations: int) -> tuple[testing.Champion, Any]:
     from ml_assets.serve.bento import build_bento, stage_champion
 
-    champion = support.train_champion(home, iterations=iterations)
-    support.seed_online_store(f"sqlite:///{home / 'online.sqlite'}")
+    champion = testing.train_champion(home, iterations=iterations)
+    testing.seed_online_store(f"sqlite:///{home / 'online.sqlite'}")
     staged = stage_champion(champion.tracking, "car_loan", home / "staged")
     built = build_bento(staged, home=home / "bentoml")
     return champion, built
 
 
-def bodies(champion: support.Champion, tmp: Path) -> dict[str, Path]:
+def bodies(champion: testing.Champion, tmp: Path) -> dict[str, Path]:
     from ml_assets.serve import predictor_pb2 as pb
     from ml_assets.train import core
 
     rows = champion.holdout.head(100)
-    records = support.feature_records(rows, champion.problem.features)
+    records = testing.feature_records(rows, champion.problem.features)
     out = {}
     for name, recs in (("one", records[:1]), ("hundred", records)):
         out[f"json_{name}"] = tmp / f"{name}.json"
         out[f"json_{name}"].write_text(json.dumps({"records": recs}))
-        msg = pb.PredictRequest(records=support.proto_records(recs)).SerializeToString()
+        msg = pb.PredictRequest(records=testing.proto_records(recs)).SerializeToString()
         out[f"grpc_{name}"] = tmp / f"{name}.grpc"
         out[f"grpc_{name}"].write_bytes(grpc_frame(msg))
         frame = core.to_pool_frame(rows.head(len(recs)), champion.problem)
@@ -284,7 +286,7 @@ def bodies(champion: support.Champion, tmp: Path) -> dict[str, Path]:
         out[f"mlflow_{name}"].write_text(
             json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False))})
         )
-    keys = support.entity_records(1, with_time=False)
+    keys = testing.entity_records(1, with_time=False)
     out["json_keys"] = tmp / "keys.json"
     out["json_keys"].write_text(json.dumps({"records": keys}))
     return out
@@ -382,7 +384,7 @@ def main() -> None:
         champion, built = prepare(home, args.iterations)
         files = bodies(champion, tmp)
         floor = in_process(champion)
-        env = support.serve_env(
+        env = testing.serve_env(
             home, built.home, ML_ASSETS_ONLINE_URL=f"sqlite:///{home / 'online.sqlite'}"
         )
         for w in args.workers:

@@ -5,11 +5,28 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+POSTGRES_FIXTURES = frozenset({"pg_url", "fresh_pg_url"})
+UI_TESTS = Path(__file__).parent / "ui"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``postgres`` every test that uses a PostgreSQL fixture (directly or through another
+    fixture), and ``ui`` every test under ``ui/``, so new tests are marked without thinking.
+
+    A fixture that asks for ``pg_url`` at run time (``request.getfixturevalue``) is invisible
+    here: mark its parameter instead (``pytest.param(..., marks=pytest.mark.postgres)``).
+    """
+    for item in items:
+        if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
+        if UI_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.ui)
 
 
 @pytest.fixture(scope="session")

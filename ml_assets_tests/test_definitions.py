@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from ml_assets.contracts import BUNDLED_DIR
 from ml_assets.definitions import build_definitions
@@ -69,6 +70,7 @@ def test_a_new_dataset_is_onboarded_with_yaml_only(tmp_path, monkeypatch):
     assert job.partitions_def.get_partition_keys() == ["2023-01-01", "2023-02-01", "2023-03-01"]
 
 
+@pytest.mark.slow
 def test_loading_definitions_does_not_import_heavy_libraries():
     code = (
         "import sys, ml_assets.definitions; "
@@ -79,6 +81,7 @@ def test_loading_definitions_does_not_import_heavy_libraries():
     assert out.stdout.strip() == ""
 
 
+@pytest.mark.slow
 def test_ml_assets_demo_runs_end_to_end(tmp_path):
     """The README's first command, on a fresh home folder (one dataset to keep it short)."""
     env = {"ML_ASSETS_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}

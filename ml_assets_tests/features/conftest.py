@@ -115,7 +115,7 @@ def drop_store(url: str, dataset: str) -> None:
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """An online store on a tmp SQLite file, or on the session's PostgreSQL database.
 

@@ -126,6 +126,7 @@ def _stored_features(p: Pipeline, partitions: list[str]) -> pl.DataFrame:
     return p.lake.scan(Dataset.build(p.contract).keys.features, partitions).collect()
 
 
+@pytest.mark.slow
 def test_feature_partitions_equal_one_computation_over_all_history(pipeline: Pipeline) -> None:
     """Each partition, computed from its own lookback only, matches a computation over
     everything at once: the lookback reads enough, and nothing more is needed."""
@@ -160,6 +161,7 @@ def test_feature_partitions_equal_one_computation_over_all_history(pipeline: Pip
     assert by_band.get_column("default_rate_90d_by_salary").n_unique() == by_band.height == 4
 
 
+@pytest.mark.slow
 def test_training_set_is_point_in_time_and_rebuilds_to_the_same_fingerprint(
     pipeline: Pipeline,
 ) -> None:
@@ -210,6 +212,7 @@ def test_training_set_is_point_in_time_and_rebuilds_to_the_same_fingerprint(
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
 
 
+@pytest.mark.slow
 def test_online_store_on_sqlite_is_fresh_in_parity_and_idempotent(pipeline: Pipeline) -> None:
     p = pipeline
     key = Dataset.build(p.contract).keys.online
@@ -232,6 +235,7 @@ def test_online_store_on_sqlite_is_fresh_in_parity_and_idempotent(pipeline: Pipe
         assert got.get_column("outcomes_90d_by_salary").min() > 0
 
 
+@pytest.mark.slow
 def test_online_store_on_postgresql(pipeline: Pipeline, pg_url: str) -> None:
     p = pipeline
     drop_store(pg_url, "car_loan")
@@ -254,6 +258,7 @@ def test_online_store_on_postgresql(pipeline: Pipeline, pg_url: str) -> None:
         drop_store(pg_url, "car_loan")
 
 
+@pytest.mark.slow
 def test_parity_on_the_car_loan_demo_catches_a_wrong_store(pipeline: Pipeline) -> None:
     """Parity on 1000 demo rows; then a store whose value is off by a little fails it."""
     p = pipeline
@@ -280,6 +285,7 @@ def test_parity_on_the_car_loan_demo_catches_a_wrong_store(pipeline: Pipeline) -
     assert {k for k, v in report.mismatches.items() if v} == {"mean_car_value_30d_by_salary"}
 
 
+@pytest.mark.slow
 def test_freshness_fails_until_the_store_catches_up(pipeline: Pipeline) -> None:
     p = pipeline
     assert p.materialize([Dataset.build(p.contract).keys.online]).success

@@ -29,6 +29,7 @@ def test_asset_shape() -> None:
     assert {"mlflow", BENTO_BUILDER} <= asset.required_resource_keys
 
 
+@pytest.mark.serve
 def test_materialization_metadata(built, champion) -> None:
     meta = built.metadata
     assert meta["model_version"] == champion.version
@@ -41,6 +42,7 @@ def test_materialization_metadata(built, champion) -> None:
     assert meta["bentoml_model_tag"].startswith("car_loan:")
 
 
+@pytest.mark.serve
 def test_bento_contents_link_back_and_stay_cpu_only(built, champion) -> None:
     path = Path(built.metadata["bento_path"])
     info = yaml.safe_load((path / "bento.yaml").read_text())
@@ -75,6 +77,7 @@ def test_bento_contents_link_back_and_stay_cpu_only(built, champion) -> None:
     assert not list(src.rglob("assets.py"))
 
 
+@pytest.mark.serve
 def test_build_is_offline(champion, tmp_path: Path) -> None:
     """A fresh import and build in an empty network namespace (where the kernel allows it;
     always with package indexes off and every proxy a closed port) succeeds; asking BentoML to
@@ -94,6 +97,7 @@ def test_build_is_offline(champion, tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.serve
 def test_rebuilding_the_same_champion_reuses_model_and_bento(
     built, champion, bento_builder_resource
 ) -> None:

@@ -4,15 +4,17 @@ the reader sees a date-partitioned dataset."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 from ml_assets.contracts.model import ProblemType
 from ml_assets.serve.prediction_log import LogEntry, LogLayout, PredictionLog, read_prediction_log
+from ml_assets.testing import wait_until
 
 LAYOUT = LogLayout(
     dataset="toy",
@@ -108,13 +110,21 @@ def test_columns_types_and_time_filter(tmp_path: Path) -> None:
     assert empty.height == 0 and "request_id" in empty.columns
 
 
-def test_writer_failure_keeps_entries_queued(tmp_path: Path) -> None:
+def test_writer_failure_keeps_entries_queued(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     blocker = tmp_path / "toy"
     blocker.write_text("a file where the dataset folder should be")
+    caplog.set_level(logging.ERROR, logger="ml_assets.serve.prediction_log")
     log = PredictionLog(LAYOUT, tmp_path, flush_seconds=0.05)
     append(log, "kept", DAY1, 2, keys=False)
-    time.sleep(0.3)  # several flush attempts, every one failing
-    assert log.rows_written == 0 and len(log._pending) == 1  # failed, still queued
+
+    def failed_flushes() -> int:
+        return sum("writing a segment failed" in r.getMessage() for r in caplog.records)
+
+    wait_until(lambda: failed_flushes() >= 3, 30, what="three failed flush attempts")
+    with log._flush_lock:  # no flush in flight while we look
+        assert log.rows_written == 0 and len(log._pending) == 1  # failed, still queued
     blocker.unlink()
     log.close()
     assert read_prediction_log("toy", DAY1.date(), DAY2, root=tmp_path).height == 2

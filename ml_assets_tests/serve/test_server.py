@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import pickle
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from ml_assets.train.core import score_frame
 from ml_assets_tests.serve import support
 from ml_assets_tests.serve.conftest import MAX_BODY_BYTES, MAX_RECORDS
 
-pytestmark = pytest.mark.xdist_group("serve")
+pytestmark = [pytest.mark.xdist_group("serve"), pytest.mark.serve]
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +167,11 @@ def test_predict_by_keys_event_time_defaults_to_request_time(
 
 
 def wait_for_log(home: Path, request_id: str, rows: int, timeout: float = 10) -> pl.DataFrame:
-    """The logged rows of a request once the writer has flushed them."""
-    deadline = time.monotonic() + timeout
+    """The logged rows of a request once the server's writer has flushed them (it flushes every
+    ``ML_ASSETS_PREDICTION_LOG_FLUSH_SECONDS``; a running server offers no flush hook)."""
     today = dt.datetime.now(dt.UTC)
-    while True:
+
+    def flushed() -> pl.DataFrame | None:
         frame = read_prediction_log(
             support.DATASET,
             today - dt.timedelta(days=1),
@@ -180,9 +180,11 @@ def wait_for_log(home: Path, request_id: str, rows: int, timeout: float = 10) ->
         )
         if frame.height:
             frame = frame.filter(pl.col("request_id") == request_id)
-        if frame.height >= rows or time.monotonic() > deadline:
-            return frame
-        time.sleep(0.2)
+        return frame if frame.height >= rows else None
+
+    return support.wait_until(
+        flushed, timeout, interval=0.2, what=f"{rows} logged rows of request {request_id!r}"
+    )
 
 
 def test_every_prediction_is_logged_with_inputs_and_outputs(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -24,7 +23,7 @@ from ml_assets.serve import predictor_pb2_grpc as pb_grpc
 from ml_assets.serve import read_prediction_log
 from ml_assets_tests.serve import support
 
-pytestmark = pytest.mark.xdist_group("serve")
+pytestmark = [pytest.mark.xdist_group("serve"), pytest.mark.serve]
 
 
 class Tally:
@@ -56,7 +55,7 @@ def http_client(url: str, records: list, stop: threading.Event, tally: Tally, ta
                 )
             except httpx.HTTPError:
                 tally.failure()
-                time.sleep(0.01)
+                stop.wait(0.01)  # pacing: do not spin on a refusing server; wakes on stop
                 continue
             if resp.status_code == 200:
                 tally.success(resp.json()["request_id"], len(batch))
@@ -79,7 +78,7 @@ def grpc_client(target: str, records: list, stop: threading.Event, tally: Tally,
                 )
             except grpc.RpcError:
                 tally.failure()
-                time.sleep(0.01)
+                stop.wait(0.01)  # pacing: do not spin on a refusing server; wakes on stop
                 continue
             tally.success(resp.request_id, len(resp.predictions))
 
@@ -117,7 +116,13 @@ def test_shutdown_under_load_logs_every_answered_prediction(
         ]
         for t in threads:
             t.start()
-        time.sleep(2.0)
+        # signal once the clients are well under way (not after a fixed time): with the writer
+        # flushing every 5 s, most of these rows are still queued when the signal arrives
+        try:
+            support.wait_until(lambda: len(tally.ok) > 50, 60, what=lambda: server.output()[-2000:])
+        except TimeoutError:
+            stop.set()  # let the client threads end before the test fails
+            raise
         served_before = len(tally.ok)
         code = server.stop(sig)  # clients keep sending while it shuts down
         stop.set()

@@ -21,6 +21,8 @@ from ml_assets_tests.pipeline import ingest_assets, range_tags
 FIRST, LAST = "2018-01-01", "2018-12-31"  # a year of weekly partitions
 SMALL = {"iterations": 150, "early_stopping_rounds": 30}
 WORSE = {"iterations": 2, "depth": 1, "learning_rate": 0.001, "early_stopping_rounds": 1}
+# every test here trains through Dagster and MLflow (the module's world alone takes ~6 s)
+pytestmark = pytest.mark.slow
 
 
 def _assets(contract):

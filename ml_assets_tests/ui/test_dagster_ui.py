@@ -7,12 +7,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
+
+from ml_assets.testing import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -71,17 +72,16 @@ def webserver(tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         assert proc.poll() is None, (home / "webserver.log").read_text()[-3000:]
         try:
             with urllib.request.urlopen(f"{url}/server_info", timeout=2) as resp:
-                if resp.status == 200:
-                    break
+                return resp.status == 200
         except OSError:
-            time.sleep(0.5)
-    else:
-        raise AssertionError("webserver did not become ready in 120 s")
+            return False
+
+    wait_until(ready, 120, interval=0.5, what="the webserver's /server_info")
     yield url, home
     proc.terminate()
     proc.wait(timeout=30)

@@ -46,6 +46,7 @@ def _source_rows(url: str, table, start, end) -> int:
         return conn.execute(stmt, {"s": to_naive_utc(start), "e": to_naive_utc(end)}).scalar_one()
 
 
+@pytest.mark.slow
 def test_range_is_one_run_and_every_row_reconciles(tmp_path, contracts, car_loan_sqlite):
     contract = contracts["car_loan"]
     with dg.instance_for_test() as instance:

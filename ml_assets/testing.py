@@ -1,0 +1,391 @@
+"""Real fixtures shared by the test suite and the benchmarks: a trained, registered car-loan
+champion, a seeded online store, a running ``bentoml serve`` process, and a deadline-bounded
+:func:`wait_until` to wait for something to happen instead of sleeping. No mocks.
+
+The package does not depend on pytest: nothing here imports it. Heavy imports (MLflow, CatBoost,
+httpx, the protobuf stubs) happen inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import polars as pl
+
+from ml_assets import settings
+from ml_assets.contracts import Contract, load_contracts
+from ml_assets.features import compute_features, load_feature_spec
+from ml_assets.features.spec import FeatureSpec, Source
+from ml_assets.features.windows import aggregate_snapshot, entity_events, label_events
+
+__all__ = [
+    "AS_OF",
+    "BENTOML",
+    "CUTOFF",
+    "DATASET",
+    "Champion",
+    "ServerProcess",
+    "car_loan",
+    "demo_tables",
+    "entity_records",
+    "feature_records",
+    "feature_table",
+    "features_of",
+    "free_port",
+    "proto_records",
+    "seed_online_store",
+    "serve_env",
+    "server_home",
+    "start_server",
+    "train_champion",
+    "wait_until",
+]
+
+T = TypeVar("T")
+
+BENTOML = Path(sys.executable).parent / "bentoml"
+DATASET = "car_loan"
+# The online store is as of here; the served/scored rows are applications from here on.
+AS_OF = dt.datetime(2019, 7, 1, tzinfo=dt.UTC)
+# Training sets end here (a year of applications before it).
+CUTOFF = dt.datetime(2019, 1, 1, tzinfo=dt.UTC)
+
+
+# --- waiting ---------------------------------------------------------------------------------
+
+
+def wait_until(
+    condition: Callable[[], T | bool | None],
+    timeout: float,
+    *,
+    interval: float = 0.1,
+    what: str | Callable[[], str] = "the condition",
+) -> T:
+    """Call ``condition`` until it returns something other than ``None`` or ``False``, and
+    return that; at most ``timeout`` seconds.
+
+    (Not "until truthy": a condition may return a data frame, which has no truth value.) An
+    exception from ``condition`` propagates at once (a server that exited is not going to
+    become ready). On timeout, raise :class:`TimeoutError` naming ``what`` (a string, or a
+    callable giving one, e.g. the tail of a log).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() >= deadline:
+            described = what() if callable(what) else what
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {described}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the car-loan demo data ------------------------------------------------------------------
+
+
+@functools.cache
+def car_loan() -> tuple[Contract, FeatureSpec]:
+    """The bundled car-loan contract and its feature spec."""
+    contract = load_contracts()[DATASET]
+    return contract, load_feature_spec(contract)
+
+
+@functools.cache
+def demo_tables() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Typed entity and label rows of the car-loan demo (UTC times, as validated rows are)."""
+    from ml_assets.ingest.demo import demo_frames
+
+    contract, _ = car_loan()
+    frames = demo_frames(contract)
+    entity = frames["entity"].with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
+    labels = frames["labels"].with_columns(pl.col("observed_at").dt.replace_time_zone("UTC"))
+    return entity, labels
+
+
+def features_of(entity: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """Offline car-loan features of the applications in ``entity``, with ``entity`` and
+    ``labels`` as the event history (what the feature table computes)."""
+    _, spec = car_loan()
+    events = {
+        Source.ENTITY: entity_events(spec, entity),
+        Source.LABELS: label_events(spec, labels, entity),
+    }
+    return compute_features(spec, entity, events)
+
+
+@functools.cache
+def feature_table() -> pl.DataFrame:
+    """Offline features of every demo application (the feature table)."""
+    return features_of(*demo_tables())
+
+
+# --- a champion ------------------------------------------------------------------------------
+
+
+@dataclass
+class Champion:
+    """A model trained on the demo data, registered in a temp MLflow, aliased champion."""
+
+    tracking: Any  # ml_assets.registry.tracking.MlflowTracking
+    version: str
+    run_id: str
+    model: Any  # a fitted CatBoost model
+    problem: Any  # ml_assets.train.core.Problem
+    holdout: pl.DataFrame  # feature rows the model never saw (from AS_OF on)
+
+
+def train_champion(home: Path, iterations: int = 60) -> Champion:
+    """Train for real (CatBoost) on a year before :data:`CUTOFF`, log the model with the
+    tracking standard into an MLflow under ``home``, and promote it to champion."""
+    from ml_assets.features import build_training_set
+    from ml_assets.registry.tracking import MlflowTracking
+    from ml_assets.train import core
+    from ml_assets.train.config import TrainConfig
+
+    contract, spec = car_loan()
+    _, labels = demo_tables()
+    feats = feature_table()
+    ts = build_training_set(spec, feats, labels, CUTOFF, dt.timedelta(days=365))
+    problem = core.Problem.from_frame(
+        ts, contract.problem_type, contract.target, spec.names, spec.event_time
+    )
+    split = core.time_split(ts, spec.event_time)
+    model = core.fit(split, problem, TrainConfig(iterations=iterations))
+    tracking = MlflowTracking(
+        tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_root=str(home / "mlartifacts")
+    )
+    tags = {
+        "dagster.run_id": "test-run",
+        "dagster.run_url": "http://127.0.0.1:3000/runs/test-run",
+        "dagster.asset_key": f"{DATASET}/model",
+        "training.window": f"{CUTOFF - dt.timedelta(days=365)} .. {CUTOFF}",
+        "git.commit": "test",
+        "contract.version": contract.version,
+        "training_set.fingerprint": "test-fingerprint",
+        "features": ",".join(problem.features),
+        "problem": problem.to_json(),
+    }
+    logged = tracking.log_training(
+        dataset=DATASET,
+        tags=tags,
+        params={"iterations": iterations},
+        metrics={"rows": float(ts.height)},
+        model=model,
+        input_example=core.to_pool_frame(split.test.head(3), problem),
+        training_set=ts,
+        training_set_source="test",
+        fingerprint="test-fingerprint",
+        target=contract.target,
+        plots={},
+    )
+    tracking.client().set_model_version_tag(DATASET, logged.version, "problem", tags["problem"])
+    tracking.promote(DATASET, logged.version)
+    holdout = feats.filter(pl.col(spec.event_time) >= AS_OF)
+    return Champion(tracking, logged.version, logged.run_id, model, problem, holdout)
+
+
+def seed_online_store(url: str) -> dt.datetime:
+    """Write the aggregates as of :data:`AS_OF` into the online store at ``url``; return it."""
+    import sqlalchemy as sa
+
+    from ml_assets.features.online_store import write_snapshot
+
+    _, spec = car_loan()
+    entity, labels = demo_tables()
+    ent = entity.filter(pl.col(spec.event_time) < AS_OF)
+    lab = labels.filter(pl.col("observed_at") < AS_OF)
+    events = {
+        Source.ENTITY: entity_events(spec, ent),
+        Source.LABELS: label_events(spec, lab, ent),
+    }
+    engine = sa.create_engine(url)
+    try:
+        write_snapshot(engine, spec, aggregate_snapshot(spec, events, AS_OF), AS_OF)
+    finally:
+        engine.dispose()
+    return AS_OF
+
+
+# --- request bodies --------------------------------------------------------------------------
+
+
+def entity_records(n: int, *, with_time: bool = True) -> list[dict[str, Any]]:
+    """Raw applications from :data:`AS_OF` on, as a client sends them (JSON types)."""
+    entity, _ = demo_tables()
+    rows = entity.filter(pl.col("timestamp") >= AS_OF).head(n)
+    out = []
+    for r in rows.to_dicts():
+        when = r.pop("timestamp")
+        if with_time:
+            r["timestamp"] = when.isoformat()
+        out.append(r)
+    return out
+
+
+def feature_records(frame: pl.DataFrame, features: list[str]) -> list[dict[str, Any]]:
+    """Feature rows as a client sends them to /v1/predict."""
+    return frame.select(features).to_dicts()
+
+
+def proto_records(records: list[dict[str, Any]]) -> list[Any]:
+    """Records as ``ml_assets.serving.v1.Record`` messages (ints stay ints, floats doubles)."""
+    from ml_assets.serve import predictor_pb2 as pb
+
+    out = []
+    for r in records:
+        rec = pb.Record()
+        for k, v in r.items():
+            val = rec.fields[k]
+            if v is None:
+                val.null_value = pb.NULL_VALUE
+            elif isinstance(v, bool):
+                val.bool_value = v
+            elif isinstance(v, int):
+                val.int_value = v
+            elif isinstance(v, float):
+                val.number_value = v
+            else:
+                val.string_value = str(v)
+        out.append(rec)
+    return out
+
+
+# --- a server process ------------------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    """A ``bentoml serve`` subprocess and its ports."""
+
+    proc: subprocess.Popen
+    http_port: int
+    grpc_port: int
+    log_path: Path
+    env: dict[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the HTTP server."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the gRPC server."""
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def output(self) -> str:
+        """What the server wrote to stdout and stderr so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def ready(self) -> bool:
+        """Whether ``/readyz`` answers 200 now; raises :class:`RuntimeError` if the process
+        has exited (it will not become ready)."""
+        import httpx
+
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.output()}")
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Poll the readiness endpoint until it answers 200 (at most ``timeout`` seconds)."""
+        wait_until(
+            self.ready,
+            timeout,
+            interval=0.25,
+            what=lambda: f"{self.url}/readyz:\n{self.output()[-3000:]}",
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Signal the server (its whole process group on timeout) and wait for it to exit."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def server_home(shared: Path, dest: Path) -> Path:
+    """A BENTOML_HOME of its own for one server, seeing the shared model and Bento stores.
+
+    ``bentoml serve`` wipes ``$BENTOML_HOME/prometheus_multiproc_dir`` when it starts, so two
+    servers on one home clobber each other's metrics; each server gets its own home here.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for store in ("models", "bentos"):
+        link = dest / store
+        if not link.exists():
+            (shared / store).mkdir(parents=True, exist_ok=True)
+            link.symlink_to((shared / store).resolve(), target_is_directory=True)
+    return dest
+
+
+def serve_env(home: Path, bentoml_home: Path, **extra: str) -> dict[str, str]:
+    """Environment of a server process: temp homes, telemetry off, no proxies for loopback."""
+    env = settings.child_env(drop_prefixes=("ML_ASSETS_",))
+    env.update(
+        {
+            "ML_ASSETS_HOME": str(home),
+            "BENTOML_HOME": str(bentoml_home),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def start_server(
+    target: str,
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    cwd: Path | None = None,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    workers: int = 1,
+) -> ServerProcess:
+    """Start ``bentoml serve <target>`` (a Bento tag, or ``service:PredictionService`` in
+    ``cwd``) in a session of its own, output to ``log_path``; it is not yet ready."""
+    http_port = http_port or free_port()
+    grpc_port = grpc_port or free_port()
+    full_env = {
+        **env,
+        "ML_ASSETS_GRPC_PORT": str(grpc_port),
+        "ML_ASSETS_GRPC_HOST": "127.0.0.1",
+        "ML_ASSETS_SERVE_WORKERS": str(workers),
+    }
+    log_file = log_path.open("w")
+    proc = subprocess.Popen(
+        [str(BENTOML), "serve", target, "--host", "127.0.0.1", "--port", str(http_port)],
+        env=full_env,
+        cwd=str(cwd) if cwd else None,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log_file.close()
+    return ServerProcess(proc, http_port, grpc_port, log_path, full_env)
