@@ -32,6 +32,7 @@ from ml_assets.contracts import Contract
 from ml_assets.features import build_training_set
 from ml_assets.features.spec import FeatureSpec, Source
 from ml_assets.train import core
+from ml_assets.train.config import TrainConfig
 
 # Rows the labelled data leaves no doubt about: in the training year each rule holds for at
 # least OBVIOUS_PURITY of the applications it selects (checked in the test, not assumed).
@@ -68,7 +69,7 @@ def trained() -> Trained:
         ts, contract.problem_type, contract.target, spec.names, spec.event_time
     )
     split = core.time_split(ts, spec.event_time)
-    model = core.fit(split, problem, core.TrainParams(iterations=150))
+    model = core.fit(split, problem, TrainConfig(iterations=150))
     return Trained(contract, spec, problem, model, split.train, split.test)
 
 
