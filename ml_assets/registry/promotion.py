@@ -115,6 +115,19 @@ class GateResult:
     def summary(self) -> str:
         return f"Promotion gate: {self.verdict.upper()}: {self.decision.reason}"
 
+    def check_result(self, check_name: str) -> Any:
+        """The gate as a Dagster asset check result (blocking: a reject stops the champion)."""
+        import dagster as dg
+
+        numbers = {k: v for k, v in self.numbers.items() if isinstance(v, int | float | str)}
+        regressions = dg.MetadataValue.json(self.decision.slice_regressions)
+        return dg.AssetCheckResult(
+            check_name=check_name,
+            passed=self.decision.promote,
+            description=self.decision.reason,
+            metadata={**numbers, "slice_regressions_list": regressions},
+        )
+
 
 def run_gate(tracking: Any, name: str, trained: Any, config: Any) -> GateResult:
     """Score the challenger and the current champion on the challenger's held-out rows and

@@ -6,8 +6,6 @@ Thin wiring: a training is :func:`ml_assets.train.training.train`, its MLflow ru
 """
 
 import datetime as dt
-import tempfile
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -18,11 +16,10 @@ from ml_assets.registry.tracking import CHALLENGER, CHAMPION, MlflowTracking, gi
 from ml_assets.storage import LAKE_IO, Lake
 from ml_assets.train import core
 from ml_assets.train.config import TrainConfig
-from ml_assets.train.plots import evaluation_plots
 from ml_assets.train.training import (
     TrainingWindow,
+    log_and_register,
     model_metadata,
-    png_markdown,
     tracking_record,
     train,
 )
@@ -64,12 +61,7 @@ def build_model_asset(dataset: Dataset) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         frame = lake.scan(keys.training_set, [None]).collect()
         trained = train(dataset, frame, config)
-        split = trained.split
-        context.log.info(
-            f"trained on {split.train.height} rows, validated on {split.valid.height}, "
-            f"tested on {split.test.height} ({len(trained.problem.features)} features, "
-            f"{len(trained.problem.categorical)} categorical)"
-        )
+        context.log.info(trained.describe())
         event = context.instance.get_latest_materialization_event(keys.training_set)
         window = TrainingWindow.from_metadata(event.asset_materialization.metadata if event else {})
         run_id = context.run.run_id
@@ -83,26 +75,8 @@ def build_model_asset(dataset: Dataset) -> dg.AssetsDefinition:
             asset_key=keys.model.to_user_string(),
             git_commit=git_commit(),
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            plots = evaluation_plots(trained.model, trained.evaluation, trained.problem, Path(tmp))
-            plots_md = png_markdown(plots)
-            logged = mlflow.log_training(
-                dataset=contract.name,
-                tags=record.tags,
-                params=record.params,
-                metrics=record.metrics,
-                model=trained.model,
-                input_example=core.to_pool_frame(split.test.head(5), trained.problem),
-                training_set=frame,
-                training_set_source=str(lake.path(keys.training_set, None)),
-                fingerprint=trained.fingerprint,
-                target=contract.target,
-                plots=plots,
-                extra_artifacts={"slices.json": trained.evaluation.slices.write_json()},
-            )
-        mlflow.client().set_model_version_tag(
-            contract.name, logged.version, "problem", record.tags["problem"]
-        )
+        source = str(lake.path(keys.training_set, None))
+        logged, plots_md = log_and_register(mlflow, dataset, trained, record, source)
         gate = run_gate(mlflow, contract.name, trained, config)
         mlflow.record_decision(
             contract.name, logged.version, gate.verdict, gate.summary, gate.numbers
@@ -110,23 +84,7 @@ def build_model_asset(dataset: Dataset) -> dg.AssetsDefinition:
         context.log.info(f"promotion gate for v{logged.version}: {gate.decision.reason}")
         return dg.MaterializeResult(
             metadata=model_metadata(dataset, trained, logged, plots_md),
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name=GATE,
-                    passed=gate.decision.promote,
-                    description=gate.decision.reason,
-                    metadata={
-                        **{
-                            k: v
-                            for k, v in gate.numbers.items()
-                            if isinstance(v, int | float | str)
-                        },
-                        "slice_regressions_list": dg.MetadataValue.json(
-                            gate.decision.slice_regressions
-                        ),
-                    },
-                )
-            ],
+            check_results=[gate.check_result(GATE)],
         )
 
     return model

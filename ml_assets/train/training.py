@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,13 @@ class TrainedModel:
     @property
     def best_iteration(self) -> int:
         return int(self.model.get_best_iteration() or 0)
+
+    def describe(self) -> str:
+        s, p = self.split, self.problem
+        return (
+            f"trained on {s.train.height} rows, validated on {s.valid.height}, tested on "
+            f"{s.test.height} ({len(p.features)} features, {len(p.categorical)} categorical)"
+        )
 
 
 def train(dataset: Dataset, frame: pl.DataFrame, config: TrainConfig) -> TrainedModel:
@@ -126,6 +134,36 @@ def tracking_record(
         "train_seconds": trained.train_seconds,
     }
     return TrackingRecord(tags, params, metrics)
+
+
+def log_and_register(
+    tracking: Any, dataset: Dataset, trained: TrainedModel, record: TrackingRecord, source: str
+) -> tuple[Any, str]:
+    """Log the training as one MLflow run by the standard (plots, slices, the model with its
+    input example, the training set as a dataset input from ``source``) and register it as a
+    new version with alias ``challenger``. Returns the logged model and the plots as markdown."""
+    from ml_assets.train.plots import evaluation_plots
+
+    name = dataset.name
+    with tempfile.TemporaryDirectory() as tmp:
+        plots = evaluation_plots(trained.model, trained.evaluation, trained.problem, Path(tmp))
+        logged = tracking.log_training(
+            dataset=name,
+            tags=record.tags,
+            params=record.params,
+            metrics=record.metrics,
+            model=trained.model,
+            input_example=core.to_pool_frame(trained.split.test.head(5), trained.problem),
+            training_set=trained.frame,
+            training_set_source=source,
+            fingerprint=trained.fingerprint,
+            target=dataset.contract.target,
+            plots=plots,
+            extra_artifacts={"slices.json": trained.evaluation.slices.write_json()},
+        )
+        plots_md = png_markdown(plots)
+    tracking.client().set_model_version_tag(name, logged.version, "problem", record.tags["problem"])
+    return logged, plots_md
 
 
 def png_markdown(paths: dict[str, Path]) -> str:

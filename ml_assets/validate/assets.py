@@ -5,6 +5,7 @@ baselines :mod:`ml_assets.validate.baselines`, the check verdicts :func:`check_r
 """
 
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -97,6 +98,41 @@ def check_results(
                 metadata={"anomalies": len(found)},
             )
             for name, found in ((NULLS, anomalies.nulls), (ROWS, anomalies.rows))
+        ),
+    ]
+
+
+def materializations(
+    vkey: dg.AssetKey,
+    qkey: dg.AssetKey,
+    table: Any,
+    contract_version: str,
+    total: ValidationReport,
+    per_partition: dict[str, dict[str, int]],
+) -> list[dg.MaterializeResult]:
+    """The validated and quarantine materializations of a run's partitions."""
+    common = {"partitions": len(per_partition), "contract_version": contract_version}
+    return [
+        dg.MaterializeResult(
+            asset_key=vkey,
+            metadata={
+                **common,
+                "dagster/row_count": total.valid,
+                "ingested": total.ingested,
+                "quarantined": total.quarantined,
+                "quarantine_rate": round(total.quarantine_rate, 6),
+                "schema_hash": schema_hash(valid_schema(table)),
+                "rows_per_partition": dg.MetadataValue.json(per_partition),
+            },
+        ),
+        dg.MaterializeResult(
+            asset_key=qkey,
+            metadata={
+                **common,
+                "dagster/row_count": total.quarantined,
+                "schema_hash": schema_hash(quarantine_schema(table)),
+                "reasons": dg.MetadataValue.md(_reasons_markdown(total)),
+            },
         ),
     ]
 
@@ -198,28 +234,7 @@ def build_validated_assets(dataset: Dataset, role: str) -> dg.AssetsDefinition:
                 null_rate_tolerance=config.null_rate_tolerance,
                 into=anomalies,
             )
-        common = {"partitions": len(raw), "contract_version": contract.version}
-        yield dg.MaterializeResult(
-            asset_key=vkey,
-            metadata={
-                **common,
-                "dagster/row_count": total.valid,
-                "ingested": total.ingested,
-                "quarantined": total.quarantined,
-                "quarantine_rate": round(total.quarantine_rate, 6),
-                "schema_hash": schema_hash(valid_schema(table)),
-                "rows_per_partition": dg.MetadataValue.json(per_partition),
-            },
-        )
-        yield dg.MaterializeResult(
-            asset_key=qkey,
-            metadata={
-                **common,
-                "dagster/row_count": total.quarantined,
-                "schema_hash": schema_hash(quarantine_schema(table)),
-                "reasons": dg.MetadataValue.md(_reasons_markdown(total)),
-            },
-        )
+        yield from materializations(vkey, qkey, table, contract.version, total, per_partition)
         yield from check_results(vkey, total, anomalies, threshold, raw_types)
 
     return validate
