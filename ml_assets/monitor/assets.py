@@ -1,0 +1,353 @@
+"""Monitoring assets: the champion's reference, and NannyML's results per data partition.
+
+Thin wiring over :mod:`ml_assets.monitor.frames` (what is compared), :mod:`.suite` (NannyML),
+:mod:`.operational` (the prediction log's traffic), :mod:`.plots` (NannyML's own plots, PNG and
+HTML), :mod:`.incidents` and :mod:`.alerts`. NannyML is imported only when a monitoring
+partition runs, never when the definitions load.
+
+* ``<dataset>/reference``: the champion's held-out test window with labels and predictions,
+  stored per model version (``v<version>``), so every result says which champion and which
+  reference it was computed against.
+* ``<dataset>/monitoring``: partitioned like the data, one run per partition (its checks are
+  per partition). Each partition monitors the union of its batch predictions and the
+  predictions served in its window against the reference, with the labels observed so far;
+  re-running a partition later picks up labels that arrived since (realized performance and
+  its coverage), leaving every other partition as it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from ml_assets import settings
+from ml_assets.dataset import Dataset
+from ml_assets.features.windows import to_utc
+from ml_assets.monitor.frames import SOURCE, analysis_frame, reference_frame, with_labels
+from ml_assets.monitor.schema import Calculator, reference_id
+from ml_assets.registry.tracking import CHAMPION, MlflowTracking
+from ml_assets.storage import Lake
+from ml_assets.train import core
+
+DRIFT = "drift"
+ESTIMATED = "estimated_performance"
+GAP = "estimate_vs_realized"
+QUALITY = "data_quality"
+
+
+class MonitoringConfig(dg.Config):
+    """How a monitoring partition is judged and reported (editable in the launchpad)."""
+
+    gap_bound: float = 0.05
+    """Warn when estimated and realized primary metric differ by more than this."""
+    min_label_coverage: float = 0.5
+    """The gap is judged only once this share of the partition's rows has its label."""
+    plots: bool = True
+    """Render NannyML's plots (PNG for the UI, HTML reports): about 2 s per calculator."""
+
+
+def _champion(mlflow: MlflowTracking, name: str) -> tuple[str, dict[str, str], core.Problem]:
+    version = mlflow.alias_version(name, CHAMPION)
+    if version is None:
+        raise dg.Failure(f"{name} has no champion yet: train and promote one first")
+    tags = mlflow.version_tags(name, version)
+    return version, tags, core.Problem.from_json(tags["problem"])
+
+
+def build_reference_asset(dataset: Dataset) -> dg.AssetsDefinition:
+    """The champion's reference: its held-out rows, labels and predictions, per version."""
+    keys, name = dataset.keys, dataset.name
+
+    @dg.asset(
+        key=keys.reference,
+        deps=[keys.champion, keys.training_set],
+        **dataset.asset_args("reference"),
+        kinds={"nannyml", "polars", "parquet"},
+        automation_condition=dg.AutomationCondition.eager(),
+        description=(
+            f"The monitoring reference of the {name} champion: the rows of its held-out test "
+            "window (from the boundary the promotion gate recorded on the model version) with "
+            "their features, labels and the champion's predictions, stored per model version. "
+            "NannyML computes every threshold from it."
+        ),
+    )
+    def reference(
+        context: dg.AssetExecutionContext, lake: Lake, mlflow: MlflowTracking
+    ) -> dg.MaterializeResult:
+        version, tags, problem = _champion(mlflow, name)
+        part = f"v{version}"
+        reused = lake.exists(keys.reference, part)
+        if not reused:
+            frame = lake.scan(keys.training_set, [None]).collect()
+            from ml_assets.features.training_set import fingerprint
+
+            trained_on = tags.get("training_set.fingerprint")
+            if fingerprint(frame, dataset.spec.key) != trained_on:
+                raise dg.Failure(
+                    f"{name} v{version} was trained on training set {trained_on}, and the "
+                    "training set has changed since: re-materialize the training set with the "
+                    "champion's cutoff, or train and promote a new champion"
+                )
+            held_out = to_utc(dt.datetime.fromisoformat(tags["promotion.held_out_from"]))
+            model = mlflow.load_model(name, version)
+            ref = reference_frame(frame, problem, model, version, held_out, dataset.spec.key)
+            lake.write(keys.reference, part, ref)
+        ref = lake.scan(keys.reference, [part]).collect()
+        context.log.info(f"{name} reference {reference_id(name, version)}: {ref.height} rows")
+        return dg.MaterializeResult(
+            metadata={
+                "champion_version": version,
+                "reference": reference_id(name, version),
+                "dagster/row_count": ref.height,
+                "held_out_from": tags.get("promotion.held_out_from", ""),
+                "reused": reused,
+                "lake_path": dg.MetadataValue.path(str(lake.path(keys.reference, part))),
+            }
+        )
+
+    return reference
+
+
+def _scan_existing(lake: Lake, key: dg.AssetKey, partitions: list[str]) -> pl.DataFrame | None:
+    present = [p for p in partitions if lake.exists(key, p)]
+    return lake.scan(key, present).collect() if present else None
+
+
+def read_analysis(
+    dataset: Dataset, lake: Lake, problem: core.Problem, partition: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A partition's batch and served predictions with the labels observed so far, and the
+    prediction log's rows of its window as logged (for the operational summary)."""
+    from ml_assets.serve.prediction_log import read_prediction_log
+
+    keys, spec, contract = dataset.keys, dataset.spec, dataset.contract
+    start, end = dataset.partitions.utc_window(partition)
+    batch = _scan_existing(lake, keys.predictions, [partition])
+    feats = _scan_existing(lake, keys.features, [partition])
+    served = read_prediction_log(
+        dataset.name, start, end, root=settings.current().prediction_log_path
+    )
+    rows = analysis_frame(problem, spec.key, batch, feats, served if served.height else None)
+    labels = _scan_existing(lake, keys.validated["labels"], dataset.partitions.keys())
+    lab = contract.labels
+    labelled = with_labels(
+        rows, labels, spec.key, lab.key_columns, contract.target, lab.observed_at
+    )
+    return labelled, served
+
+
+_FITTED: dict[tuple[str, str], Any] = {}
+
+
+def fitted_suite(name: str, version: str, problem: core.Problem, reference: pl.DataFrame) -> Any:
+    """The suite fitted on a champion's reference, once per process and champion."""
+    from ml_assets.monitor.suite import MonitoredModel, fit_suite
+
+    key = (name, version)
+    if key not in _FITTED:
+        _FITTED.clear()
+        _FITTED[key] = fit_suite(MonitoredModel.from_problem(problem), reference)
+    return _FITTED[key]
+
+
+def check_results(
+    results: pl.DataFrame, primary: str, config: MonitoringConfig
+) -> list[dg.AssetCheckResult]:
+    """The four monitoring checks of one partition, from its results rows."""
+    from ml_assets.monitor.suite import estimate_gap
+
+    def alerts(*calculators: Calculator, metric: str | None = None) -> pl.DataFrame:
+        rows = results.filter(pl.col("calculator").is_in([c.value for c in calculators]))
+        if metric is not None:
+            rows = rows.filter(pl.col("metric") == metric)
+        return rows.filter(pl.col("alert").fill_null(False))
+
+    def describe(rows: pl.DataFrame) -> str | None:
+        if rows.height == 0:
+            return None
+        parts = [
+            f"{r['column'] or r['method']} {r['metric']} {r['value']:.4g}"
+            if r["value"] is not None
+            else f"{r['column'] or r['method']} {r['metric']}"
+            for r in rows.head(8).iter_rows(named=True)
+        ]
+        more = f" (+{rows.height - 8} more)" if rows.height > 8 else ""
+        return "; ".join(parts) + more
+
+    drift = alerts(Calculator.UNIVARIATE_DRIFT, Calculator.MULTIVARIATE_DRIFT)
+    estimated = alerts(Calculator.ESTIMATED_PERFORMANCE, metric=_nannyml_metric(primary))
+    quality = alerts(Calculator.MISSING_VALUES, Calculator.UNSEEN_VALUES)
+    gaps = estimate_gap(results)
+    judged = gaps.filter(
+        pl.col("gap").is_not_null() & (pl.col("label_coverage") >= config.min_label_coverage)
+    )
+    wide = judged.filter(pl.col("gap").abs() > config.gap_bound)
+    warn, error = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
+    return [
+        dg.AssetCheckResult(
+            check_name=DRIFT,
+            passed=drift.height == 0,
+            severity=warn,
+            description=describe(drift),
+            metadata={"alerts": drift.height},
+        ),
+        dg.AssetCheckResult(
+            check_name=ESTIMATED,
+            passed=estimated.height == 0,
+            severity=error,
+            description=describe(estimated),
+            metadata={"alerts": estimated.height},
+        ),
+        dg.AssetCheckResult(
+            check_name=GAP,
+            passed=wide.height == 0,
+            severity=warn,
+            description=(
+                "; ".join(f"{r['metric']} gap {r['gap']:+.4f}" for r in wide.iter_rows(named=True))
+                or (None if judged.height else "not judged yet: too few labels")
+            ),
+            metadata={"bound": config.gap_bound, "judged": judged.height},
+        ),
+        dg.AssetCheckResult(
+            check_name=QUALITY,
+            passed=quality.height == 0,
+            severity=warn,
+            description=describe(quality),
+            metadata={"alerts": quality.height},
+        ),
+    ]
+
+
+def _nannyml_metric(primary: str) -> str:
+    """NannyML's name of a primary metric (``macro_f1`` is NannyML's macro-averaged ``f1``)."""
+    return {"macro_f1": "f1"}.get(primary, primary)
+
+
+def _plots_markdown(files: dict[Any, Any]) -> str:
+    import base64
+
+    parts = []
+    for calculator, f in files.items():
+        if f.png.exists():
+            data = base64.b64encode(f.png.read_bytes()).decode()
+            parts.append(
+                f"**{calculator.value}**\n\n![{calculator.value}](data:image/png;base64,{data})"
+            )
+    return "\n\n".join(parts)
+
+
+def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
+    """NannyML's drift, estimated and realized performance and data quality per partition."""
+    keys, name, kind = dataset.keys, dataset.name, dataset.kind
+    partitions = dataset.partitions
+
+    def spec(check: str, description: str) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(
+            check,
+            asset=keys.monitoring,
+            description=description,
+            partitions_def=partitions.definition,
+        )
+
+    @dg.asset(
+        key=keys.monitoring,
+        partitions_def=partitions.definition,
+        deps=[
+            keys.predictions,
+            keys.features,
+            keys.reference,
+            dg.AssetDep(keys.validated["labels"], partition_mapping=dg.AllPartitionMapping()),
+        ],
+        **dataset.asset_args("monitoring"),
+        kinds={"nannyml", "polars", "parquet"},
+        check_specs=[
+            spec(DRIFT, "No univariate or multivariate drift alert (NannyML's thresholds)."),
+            spec(
+                ESTIMATED,
+                f"Estimated {kind.primary_metric} ({kind.nannyml_estimator}) within its threshold.",
+            ),
+            spec(GAP, "Estimated and realized primary metric agree within the bound."),
+            spec(QUALITY, "No missing-value or unseen-value rate alert."),
+        ],
+        description=(
+            f"NannyML over the {name} predictions of each partition (batch and served, tagged "
+            "by source) against the champion's reference: univariate and multivariate drift, "
+            f"{kind.nannyml_estimator}-estimated and realized performance (with label coverage),"
+            " missing and unseen values, and the prediction log's traffic. A tidy results "
+            "table per partition, NannyML's plots and an HTML report."
+        ),
+    )
+    def monitoring(
+        context: dg.AssetExecutionContext,
+        config: MonitoringConfig,
+        lake: Lake,
+        mlflow: MlflowTracking,
+    ) -> dg.MaterializeResult:
+        from ml_assets.monitor.operational import operational_rows
+        from ml_assets.monitor.plots import plot_results
+
+        pk = context.partition_key
+        start, end = partitions.utc_window(pk)
+        version, _, problem = _champion(mlflow, name)
+        if not lake.exists(keys.reference, f"v{version}"):
+            raise dg.Failure(f"no reference of {name} v{version}: materialize {keys.reference}")
+        ref = lake.scan(keys.reference, [f"v{version}"]).collect()
+        analysis, served = read_analysis(dataset, lake, problem, pk)
+        suite = fitted_suite(name, version, problem, ref)
+        where = {"dataset": name, "partition": pk, "champion_version": version}
+        results = pl.concat(
+            [
+                suite.run(analysis, **where, chunk_start=start, chunk_end=end),
+                operational_rows(served, **where, chunk_start=start, chunk_end=end),
+            ],
+            how="vertical_relaxed",
+        )
+        lake.write(keys.monitoring, pk, results)
+        report_dir = settings.current().monitoring_path / name / pk
+        files = plot_results(suite.results, report_dir, png=config.plots) if config.plots else {}
+        checks = check_results(results, kind.primary_metric, config)
+        _alert(context, dataset, lake, report_dir)
+        counts = dict(analysis.get_column(SOURCE).value_counts().iter_rows())
+        return dg.MaterializeResult(
+            metadata={
+                "champion_version": version,
+                "reference": reference_id(name, version),
+                "rows": analysis.height,
+                "rows_by_source": dg.MetadataValue.json(counts),
+                "label_coverage": round(
+                    1
+                    - analysis.get_column(dataset.contract.target).null_count()
+                    / max(analysis.height, 1),
+                    4,
+                ),
+                "alerts": int(results.get_column("alert").fill_null(False).sum()),
+                "report": dg.MetadataValue.path(str(report_dir)),
+                "plots": dg.MetadataValue.md(_plots_markdown(files)),
+            },
+            check_results=checks,
+        )
+
+    return monitoring
+
+
+def _alert(context: Any, dataset: Dataset, lake: Lake, report_dir: Path) -> None:
+    """Send the dataset's ongoing incidents to the alert sinks (never fails the asset)."""
+    from ml_assets.monitor.alerts import send_alerts
+    from ml_assets.monitor.incidents import find_incidents
+    from ml_assets.monitor.sensors import read_results
+
+    try:
+        incidents = [i for i in find_incidents(read_results(lake, dataset)) if i.ongoing]
+    except Exception as exc:  # reading old partitions must not fail this one
+        context.log.error(f"monitoring incidents of {dataset.name} not computed: {exc!r}")
+        return
+    send_alerts(incidents, context.log, report_url=str(report_dir))
+
+
+def monitoring_definitions(dataset: Dataset) -> dg.Definitions:
+    """The dataset's reference and monitoring assets (resources: lake, mlflow)."""
+    return dg.Definitions(assets=[build_reference_asset(dataset), build_monitoring_asset(dataset)])
