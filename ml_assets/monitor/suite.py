@@ -142,8 +142,9 @@ def to_nannyml_frame(frame: pl.DataFrame, model: MonitoredModel) -> tuple[Any, l
 
     Categoricals become text (pandas ``object``: NannyML treats them as categorical), other inputs
     float64 (nulls NaN); a missing feature becomes an all-null column of its type. The event time
-    becomes naive UTC. Labels and predictions as NannyML expects them per kind: binary 0/1 floats
-    (the second class in sorted order is 1), multiclass class names as text, regression floats.
+    becomes naive UTC (all null when the frame lacks it). Labels and predictions as NannyML
+    expects them per kind: binary 0/1 floats (the second class in sorted order is 1), multiclass
+    class names as text, regression floats.
     Prediction or label columns the frame lacks are left out (the calculators needing them report
     null). Only the columns NannyML uses are converted.
     """
@@ -153,8 +154,9 @@ def to_nannyml_frame(frame: pl.DataFrame, model: MonitoredModel) -> tuple[Any, l
     for f in model.features:
         dtype = pl.String if f in model.categorical else pl.Float64
         exprs.append((pl.col(f).cast(dtype) if f in cols else pl.lit(None, dtype=dtype)).alias(f))
-    ts = pl.col(model.timestamp)
     ts_type = frame.schema.get(model.timestamp)
+    # NannyML only orders rows and plots by the event time: a frame without it is not fatal.
+    ts = pl.col(model.timestamp) if ts_type is not None else pl.lit(None, dtype=pl.Datetime("us"))
     if isinstance(ts_type, pl.Datetime) and ts_type.time_zone is not None:
         ts = ts.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     exprs.append(ts.alias(model.timestamp))
@@ -412,7 +414,11 @@ class FittedSuite:
     def _realized(self, fitted: _Fitted, data: Any) -> dict[Key, _Value]:
         m = self.model
         rows = len(data)
-        labelled = data[data[m.target].notna()] if m.target in data.columns else data.iloc[0:0]
+        if m.target not in data.columns:
+            labelled = data.iloc[0:0]
+        else:
+            known = data[m.target].notna()
+            labelled = data if known.all() else data[known]  # no copy when all have arrived
         coverage = len(labelled) / rows
         keys = self.expected([Calculator.REALIZED_PERFORMANCE])
         if len(labelled) == 0:

@@ -24,6 +24,15 @@ class Scored:
     reference: pl.DataFrame
     analysis: pl.DataFrame
     test_metrics: dict[str, float]
+    estimator: Any
+    problem: core.Problem
+
+    def score(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """``rows`` with the champion's prediction columns added."""
+        kind, classes = self.problem.kind, self.problem.classes
+        scores = core.predict(self.estimator, rows, self.problem)
+        outputs = kind.output_columns(scores, kind.labels(scores, classes), classes)
+        return pl.concat([rows, pl.DataFrame(outputs)], how="horizontal")
 
 
 def demo_rows(dataset: str) -> tuple[pl.DataFrame, Any]:
@@ -60,18 +69,16 @@ def champion(dataset: str, iterations: int = 150, test_share: float = 0.15) -> S
     split = core.time_split(first, event_time, test_share=test_share)
     model = core.fit(split, problem, TrainConfig(iterations=iterations))
     evaluation = core.evaluate(model, split, problem)
-
-    def scored(rows: pl.DataFrame) -> pl.DataFrame:
-        scores = core.predict(model, rows, problem)
-        kind = problem.kind
-        outputs = kind.output_columns(scores, kind.labels(scores, problem.classes), problem.classes)
-        return pl.concat([rows, pl.DataFrame(outputs)], how="horizontal")
-
+    unscored = Scored(
+        MonitoredModel.from_problem(problem), split.test, second, evaluation.metrics, model, problem
+    )
     return Scored(
-        MonitoredModel.from_problem(problem),
-        scored(split.test),
-        scored(second),
+        unscored.model,
+        unscored.score(split.test),
+        unscored.score(second),
         evaluation.metrics,
+        model,
+        problem,
     )
 
 
