@@ -52,7 +52,7 @@ def prepare(folder: Path, rows: int) -> dict[str, Any]:
     """Train the champion, score ``rows`` resampled demo rows; write both frames as parquet."""
     from ml_assets.contracts import load_contracts
     from ml_assets.ingest.demo import demo_frames
-    from ml_assets_tests.monitor.support import champion
+    from ml_assets.testing import champion
 
     started = time.perf_counter()
     scored = champion("car_loan", test_share=0.5)

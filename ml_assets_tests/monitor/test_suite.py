@@ -23,7 +23,7 @@ from ml_assets.monitor.suite import (
     fit_suite,
     run_suite,
 )
-from ml_assets_tests.monitor.support import Scored, champion, month_bounds
+from ml_assets.testing import Scored, champion, month_bounds
 
 C = Calculator
 NO_DOMAIN = [c for c in C if c not in (C.DOMAIN_CLASSIFIER, C.OPERATIONAL)]
