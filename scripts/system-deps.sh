@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System services and packages the tests need: PostgreSQL running on 127.0.0.1:5432 (trust auth)
-# and Debian's Chromium for the headless UI check. Idempotent: does nothing when all is there.
+# System services and packages the tests need: PostgreSQL running on 127.0.0.1:5432 (trust auth),
+# Debian's Chromium for the headless UI check and promtool (from Debian's prometheus package) for
+# the checks of deploy/prometheus/. Idempotent: does nothing when all is there.
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +12,26 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  apt_updated=1
+fi
+
+# promtool only: the Prometheus server the package also ships must not start (nor its
+# recommended node exporter be installed), so service starts are denied while it installs
+# unless a policy-rc.d already decides (Docker images deny everything).
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing prometheus (for promtool) from Debian's packages"
+  export DEBIAN_FRONTEND=noninteractive
+  [ -n "${apt_updated:-}" ] || apt-get update -qq
+  policy=/usr/sbin/policy-rc.d
+  if [ -e "$policy" ]; then
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    rm -f "$policy" && trap - EXIT
+  fi
+  command -v promtool >/dev/null || { echo "prometheus installed but no promtool" >&2; exit 1; }
 fi
 
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
