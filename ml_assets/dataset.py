@@ -36,6 +36,10 @@ class DatasetKeys:
     champion: dg.AssetKey
     predictions: dg.AssetKey
     bento: dg.AssetKey
+    monitoring: dg.AssetKey
+    """Partitioned: the tidy monitoring results (:data:`ml_assets.monitor.schema.RESULTS_SCHEMA`)."""
+    reference: dg.AssetKey
+    """The champion's monitoring reference."""
 
     @classmethod
     def of(cls, name: str, roles: list[str]) -> DatasetKeys:
@@ -53,6 +57,8 @@ class DatasetKeys:
             champion=key("champion"),
             predictions=key("predictions"),
             bento=key("bento"),
+            monitoring=key("monitoring"),
+            reference=key("reference"),
         )
 
 

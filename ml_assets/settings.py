@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # Every library in the stack reports usage unless told not to; no machine here has internet.
 TELEMETRY_OFF = {
@@ -161,6 +161,33 @@ class Settings(BaseModel):
         "1.0",
     )
 
+    # --- monitoring: alerts and the retrain sensor ---------------------------------------------
+    alert_webhook: str | None = _setting(
+        "ML_ASSETS_ALERT_WEBHOOK",
+        None,
+        "webhook (Slack-compatible JSON) that monitoring incidents are posted to; alerts always "
+        "go to the Dagster log",
+        "unset",
+    )
+    alert_attempts: int = _setting(
+        "ML_ASSETS_ALERT_ATTEMPTS", 3, "attempts per alert when the webhook fails (then logged)"
+    )
+    alert_timeout_seconds: float = _setting(
+        "ML_ASSETS_ALERT_TIMEOUT_SECONDS", 5.0, "timeout of one webhook request"
+    )
+    retrain_consecutive: int = _setting(
+        "ML_ASSETS_RETRAIN_CONSECUTIVE",
+        2,
+        "consecutive alerting partitions of a performance metric before the sensor retrains",
+    )
+
+    @field_validator("alert_attempts", "retrain_consecutive")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
     # --- derived paths: the one place each default is built ----------------------------------
 
     @property
@@ -212,6 +239,16 @@ class Settings(BaseModel):
     @property
     def prediction_log_path(self) -> Path:
         return self.prediction_log or self.root / "prediction_log"
+
+    @property
+    def monitoring_path(self) -> Path:
+        """Local state of monitoring (which alerts were sent)."""
+        return self.root / "monitoring"
+
+    @property
+    def alerts_state_path(self) -> Path:
+        """The incidents already alerted, by sink (JSON, written atomically)."""
+        return self.monitoring_path / "alerts_sent.json"
 
     @property
     def bentos_path(self) -> Path:

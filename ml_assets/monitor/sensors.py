@@ -1,0 +1,174 @@
+"""The retrain sensor: a sustained performance incident launches the dataset's train job.
+
+On each tick, :func:`build_retrain_sensor`'s sensor reads the dataset's monitoring results from
+the lake (:func:`read_results`: the partition files of ``<dataset>/monitoring``), finds the
+retrain candidates (:func:`~ml_assets.monitor.incidents.retrain_candidates`: estimated or
+realized performance alerting for at least N partitions in a row) and requests one run of
+``<dataset>_train`` per incident, with ``run_key`` = the incident id and the training set's
+cutoff at the end of the incident's last partition, so the challenger learns the new regime.
+
+The cursor (JSON: the incident ids already handled) is stored by Dagster and survives a
+restart; ``run_key`` makes a second request for the same incident a no-op even without it.
+Imports nothing heavy: the code location loads it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from ml_assets import settings
+from ml_assets.dataset import Dataset
+from ml_assets.features.assets import TrainingSetConfig
+from ml_assets.monitor.incidents import Incident, retrain_candidates
+from ml_assets.monitor.schema import PERFORMANCE, RESULTS_SCHEMA, Calculator, empty_results
+from ml_assets.storage import Lake
+
+CURSOR_LIMIT = 500
+"""Most incident ids the cursor keeps (the oldest are forgotten; run keys still dedupe)."""
+TAG_PREFIX = "ml_assets"
+
+
+def monitored_partitions(lake: Lake, dataset: Dataset) -> list[str]:
+    """The dataset's partitions that have a monitoring results file, in partition order."""
+    folder = lake.path(dataset.keys.monitoring, None).parent
+    if not folder.exists():
+        return []
+    present = {
+        p.name.removesuffix(".parquet") for p in folder.iterdir() if p.name.endswith(".parquet")
+    }
+    ordered: list[str] = dataset.partitions.keys()
+    return [key for key in ordered if key in present]
+
+
+def read_results(lake: Lake, dataset: Dataset) -> pl.DataFrame:
+    """Every monitoring partition of the dataset in the lake, as one results table."""
+    partitions = monitored_partitions(lake, dataset)
+    if not partitions:
+        return empty_results()
+    frame = lake.scan(dataset.keys.monitoring, partitions).collect()
+    columns = [
+        pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
+        for c, t in RESULTS_SCHEMA.items()
+    ]
+    return frame.select(columns).filter(pl.col("dataset") == dataset.name)
+
+
+def training_op_name(dataset: Dataset) -> str:
+    """The op Dagster makes of the training-set asset (``<dataset>__training_set``)."""
+    return dataset.keys.training_set.to_python_identifier()
+
+
+def retrain_run_config(dataset: Dataset, incident: Incident, window_days: float) -> dict[str, Any]:
+    """Run config of the train job: the training set's cutoff at the end of the incident's last
+    partition (UTC, ISO), its window ``window_days`` long."""
+    _, end = dataset.partitions.utc_window(incident.last_partition)
+    config = {"cutoff": end.isoformat(), "window_days": float(window_days)}
+    return {"ops": {training_op_name(dataset): {"config": config}}}
+
+
+def incident_tags(incident: Incident) -> dict[str, str]:
+    """Tags of a retrain run, naming the incident that launched it."""
+    tags = {
+        "incident": incident.id,
+        "trigger": "retrain_sensor",
+        "calculator": incident.calculator,
+        "metric": incident.metric,
+        "incident_first_partition": incident.first_partition,
+        "incident_last_partition": incident.last_partition,
+        "incident_partitions": str(incident.length),
+        "champion_version": incident.champion_version or "",
+    }
+    return {f"{TAG_PREFIX}/{k}": v for k, v in tags.items()}
+
+
+def parse_cursor(cursor: str | None) -> list[str]:
+    """The handled incident ids of a cursor (oldest first); a bad cursor counts as empty."""
+    if not cursor:
+        return []
+    try:
+        data = json.loads(cursor)
+    except ValueError:
+        return []
+    handled = data.get("handled", []) if isinstance(data, dict) else []
+    return [str(h) for h in handled]
+
+
+def dump_cursor(handled: Iterable[str]) -> str:
+    ids = list(dict.fromkeys(handled))[-CURSOR_LIMIT:]
+    return json.dumps({"handled": ids})
+
+
+def build_retrain_sensor(
+    dataset: Dataset,
+    *,
+    consecutive: int | None = None,
+    calculators: Iterable[Calculator | str] = PERFORMANCE,
+    window_days: float | None = None,
+    ongoing_only: bool = True,
+    minimum_interval_seconds: int = 60,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+) -> dg.SensorDefinition:
+    """``<dataset>_retrain_sensor``: one ``<dataset>_train`` run per sustained incident.
+
+    ``consecutive``: alerting partitions in a row before a retrain (default
+    ``ML_ASSETS_RETRAIN_CONSECUTIVE``, 2). ``window_days``: the training window (default the
+    training set's own). ``ongoing_only``: an incident that has already recovered (a later
+    partition of its metric no longer alerts) is marked handled without a run: its regime has
+    passed, as happens when months of monitoring are backfilled at once.
+    """
+    n = consecutive if consecutive is not None else settings.current().retrain_consecutive
+    if n < 1:
+        raise ValueError(f"consecutive must be at least 1, not {n}")
+    days = window_days if window_days is not None else TrainingSetConfig().window_days
+    wanted = tuple(str(c) for c in calculators)
+
+    @dg.sensor(
+        name=f"{dataset.name}_retrain_sensor",
+        job_name=dataset.jobs.train,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=(
+            f"Retrains {dataset.name} when {' or '.join(wanted)} has alerted for {n} monitoring "
+            f"partitions in a row: one {dataset.jobs.train} run per incident (run key = incident "
+            "id), its training set cut off at the end of the incident's last partition."
+        ),
+    )
+    def retrain_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
+        handled = parse_cursor(context.cursor)
+        seen = set(handled)
+        results = read_results(lake, dataset)
+        if results.is_empty():
+            return dg.SensorResult(skip_reason=f"no monitoring results of {dataset.name} yet")
+        requests: list[dg.RunRequest] = []
+        for incident in retrain_candidates(results, consecutive=n, calculators=wanted):
+            if incident.id in seen:
+                continue
+            seen.add(incident.id)
+            handled.append(incident.id)
+            if ongoing_only and not incident.ongoing:
+                context.log.info(f"{incident.id}: recovered by {incident.last_partition}; no run")
+                continue
+            context.log.info(
+                f"{incident.id}: {incident.length} partitions alerting; requesting "
+                f"{dataset.jobs.train}"
+            )
+            requests.append(
+                dg.RunRequest(
+                    run_key=incident.id,
+                    run_config=retrain_run_config(dataset, incident, days),
+                    tags=incident_tags(incident),
+                )
+            )
+        cursor = dump_cursor(handled)
+        if not requests:
+            return dg.SensorResult(
+                skip_reason=f"no new sustained incident of {dataset.name} (N={n})", cursor=cursor
+            )
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+    return retrain_sensor
