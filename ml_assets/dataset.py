@@ -72,8 +72,11 @@ class DatasetJobs:
     """Training set, online store, model, champion, Bento."""
     score: str
     """Partitioned batch predictions by the champion."""
+    monitor: str
+    """Partitioned NannyML monitoring (one run per partition: its checks are per partition)."""
 
     def in_order(self) -> list[str]:
+        """The jobs a dataset runs end to end (monitoring runs per partition, separately)."""
         return [self.pipeline, self.train, self.score]
 
 
@@ -110,7 +113,8 @@ class Dataset:
 
     @cached_property
     def jobs(self) -> DatasetJobs:
-        return DatasetJobs(f"{self.name}_pipeline", f"{self.name}_train", f"{self.name}_score")
+        n = self.name
+        return DatasetJobs(f"{n}_pipeline", f"{n}_train", f"{n}_score", f"{n}_monitor")
 
     @property
     def owners(self) -> list[str] | None:

@@ -16,6 +16,7 @@ from ml_assets import settings
 from ml_assets.dataset import Dataset, load_datasets
 from ml_assets.features.assets import OnlineStore, build_feature_definitions
 from ml_assets.ingest.assets import SqlSource, build_raw_asset
+from ml_assets.monitor.assets import monitoring_definitions
 from ml_assets.monitor.sensors import build_retrain_sensor
 from ml_assets.registry.tracking import MlflowTracking
 from ml_assets.serve.assets import BentoBuilder, serving_definitions
@@ -26,8 +27,10 @@ from ml_assets.validate.assets import build_validated_assets, freshness_checks
 # Dagster features used knowingly, each silenced by its own message (nothing else is):
 # single-run backfills (a partition range as one run) and a features lookback that may reach
 # before the first partition are beta; the per-partition freshness checks and their sensor are
-# superseded by FreshnessPolicy, which does not yet express a deadline per time partition.
+# superseded by FreshnessPolicy, which does not yet express a deadline per time partition;
+# partitioned asset checks (one monitoring verdict per partition) are a preview.
 for _message in (
+    r"Specifying a partitions_def on an AssetCheckSpec is currently in preview",
     r"Parameter `backfill_policy` of function `asset` is currently in beta",
     r"Parameter `allow_nonexistent_upstream_partitions` of initializer "
     r"`TimeWindowPartitionMapping.__init__` is currently in beta",
@@ -49,7 +52,7 @@ def dataset_definitions(dataset: Dataset) -> dg.Definitions:
     for role in dataset.tables:
         ingest.append(build_raw_asset(dataset, role))
         ingest.append(build_validated_assets(dataset, role))
-    train = [keys.training_set, keys.model, keys.champion, keys.bento]
+    train = [keys.training_set, keys.model, keys.champion, keys.reference, keys.bento]
     if dataset.spec.aggregates:
         train.append(keys.online)
     job_defs = [
@@ -68,12 +71,18 @@ def dataset_definitions(dataset: Dataset) -> dg.Definitions:
             selection=dg.AssetSelection.assets(keys.predictions),
             description=f"Batch predictions of {name} by its champion.",
         ),
+        dg.define_asset_job(
+            jobs.monitor,
+            selection=dg.AssetSelection.assets(keys.monitoring),
+            description=f"NannyML monitoring of {name}, one partition per run.",
+        ),
     ]
     return dg.Definitions.merge(
         dg.Definitions(assets=ingest, asset_checks=freshness_checks(dataset), jobs=job_defs),
         build_feature_definitions(dataset),
         training_definitions(dataset),
         serving_definitions(dataset),
+        monitoring_definitions(dataset),
     )
 
 

@@ -15,8 +15,6 @@ partition runs, never when the definitions load.
   its coverage), leaving every other partition as it is.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 from pathlib import Path
 from typing import Any

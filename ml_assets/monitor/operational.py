@@ -72,4 +72,4 @@ def operational_rows(
         "label_coverage": None,
     }
     out = pl.DataFrame([{**common, **r} for r in rows], schema=RESULTS_SCHEMA, strict=False)
-    return out.select(RESULTS_SCHEMA)
+    return out.select(list(RESULTS_SCHEMA))

@@ -1,0 +1,154 @@
+"""The reference and monitoring assets on real Dagster, MLflow and NannyML: a champion trained
+on 2018, monitored on partitions of 2019 from batch predictions and the prediction log."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from ml_assets.dataset import Dataset
+from ml_assets.features.assets import OnlineStore, build_feature_definitions
+from ml_assets.ingest.assets import SqlSource
+from ml_assets.ingest.demo import seed_demo
+from ml_assets.monitor.assets import DRIFT, ESTIMATED, GAP, QUALITY, monitoring_definitions
+from ml_assets.monitor.schema import RESULTS_SCHEMA, Calculator
+from ml_assets.registry.tracking import CHAMPION, MlflowTracking
+from ml_assets.serve.prediction_log import LogEntry, PredictionLog, layout_for
+from ml_assets.serve.runtime import ModelBundle
+from ml_assets.storage import LAKE_IO, Lake, LakeIOManager
+from ml_assets.train import core
+from ml_assets.train.assets import training_definitions
+from ml_assets_tests.pipeline import ingest_assets, range_tags
+
+pytestmark = pytest.mark.slow
+FIRST, LAST = "2018-01-01", "2019-03-25"
+MONITORED = ["2019-03-04", "2019-03-11"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, contracts):
+    tmp = tmp_path_factory.mktemp("monitor")
+    contract = contracts["car_loan"]
+    dataset = Dataset.build(contract)
+    url = f"sqlite:///{tmp / 'source.sqlite'}"
+    seed_demo(url, contract)
+    lake = Lake(base_path=str(tmp / "lake"))
+    mlflow = MlflowTracking(
+        tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", artifact_root=str(tmp / "artifacts")
+    )
+    resources = {
+        "lake": lake,
+        LAKE_IO: LakeIOManager(lake=lake),
+        "source": SqlSource(url=url),
+        "online_store": OnlineStore(url=f"sqlite:///{tmp / 'online.sqlite'}"),
+        "mlflow": mlflow,
+    }
+    defs = dg.Definitions.merge(
+        build_feature_definitions(dataset),
+        training_definitions(dataset),
+        monitoring_definitions(dataset),
+    )
+    assets = [*ingest_assets(contract), *defs.assets]
+    keys = dataset.keys
+    partitioned = [*ingest_assets(contract), next(a for a in assets if keys.features in a.keys)]
+    assert dg.materialize(partitioned, resources=resources, tags=range_tags(FIRST, LAST)).success
+    trained = dg.materialize(
+        assets,
+        selection=[keys.training_set, keys.model, keys.champion, keys.reference],
+        resources=resources,
+        run_config={
+            "ops": {
+                "car_loan__training_set": {"config": {"cutoff": "2019-01-01"}},
+                "car_loan__model": {"config": {"iterations": 120}},
+            }
+        },
+    )
+    assert trained.success
+    scored = dg.materialize(
+        assets, selection=[keys.predictions], resources=resources, tags=range_tags(*MONITORED)
+    )
+    assert scored.success
+    return {"dataset": dataset, "assets": assets, "resources": resources, "tmp": tmp, "lake": lake}
+
+
+def _served(world, partition: str, rows: int) -> int:
+    """Log ``rows`` served predictions in a partition's window, as the service would."""
+    dataset, lake = world["dataset"], world["lake"]
+    mlflow = world["resources"]["mlflow"]
+    version = mlflow.alias_version("car_loan", CHAMPION)
+    problem = core.Problem.from_json(mlflow.version_tags("car_loan", version)["problem"])
+    feats = lake.scan(dataset.keys.features, [partition]).collect().head(rows)
+    model = mlflow.load_model("car_loan", version)
+    scores = core.predict(model, feats, problem)
+    bundle = ModelBundle(
+        model, problem.problem_type, tuple(problem.features), tuple(problem.categorical),
+        tuple(problem.classes), version,
+    )  # fmt: skip
+    log = PredictionLog(layout_for(dataset.spec, bundle), world["tmp"] / "prediction_log")
+    start, _ = dataset.partitions.utc_window(partition)
+    ts = int((start + dt.timedelta(hours=12)).timestamp() * 1_000_000)
+    log.append(
+        LogEntry(
+            request_id="r1",
+            ts_us=ts,
+            endpoint="predict",
+            protocol="http",
+            latency_us=800,
+            model_version=version,
+            rows=feats.select(problem.features).rows(),
+            scores=scores,
+            labels=problem.kind.labels(scores, problem.classes),
+        )
+    )
+    log.close()
+    return rows
+
+
+def _monitor(world, partition: str, monkeypatch) -> dg.ExecuteInProcessResult:
+    monkeypatch.setenv("ML_ASSETS_PREDICTION_LOG", str(world["tmp"] / "prediction_log"))
+    monkeypatch.setenv("ML_ASSETS_HOME", str(world["tmp"] / "home"))
+    keys = world["dataset"].keys
+    return dg.materialize(
+        world["assets"],
+        selection=dg.AssetSelection.assets(keys.monitoring)
+        | dg.AssetSelection.checks_for_assets(keys.monitoring),
+        resources=world["resources"],
+        partition_key=partition,
+        run_config={"ops": {"car_loan__monitoring": {"config": {"plots": False}}}},
+    )
+
+
+def test_a_partition_is_monitored_from_batch_and_served_rows(world, monkeypatch) -> None:
+    served = _served(world, MONITORED[0], 25)
+    result = _monitor(world, MONITORED[0], monkeypatch)
+    assert result.success
+    keys, lake = world["dataset"].keys, world["lake"]
+    results = lake.scan(keys.monitoring, [MONITORED[0]]).collect()
+    assert dict(results.schema) == RESULTS_SCHEMA
+    calculators = set(results.get_column("calculator").unique())
+    assert {c.value for c in Calculator} - calculators <= {Calculator.DOMAIN_CLASSIFIER.value}
+    batch = lake.scan(keys.predictions, [MONITORED[0]]).collect().height
+    meta = next(
+        m.materialization.metadata for m in result.get_asset_materialization_events()
+        if m.asset_key == keys.monitoring
+    )  # fmt: skip
+    assert meta["rows_by_source"].value == {"batch": batch, "served": served}
+    assert meta["reference"].value == "car_loan@v1"
+    checks = {e.check_name for e in result.get_asset_check_evaluations()}
+    assert checks == {DRIFT, ESTIMATED, GAP, QUALITY}
+    ops = results.filter(pl.col("calculator") == "operational")
+    requests = ops.filter(pl.col("metric") == "requests").get_column("value").to_list()
+    assert requests == [1.0]
+    realized = results.filter(pl.col("calculator") == "realized_performance")
+    assert realized.get_column("label_coverage").max() > 0  # 2019-03 labels arrive by 2019-06
+
+
+def test_rerunning_one_partition_leaves_the_others(world, monkeypatch) -> None:
+    keys, lake = world["dataset"].keys, world["lake"]
+    assert _monitor(world, MONITORED[1], monkeypatch).success
+    before = lake.path(keys.monitoring, MONITORED[1]).read_bytes()
+    assert _monitor(world, MONITORED[0], monkeypatch).success
+    assert lake.path(keys.monitoring, MONITORED[1]).read_bytes() == before
