@@ -118,7 +118,7 @@ def run_job(job_name: str, instance=None, view: RunView | None = None) -> bool:
                 f"  model v{meta['model_version'].value}: test {metric} "
                 f"{meta[f'test_{metric}'].value:.4f} (baseline {meta[f'baseline_{metric}'].value:.4f})"
             )
-        if "champion_version" in meta:
+        if event.asset_key.path[-1] == "champion":
             _out(f"  champion: v{meta['champion_version'].value}")
         if "serve_command" in meta:
             _out(f"  bento {meta['bento_tag'].value}; serve it with:")

@@ -178,6 +178,16 @@ class ProblemKind:
         """OpenAPI properties of one prediction object (besides ``key``)."""
         raise NotImplementedError
 
+    # --- monitoring: how NannyML is fed -------------------------------------------------------
+
+    def nannyml_proba(self, classes: Sequence[Any]) -> str | dict[str, str] | None:
+        """NannyML's ``y_pred_proba``: the probability column, class -> column, or none."""
+        return None
+
+    def nannyml_label(self, column: pl.Expr, classes: Sequence[Any]) -> pl.Expr:
+        """A label or predicted-label column as NannyML reads it for this kind."""
+        return column.cast(pl.Float64)
+
     def histogram_values(self, scores: np.ndarray) -> np.ndarray | None:
         """What goes into the score histogram (None: nothing)."""
         return scores if self.score_buckets is not None else None
@@ -276,6 +286,13 @@ class Binary(Classifier):
     def from_rates(self, rates: np.ndarray, rows: int) -> np.ndarray:
         return np.full(rows, rates[1])
 
+    def nannyml_proba(self, classes: Sequence[Any]) -> str | dict[str, str] | None:
+        return "probability"
+
+    def nannyml_label(self, column: pl.Expr, classes: Sequence[Any]) -> pl.Expr:
+        # NannyML's binary metrics want 0/1: 1 for the positive (second) class.
+        return (column.cast(pl.String) == str(classes[1])).cast(pl.Float64)
+
     def plots(self, y: np.ndarray, scores: np.ndarray, metrics: dict[str, float],
               classes: Sequence[Any], save: Save) -> None:  # fmt: skip
         if len(np.unique(y)) != 2:
@@ -372,6 +389,12 @@ class Multiclass(Classifier):
 
     def from_rates(self, rates: np.ndarray, rows: int) -> np.ndarray:
         return np.tile(rates, (rows, 1))
+
+    def nannyml_proba(self, classes: Sequence[Any]) -> str | dict[str, str] | None:
+        return {str(c): f"probability_{c}" for c in classes}
+
+    def nannyml_label(self, column: pl.Expr, classes: Sequence[Any]) -> pl.Expr:
+        return column.cast(pl.String)  # the class names, matching the proba dict's keys
 
     def plots(self, y: np.ndarray, scores: np.ndarray, metrics: dict[str, float],
               classes: Sequence[Any], save: Save) -> None:  # fmt: skip

@@ -185,38 +185,28 @@ def check_results(
     )
     wide = judged.filter(pl.col("gap").abs() > config.gap_bound)
     warn, error = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
+    gap_text = "; ".join(f"{r['metric']} gap {r['gap']:+.4f}" for r in wide.iter_rows(named=True))
+    verdicts = [
+        (DRIFT, drift, warn, describe(drift), {"alerts": drift.height}),
+        (ESTIMATED, estimated, error, describe(estimated), {"alerts": estimated.height}),
+        (
+            GAP,
+            wide,
+            warn,
+            gap_text or (None if judged.height else "not judged yet: too few labels"),
+            {"bound": config.gap_bound, "judged": judged.height},
+        ),
+        (QUALITY, quality, warn, describe(quality), {"alerts": quality.height}),
+    ]
     return [
         dg.AssetCheckResult(
-            check_name=DRIFT,
-            passed=drift.height == 0,
-            severity=warn,
-            description=describe(drift),
-            metadata={"alerts": drift.height},
-        ),
-        dg.AssetCheckResult(
-            check_name=ESTIMATED,
-            passed=estimated.height == 0,
-            severity=error,
-            description=describe(estimated),
-            metadata={"alerts": estimated.height},
-        ),
-        dg.AssetCheckResult(
-            check_name=GAP,
-            passed=wide.height == 0,
-            severity=warn,
-            description=(
-                "; ".join(f"{r['metric']} gap {r['gap']:+.4f}" for r in wide.iter_rows(named=True))
-                or (None if judged.height else "not judged yet: too few labels")
-            ),
-            metadata={"bound": config.gap_bound, "judged": judged.height},
-        ),
-        dg.AssetCheckResult(
-            check_name=QUALITY,
-            passed=quality.height == 0,
-            severity=warn,
-            description=describe(quality),
-            metadata={"alerts": quality.height},
-        ),
+            check_name=name,
+            passed=failing.height == 0,
+            severity=severity,
+            description=description,
+            metadata=metadata,
+        )
+        for name, failing, severity, description, metadata in verdicts
     ]
 
 

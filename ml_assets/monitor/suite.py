@@ -132,9 +132,9 @@ class MonitoredModel:
     @property
     def proba(self) -> str | dict[str, str]:
         """CBPE's ``y_pred_proba``: the probability column, or class -> column (multiclass)."""
-        if self.kind.nannyml_problem_type == "classification_multiclass":
-            return {str(c): f"probability_{c}" for c in self.classes}
-        return "probability"
+        proba = self.kind.nannyml_proba(self.classes)
+        assert proba is not None, "only classifiers have probabilities"
+        return proba
 
 
 def to_nannyml_frame(frame: pl.DataFrame, model: MonitoredModel) -> tuple[Any, list[str]]:
@@ -161,7 +161,6 @@ def to_nannyml_frame(frame: pl.DataFrame, model: MonitoredModel) -> tuple[Any, l
         ts = ts.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     exprs.append(ts.alias(model.timestamp))
 
-    kind = model.kind.nannyml_problem_type
     labels = [model.target] if model.target in cols else []
     for name in [*model.outputs, *labels]:
         if name not in cols or name in model.features:
@@ -169,13 +168,8 @@ def to_nannyml_frame(frame: pl.DataFrame, model: MonitoredModel) -> tuple[Any, l
         col = pl.col(name)
         if name.startswith("probability"):
             exprs.append(col.cast(pl.Float64))
-        elif kind == "classification_binary":
-            positive = str(model.classes[1])
-            exprs.append((col.cast(pl.String) == positive).cast(pl.Float64).alias(name))
-        elif kind == "classification_multiclass":
-            exprs.append(col.cast(pl.String))
         else:
-            exprs.append(col.cast(pl.Float64))
+            exprs.append(model.kind.nannyml_label(col, model.classes).alias(name))
     return frame.select(exprs).to_pandas(), missing
 
 
@@ -576,7 +570,7 @@ def _realized_calculator(model: MonitoredModel, chunker: Any) -> Any:
 
     return nml.PerformanceCalculator(
         problem_type=model.kind.nannyml_problem_type,
-        y_pred_proba=None if model.kind.nannyml_problem_type == "regression" else model.proba,
+        y_pred_proba=model.kind.nannyml_proba(model.classes),
         y_pred="prediction",
         y_true=model.target,
         timestamp_column_name=model.timestamp,
