@@ -310,6 +310,7 @@ def test_fingerprint_is_the_same_in_another_process(toy_spec: FeatureSpec) -> No
     assert out == fingerprint(feats, ["id"])
 
 
+@pytest.mark.slow  # every bundled dataset's full demo data (~10 s)
 def test_bundled_specs_compute_on_their_demo_data() -> None:
     """Each bundled features file runs on (a slice of) its demo data, with the declared types."""
     from ml_assets.contracts import load_contracts

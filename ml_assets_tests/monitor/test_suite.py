@@ -25,6 +25,10 @@ from ml_assets.monitor.suite import (
 )
 from ml_assets.testing import Scored, champion, month_bounds
 
+# Every test here fits NannyML on a real CatBoost champion of the demo data (the first one
+# pays ~30 s for the champion and the nannyml import): the fast core leaves them out.
+pytestmark = pytest.mark.slow
+
 C = Calculator
 NO_DOMAIN = [c for c in C if c not in (C.DOMAIN_CLASSIFIER, C.OPERATIONAL)]
 MAY = dt.datetime(2019, 5, 1, tzinfo=dt.UTC)
@@ -89,7 +93,6 @@ def _expected_rows(scored: Scored, calculators: list[C]) -> int:
 # --- the shift on car_loan ---------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_car_loan_shift_is_flagged_by_cbpe_in_the_shifted_months_only():
     """Monthly partitions of the second half, against the champion's test window.
 

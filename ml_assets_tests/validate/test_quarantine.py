@@ -67,7 +67,12 @@ labels:
 )
 
 CONTRACTS = {"car_loan": CAR_LOAN, "tiny": TINY}
-CASES = [(name, role) for name in CONTRACTS for role in ("entity", "labels")]
+CASES = [
+    # The entity tables are the big ones (5-9 s against pandera itself): slow, out of the fast core.
+    pytest.param(name, role, marks=[pytest.mark.slow] if role == "entity" else [])
+    for name in CONTRACTS
+    for role in ("entity", "labels")
+]
 
 
 def _good(col: Column, i: int) -> Any:
