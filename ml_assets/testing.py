@@ -246,24 +246,16 @@ def feature_records(frame: pl.DataFrame, features: list[str]) -> list[dict[str, 
 
 
 def proto_records(records: list[dict[str, Any]]) -> list[Any]:
-    """Records as ``ml_assets.serving.v1.Record`` messages (ints stay ints, floats doubles)."""
+    """Records as ``ml_assets.serving.v1.Record`` messages, encoded as the server encodes values
+    (ints stay ints, floats doubles)."""
     from ml_assets.serve import predictor_pb2 as pb
+    from ml_assets.serve.grpc_server import _set_value
 
     out = []
     for r in records:
         rec = pb.Record()
         for k, v in r.items():
-            val = rec.fields[k]
-            if v is None:
-                val.null_value = pb.NULL_VALUE
-            elif isinstance(v, bool):
-                val.bool_value = v
-            elif isinstance(v, int):
-                val.int_value = v
-            elif isinstance(v, float):
-                val.number_value = v
-            else:
-                val.string_value = str(v)
+            _set_value(rec.fields[k], v)
         out.append(rec)
     return out
 
