@@ -189,6 +189,8 @@ class _Panel:
     unit: str
     traces: list[_Trace] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
+    rate: bool = False
+    """Values are rates: the y axis starts at 0 (and shows 0-5% when every rate is 0)."""
 
 
 _COLORS = (
@@ -228,10 +230,17 @@ def _series(
     )
 
 
-def _with_thresholds(name: str, series: pl.DataFrame, color: str) -> list[_Trace]:
+def _with_thresholds(
+    name: str, series: pl.DataFrame, color: str, floor: float | None = None
+) -> list[_Trace]:
+    """The metric and each threshold it has; a lower threshold never above ``floor`` (a rate's
+    0) is left out: nothing can cross it."""
     traces = [_Trace(name, series.select("x", y="value"), color=color)]
     for side in ("lower", "upper"):
-        if series.get_column(side).drop_nulls().len():
+        values = series.get_column(side).drop_nulls()
+        if side == "lower" and floor is not None and values.len() and values.max() <= floor:
+            continue
+        if values.len():
             traces.append(
                 _Trace(
                     f"{name} {side} threshold",
@@ -308,7 +317,7 @@ def _panels(
     quality = results.filter(
         pl.col("calculator").is_in([c.value for c in QUALITY]) & pl.col("column").is_not_null()
     )
-    panel = _Panel(QUALITY_PANEL, "rate")
+    panel = _Panel(QUALITY_PANEL, "rate", rate=True)
     if quality.height:
         ranked = (
             quality.group_by("calculator", "column")
@@ -324,7 +333,7 @@ def _panels(
         ):
             series = _series(results, parts, calculator, column=column)
             what = "missing" if calculator == Calculator.MISSING_VALUES.value else "unseen"
-            panel.traces += _with_thresholds(f"{what} {column}", series, color)
+            panel.traces += _with_thresholds(f"{what} {column}", series, color, floor=0.0)
             panel.incidents += _of(incidents, calculator, column=column)
     panels.append(panel)
 
@@ -432,6 +441,12 @@ def summary_figure(
                     col=1,
                 )
         fig.update_yaxes(title_text=panel.unit, row=row, col=1)
+        if panel.rate:
+            ys = [
+                y for t in panel.traces for y in t.frame.get_column("y").to_list() if y is not None
+            ]
+            top = max([0.0, *ys])
+            fig.update_yaxes(range=[0, max(0.05, top * 1.15)], row=row, col=1)
         domain = fig.layout[f"yaxis{'' if row == 1 else row}"].domain
         fig.update_layout(
             {legend: {"y": domain[1], "yanchor": "top", "x": 1.01, "font": {"size": 10}}}

@@ -360,3 +360,53 @@ def test_the_summary_has_its_own_job_and_stays_out_of_the_monitor_job():
     assert job.asset_layer.executable_asset_keys == {car_loan.keys.monitoring_summary}
     monitor = defs.resolve_job_def(car_loan.jobs.monitor)
     assert car_loan.keys.monitoring_summary not in monitor.asset_layer.executable_asset_keys
+
+
+# --- on real NannyML results --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_summary_of_real_nannyml_results_shades_the_car_loan_shift(tmp_path):
+    """Monthly partitions of the demo's second half against a real champion's test window: the
+    shift the stack notes place at 2019-03-31 (see test_suite) is one alert period from 2019-04
+    on, on the performance and the multivariate drift panels, and nothing before it."""
+    from ml_assets.monitor.schema import Calculator
+    from ml_assets.monitor.suite import ALL, fit_suite
+    from ml_assets.testing import champion, month_bounds
+
+    scored = champion("car_loan", test_share=0.5)
+    calculators = [c for c in ALL if c is not Calculator.DOMAIN_CLASSIFIER]
+    suite = fit_suite(
+        scored.model, scored.reference, calculators=calculators, reference_chunk_rows=5_000
+    )
+    parts = []
+    for month in (2, 3, 4, 5):
+        start, end = month_bounds(dt.datetime(2019, month, 1, tzinfo=dt.UTC))
+        rows = scored.analysis.filter(
+            pl.col(scored.model.timestamp) >= start, pl.col(scored.model.timestamp) < end
+        )
+        version = "4" if month == 5 else "3"
+        parts.append(
+            suite.run(
+                rows,
+                dataset="car_loan",
+                partition=str(start.date()),
+                champion_version=version,
+                chunk_start=start,
+                chunk_end=end,
+            )
+        )
+    frame = pl.concat(parts)
+    fig = summary_figure(frame, metric="roc_auc")
+    assert panels(fig)[:3] == [PERFORMANCE_PANEL, MULTIVARIATE_PANEL, UNIVARIATE_PANEL]
+    assert QUALITY_PANEL in panels(fig)
+    assert traces(fig, PERFORMANCE_PANEL, THRESHOLD)  # NannyML's thresholds are drawn
+    for row in (1, 2):
+        [band] = [s for s in shapes(fig, ALERT) if row_of(fig, s) == row]
+        assert all(i.endswith(":2019-04-01") for i in band.name.split()[1:]), band.name
+    assert {s.name for s in shapes(fig, CHAMPION)} == {f"{CHAMPION} v4"}
+    files = write_figure(fig, tmp_path)
+    assert files.png is not None and files.png.read_bytes()[:8] == PNG_MAGIC
+    summary = summary_table(frame)
+    assert summary.get_column("partition").to_list() == [f"2019-0{m}-01" for m in (2, 3, 4, 5)]
+    assert summary.get_column("performance_alerts").to_list()[2:] != [0, 0]
