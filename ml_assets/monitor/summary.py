@@ -224,6 +224,7 @@ def _series(
         pl.col("lower_threshold").last().alias("lower"),
         pl.col("upper_threshold").last().alias("upper"),
         pl.col("alert").last(),
+        pl.col("label_coverage").last().alias("coverage"),
     )
     return parts.select("partition", pl.col("chunk_start").alias("x")).join(
         per, on="partition", how="inner", maintain_order="left"
@@ -276,7 +277,13 @@ def _panels(
         series = _series(results, parts, calculator.value, metric=metric)
         if series.height:
             label = "estimated" if calculator is Calculator.ESTIMATED_PERFORMANCE else "realized"
-            perf.traces += _with_thresholds(f"{label} {metric}", series, color)
+            traces = _with_thresholds(f"{label} {metric}", series, color)
+            if calculator is Calculator.REALIZED_PERFORMANCE:
+                traces[0].hover = [
+                    "no label yet" if c is None else f"label coverage {c:.0%}"
+                    for c in series.get_column("coverage").to_list()
+                ]
+            perf.traces += traces
             perf.incidents += _of(incidents, calculator.value, metric=metric)
     panels.append(perf)
 

@@ -148,6 +148,7 @@ def test_the_figure_has_a_panel_per_series_with_values_and_thresholds():
     [realized] = [t for t in fig.data if t.name == "realized roc_auc"]
     assert [x.date().isoformat() for x in realized.x] == WEEKS[:5]
     assert realized.y[1] is None and realized.y[0] == pytest.approx(0.80)
+    assert realized.hovertext[0] == "label coverage 100%"
     # univariate drift: how many features drift in each partition
     [drifting] = [t for t in fig.data if t.meta["panel"] == UNIVARIATE_PANEL]
     assert list(drifting.y) == [0, 1, 2, 0, 0]
@@ -218,6 +219,15 @@ def test_the_primary_metric_is_the_one_plotted_and_the_first_by_default():
     f1 = summary_figure(frame, metric="f1")
     assert traces(f1, PERFORMANCE_PANEL, VALUE) == ["estimated f1"]
     assert shapes(f1, ALERT) == []  # the roc_auc incident is not f1's
+
+
+def test_a_rate_panel_starts_at_zero_and_leaves_out_a_lower_threshold_of_zero():
+    frame = table({MISSING: [F, F, T]}).with_columns(
+        value=pl.Series([0.0, 0.0, 0.3]), lower_threshold=0.0, upper_threshold=0.05
+    )
+    fig = summary_figure(frame)
+    assert traces(fig, QUALITY_PANEL, THRESHOLD) == ["missing car_value upper threshold"]
+    assert fig.layout.yaxis.range[0] == 0 and fig.layout.yaxis.range[1] >= 0.3
 
 
 def test_an_empty_results_table_is_a_clear_error_for_the_figure():
