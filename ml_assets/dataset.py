@@ -38,6 +38,8 @@ class DatasetKeys:
     bento: dg.AssetKey
     monitoring: dg.AssetKey
     """Partitioned: the tidy monitoring results (:data:`ml_assets.monitor.schema.RESULTS_SCHEMA`)."""
+    monitoring_summary: dg.AssetKey
+    """Every monitoring partition over time: one row per partition, and the summary figure."""
     reference: dg.AssetKey
     """The champion's monitoring reference."""
 
@@ -58,6 +60,7 @@ class DatasetKeys:
             predictions=key("predictions"),
             bento=key("bento"),
             monitoring=key("monitoring"),
+            monitoring_summary=key("monitoring_summary"),
             reference=key("reference"),
         )
 
@@ -74,6 +77,8 @@ class DatasetJobs:
     """Partitioned batch predictions by the champion."""
     monitor: str
     """Partitioned NannyML monitoring (one run per partition: its checks are per partition)."""
+    monitoring_summary: str
+    """The monitoring summary over every monitored partition (unpartitioned)."""
 
     def in_order(self) -> list[str]:
         """The jobs a dataset runs end to end (monitoring runs per partition, separately)."""
@@ -114,7 +119,9 @@ class Dataset:
     @cached_property
     def jobs(self) -> DatasetJobs:
         n = self.name
-        return DatasetJobs(f"{n}_pipeline", f"{n}_train", f"{n}_score", f"{n}_monitor")
+        return DatasetJobs(
+            f"{n}_pipeline", f"{n}_train", f"{n}_score", f"{n}_monitor", f"{n}_monitoring_summary"
+        )
 
     @property
     def owners(self) -> list[str] | None:

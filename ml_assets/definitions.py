@@ -76,6 +76,11 @@ def dataset_definitions(dataset: Dataset) -> dg.Definitions:
             selection=dg.AssetSelection.assets(keys.monitoring),
             description=f"NannyML monitoring of {name}, one partition per run.",
         ),
+        dg.define_asset_job(
+            jobs.monitoring_summary,
+            selection=dg.AssetSelection.assets(keys.monitoring_summary),
+            description=f"The monitoring summary of {name}: every monitored partition over time.",
+        ),
     ]
     return dg.Definitions.merge(
         dg.Definitions(assets=ingest, asset_checks=freshness_checks(dataset), jobs=job_defs),

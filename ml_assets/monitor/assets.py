@@ -337,5 +337,14 @@ def _alert(context: Any, dataset: Dataset, lake: Lake, report_dir: Path) -> None
 
 
 def monitoring_definitions(dataset: Dataset) -> dg.Definitions:
-    """The dataset's reference and monitoring assets (resources: lake, mlflow)."""
-    return dg.Definitions(assets=[build_reference_asset(dataset), build_monitoring_asset(dataset)])
+    """The dataset's reference, monitoring and monitoring summary assets (resources: lake,
+    mlflow)."""
+    from ml_assets.monitor.summary import build_summary_asset
+
+    return dg.Definitions(
+        assets=[
+            build_reference_asset(dataset),
+            build_monitoring_asset(dataset),
+            build_summary_asset(dataset),
+        ]
+    )
