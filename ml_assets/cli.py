@@ -68,12 +68,21 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_job(job_name: str, instance=None, view: RunView | None = None) -> bool:
-    """Run a job in-process; a partitioned one over all its partitions as one run.
+def execute(
+    job_name: str,
+    instance=None,
+    view: RunView | None = None,
+    *,
+    partitions: list[str] | None = None,
+    run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+    bar: bool = True,
+):
+    """Run a job in-process and return Dagster's result; a partitioned one over ``partitions``
+    (default: all of them) as one run (a single partition as a plain partitioned run).
 
-    Prints one line (what ran, status, seconds), the check results (summarised unless
-    ``view.verbose``), a failed step's error, and the model/champion/Bento it produced.
-    Dagster's records go to the log file of ``view``, and to the console when verbose.
+    Dagster's records go to the log file of ``view`` (and the console when verbose). Prints
+    nothing: :func:`run_job` says what happened.
     """
     import dagster as dg
 
@@ -81,26 +90,66 @@ def run_job(job_name: str, instance=None, view: RunView | None = None) -> bool:
 
     view = view or RunView()
     job = defs.resolve_job_def(job_name)
-    tags: dict[str, str] = {}
-    what = "1 run"
+    run_tags = dict(tags or {})
+    partition_key = None
     if job.partitions_def is not None:
-        keys = job.partitions_def.get_partition_keys()
-        tags = {
-            "dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1],
-        }
-        what = f"{len(keys)} partitions ({keys[0]} .. {keys[-1]}) in one run"
+        keys = partitions or job.partitions_def.get_partition_keys()
+        if len(keys) == 1:
+            partition_key = keys[0]
+        else:
+            run_tags["dagster/asset_partition_range_start"] = keys[0]
+            run_tags["dagster/asset_partition_range_end"] = keys[-1]
     instance = instance or dg.DagsterInstance.get()
-    show_bar = not view.verbose and is_terminal(sys.stdout)
-    bar = JobProgress(job_name, steps=len(job.nodes), stream=sys.stdout, show_bar=show_bar)
-    handlers = [h for h in (view.file_handler, bar) if h is not None]
-    job, run_config = with_file_logger(job, handlers, view.verbose)
+    show_bar = bar and not view.verbose and is_terminal(sys.stdout)
+    progress = JobProgress(job_name, steps=len(job.nodes), stream=sys.stdout, show_bar=show_bar)
+    handlers = [h for h in (view.file_handler, progress) if h is not None]
+    job, logger_config = with_file_logger(job, handlers, view.verbose)
+    config = {**(run_config or {}), **logger_config}
+    with progress, stderr_to_log(not view.verbose):
+        return job.execute_in_process(
+            instance=instance,
+            tags=run_tags,
+            run_config=config,
+            partition_key=partition_key,
+            raise_on_error=False,
+        )
+
+
+def describe_partitions(keys: list[str] | None) -> str:
+    """``1 run``, ``partition K`` or ``N partitions (A .. B) in one run``."""
+    if keys is None:
+        return "1 run"
+    if len(keys) == 1:
+        return f"partition {keys[0]}"
+    return f"{len(keys)} partitions ({keys[0]} .. {keys[-1]}) in one run"
+
+
+def run_job(
+    job_name: str,
+    instance=None,
+    view: RunView | None = None,
+    *,
+    partitions: list[str] | None = None,
+    run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+) -> bool:
+    """Run a job in-process; a partitioned one over ``partitions`` (default all) as one run.
+
+    Prints one line (what ran, status, seconds), the check results (summarised unless
+    ``view.verbose``), a failed step's error, and the model/champion/Bento it produced.
+    Dagster's records go to the log file of ``view``, and to the console when verbose.
+    """
+    from ml_assets.definitions import defs
+
+    view = view or RunView()
+    job = defs.resolve_job_def(job_name)
+    keys = None
+    if job.partitions_def is not None:
+        keys = partitions or job.partitions_def.get_partition_keys()
+    what = describe_partitions(keys)
     log.info("%s: %s", job_name, what)
     t0 = time.perf_counter()
-    with bar, stderr_to_log(not view.verbose):
-        result = job.execute_in_process(
-            instance=instance, tags=tags, run_config=run_config, raise_on_error=False
-        )
+    result = execute(job_name, instance, view, partitions=keys, run_config=run_config, tags=tags)
     took = time.perf_counter() - t0
     status = "succeeded" if result.success else "FAILED"
     _out(f"{job_name}: {what}, {status} in {took:.1f} s")
@@ -110,20 +159,28 @@ def run_job(job_name: str, instance=None, view: RunView | None = None) -> bool:
             _out(line)
     for line in check_lines(result.get_asset_check_evaluations(), view.verbose):
         _out(line)
+    for line in model_lines(result):
+        _out(line)
+    return result.success
+
+
+def model_lines(result) -> list[str]:
+    """The model, champion and Bento a run produced, one line each (and the serve command)."""
+    lines = []
     for event in result.get_asset_materialization_events():
         meta = event.materialization.metadata
         if "model_version" in meta and "mlflow_run" in meta:
             metric = meta["primary_metric"].value
-            _out(
+            lines.append(
                 f"  model v{meta['model_version'].value}: test {metric} "
                 f"{meta[f'test_{metric}'].value:.4f} (baseline {meta[f'baseline_{metric}'].value:.4f})"
             )
         if event.asset_key.path[-1] == "champion":
-            _out(f"  champion: v{meta['champion_version'].value}")
+            lines.append(f"  champion: v{meta['champion_version'].value}")
         if "serve_command" in meta:
-            _out(f"  bento {meta['bento_tag'].value}; serve it with:")
-            _out(f"    {meta['serve_command'].value}")
-    return result.success
+            lines.append(f"  bento {meta['bento_tag'].value}; serve it with:")
+            lines.append(f"    {meta['serve_command'].value}")
+    return lines
 
 
 def run_dataset(name: str, instance=None, view: RunView | None = None) -> bool:
