@@ -4,7 +4,11 @@ ml-assets demo [-v]               seed the SQLite demo source and run every data
 ml-assets seed [--url URL]        seed a SQLAlchemy database with the demo tables
 ml-assets run [-v] DATASET        run one dataset's job over all its partitions (one run)
 ml-assets settings                print every setting in effect
+ml-assets check CONTRACT [--features FILE] [--url URL]
+                                  a contract, its features and its live source: every problem
 ml-assets contract check FILE     validate a contract file
+ml-assets contract init --url URL --table T [--labels T] [--out FILE]
+                                  draft a contract from a table, every guess marked for review
 ml-assets contract diff OLD NEW   list changes between two contract versions (exit 1 if breaking)
 """
 
@@ -287,6 +291,46 @@ def cmd_contract(args: argparse.Namespace) -> int:
     return 1 if any(c.breaking for c in changes) else 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """A contract with its features file and its live source; exit 0 ok, 1 problems, 2
+    unreadable."""
+    from ml_assets.contracts.check import check
+
+    report = check(args.contract, args.features, args.url, source=not args.no_source)
+    for line in report.lines():
+        _out(line)
+    return report.exit_code
+
+
+def cmd_contract_init(args: argparse.Namespace) -> int:
+    """Draft a contract from a source table (and a labels table); print where it went."""
+    from ml_assets.contracts.draft import DraftError, draft_contract
+
+    if not args.url or not args.table:
+        _out("contract init needs --url URL and --table TABLE")
+        return 2
+    try:
+        draft = draft_contract(
+            args.url,
+            args.table,
+            labels=args.labels,
+            name=args.name,
+            target=args.target,
+        )
+    except DraftError as exc:
+        _out(str(exc))
+        return 2
+    out = Path(args.out) if args.out else Path(f"{draft.name}.yaml")
+    if out.exists() and not args.force:
+        _out(f"{out} exists; pass --force to overwrite it, or --out another file")
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(draft.text, encoding="utf-8")
+    _out(f"wrote {out}: {draft.summary}")
+    _out(f"review every '# REVIEW:' line, then: ml-assets check {out} --url <the same URL>")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ml-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -322,14 +366,38 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("settings", help="print every setting and the paths in effect")
     p.set_defaults(fn=cmd_settings)
 
-    p = sub.add_parser("contract", help="check or diff contract files")
-    p.add_argument("action", choices=["check", "diff"])
-    p.add_argument("files", nargs="+")
+    p = sub.add_parser(
+        "check", help="check a contract, its features file and its live source, all at once"
+    )
+    p.add_argument("contract", help="the contract YAML (a features file finds its contract)")
+    p.add_argument(
+        "--features", help="features YAML (default: features/<name>.yaml beside the contract)"
+    )
+    p.add_argument("--url", help="source SQLAlchemy URL (default: the contract's source)")
+    p.add_argument("--no-source", action="store_true", help="check the files only")
+    p.set_defaults(fn=cmd_check)
+
+    p = sub.add_parser("contract", help="check, diff or draft (init) contract files")
+    p.add_argument("action", choices=["check", "diff", "init"])
+    p.add_argument("files", nargs="*")
+    p.add_argument("--url", help="init: SQLAlchemy URL of the source database")
+    p.add_argument("--table", help="init: the entity table (the rows to predict on)")
+    p.add_argument("--labels", help="init: the labels table (default: labels in --table)")
+    p.add_argument("--target", help="init: the target column (default: a guess, for review)")
+    p.add_argument("--name", help="init: dataset name (default: from the table)")
+    p.add_argument("--out", help="init: file to write (default: <name>.yaml)")
+    p.add_argument("--force", action="store_true", help="init: overwrite --out")
     p.set_defaults(fn=cmd_contract)
 
     args = parser.parse_args(argv)
     if args.command == "contract" and args.action == "diff" and len(args.files) != 2:
         parser.error("contract diff takes exactly two files: OLD NEW")
+    if args.command == "contract" and args.action == "check" and not args.files:
+        parser.error("contract check takes one or more files")
+    if args.command == "contract" and args.action == "init":
+        if args.files:
+            parser.error("contract init takes no files: --url URL --table TABLE [--out FILE]")
+        args.fn = cmd_contract_init
     if args.command not in ("demo", "run"):  # these two log to a file (see _view)
         configure_logging(None, verbose=True)
     return args.fn(args)

@@ -12,21 +12,69 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ml_assets.contracts.yaml_lines import Lines, line_for, line_index, load_yaml, pydantic_problems
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
+Problem = tuple[tuple[Any, ...], str]
+"""A broken rule: (YAML path of the field at fault, what is wrong and what to change)."""
+
+SHAPE_ONLY = {"shape_only": True}
+"""Validation context: check each field's type and form, not the rules across fields.
+
+The rules (key columns exist, the time column is a datetime, the target fits the problem...)
+are pure functions over what a document declares (:func:`column_problems`,
+:func:`table_problems`, :func:`contract_problems`). The models' validators run them, so a model
+built in code holds them; :func:`contract_findings` runs them itself over every part of a
+document that is readable, because pydantic skips a model's validator as soon as one of its
+fields fails, which would hide a rule broken above a typo until the typo is fixed.
+"""
+
+
+def _rules_off(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("shape_only"))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem of a file: where (file, line, field path) and what to change."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.field}: {self.message}"
+
 
 class ContractError(ValueError):
     """A contract file that cannot be used; the message names the file, line and field."""
+
+    def __init__(self, message: str, findings: list[Finding] | None = None) -> None:
+        super().__init__(message)
+        self.findings = findings or []
 
 
 class FieldError(ValueError):
@@ -39,6 +87,19 @@ class FieldError(ValueError):
     def __init__(self, loc: tuple[Any, ...], message: str) -> None:
         super().__init__(message)
         self.loc = loc
+
+
+class FieldErrors(ValueError):
+    """Every rule a model breaks, each located relative to it (see :class:`FieldError`)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(m for _, m in problems))
+        self.problems = problems
+
+
+def _raise_all(problems: list[Problem]) -> None:
+    if problems:
+        raise FieldErrors(problems)
 
 
 class ColumnType(StrEnum):
@@ -91,30 +152,39 @@ class Column(_Strict):
     pii: bool = False
 
     @model_validator(mode="after")
-    def _rules_fit_type(self) -> Column:
-        numeric = self.type in (ColumnType.INT, ColumnType.FLOAT)
-        if (self.min is not None or self.max is not None) and not numeric:
-            raise ValueError(f"min/max apply to int and float columns, not {self.type.value}")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
-        if self.type is ColumnType.CATEGORY and not self.allowed:
-            raise ValueError("a category column needs its allowed values")
-        if self.allowed is not None:
-            if len(self.allowed) == 0:
-                raise ValueError("allowed must list at least one value")
-            if self.type in (ColumnType.DATETIME, ColumnType.DATE, ColumnType.FLOAT):
-                raise ValueError(f"allowed does not apply to {self.type.value} columns")
-            want = {ColumnType.INT: int, ColumnType.BOOL: bool}.get(self.type, str)
+    def _rules_fit_type(self, info: ValidationInfo) -> Column:
+        if not _rules_off(info):
+            _raise_all(column_problems(self))
+        return self
+
+
+def column_problems(col: Column) -> list[Problem]:
+    """The rules of one column's own fields (reported at the column)."""
+    out: list[Problem] = []
+    numeric = col.type in (ColumnType.INT, ColumnType.FLOAT)
+    if (col.min is not None or col.max is not None) and not numeric:
+        out.append(((), f"min/max apply to int and float columns, not {col.type.value}"))
+    elif col.min is not None and col.max is not None and col.min > col.max:
+        out.append(((), f"min ({col.min}) is greater than max ({col.max})"))
+    if col.type is ColumnType.CATEGORY and not col.allowed:
+        out.append(((), "a category column needs its allowed values"))
+    elif col.allowed is not None:
+        if len(col.allowed) == 0:
+            out.append(((), "allowed must list at least one value"))
+        elif col.type in (ColumnType.DATETIME, ColumnType.DATE, ColumnType.FLOAT):
+            out.append(((), f"allowed does not apply to {col.type.value} columns"))
+        else:
+            want = {ColumnType.INT: int, ColumnType.BOOL: bool}.get(col.type, str)
             bad = [
                 v
-                for v in self.allowed
+                for v in col.allowed
                 if not isinstance(v, want) or (want is int and isinstance(v, bool))
             ]
             if bad:
-                raise ValueError(f"allowed values {bad!r} are not of type {self.type.value}")
-            if len(set(self.allowed)) != len(self.allowed):
-                raise ValueError("allowed values repeat")
-        return self
+                out.append(((), f"allowed values {bad!r} are not of type {col.type.value}"))
+            elif len(set(col.allowed)) != len(col.allowed):
+                out.append(((), "allowed values repeat"))
+    return out
 
 
 class Source(_Strict):
@@ -142,10 +212,17 @@ class Partitioning(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _end_after_start(self) -> Partitioning:
-        if self.end is not None and self.end <= self.start:
-            raise FieldError(("end",), "end must be after start")
+    def _end_after_start(self, info: ValidationInfo) -> Partitioning:
+        if not _rules_off(info):
+            _raise_all(partitioning_problems(self))
         return self
+
+
+def partitioning_problems(p: Partitioning) -> list[Problem]:
+    """The rules across a partitioning block's fields."""
+    if p.end is not None and p.end <= p.start:
+        return [(("end",), "end must be after start")]
+    return []
 
 
 class Table(_Strict):
@@ -159,17 +236,9 @@ class Table(_Strict):
     columns: dict[str, Column]
 
     @model_validator(mode="after")
-    def _table_or_query(self) -> Table:
-        if (self.table is None) == (self.query is None):
-            where = ("query",) if self.query is not None else ()
-            raise FieldError(where, "give exactly one of 'table' or 'query'")
-        if self.table is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", self.table):
-            raise FieldError(("table",), f"table name {self.table!r} is not a plain SQL identifier")
-        for name in self.columns:
-            if not NAME_RE.match(name):
-                raise FieldError(
-                    ("columns", name), f"column name {name!r} must be lower snake_case"
-                )
+    def _rules(self, info: ValidationInfo) -> Table:
+        if not _rules_off(info):
+            _raise_all(table_problems(TableView.of(self)))
         return self
 
     @property
@@ -179,24 +248,6 @@ class Table(_Strict):
     @property
     def key(self) -> list[str]:
         raise NotImplementedError
-
-    def _check_named(self, names: list[str], what: str, field: str) -> None:
-        for i, n in enumerate(names):
-            if n not in self.columns:
-                raise FieldError((field, i), f"{what} {n!r} is not one of the declared columns")
-
-    def _check_time(self, field: str) -> None:
-        name = self.time_column
-        if name not in self.columns:
-            raise FieldError((field,), f"time column {name!r} is not one of the declared columns")
-        if self.columns[name].type is not ColumnType.DATETIME:
-            raise FieldError(
-                ("columns", name, "type"), f"time column {name!r} must have type datetime"
-            )
-        if self.columns[name].nullable:
-            raise FieldError(
-                ("columns", name, "nullable"), f"time column {name!r} cannot be nullable"
-            )
 
 
 class EntityTable(Table):
@@ -212,19 +263,6 @@ class EntityTable(Table):
     @property
     def key(self) -> list[str]:
         return self.primary_key
-
-    @model_validator(mode="after")
-    def _names_exist(self) -> EntityTable:
-        if not self.primary_key:
-            raise FieldError(("primary_key",), "primary_key must name at least one column")
-        self._check_named(self.primary_key, "primary key column", "primary_key")
-        for k in self.primary_key:
-            if self.columns[k].nullable:
-                raise FieldError(
-                    ("columns", k, "nullable"), f"primary key column {k!r} cannot be nullable"
-                )
-        self._check_time("event_time")
-        return self
 
 
 class LabelTable(Table):
@@ -243,11 +281,109 @@ class LabelTable(Table):
     def key(self) -> list[str]:
         return self.key_columns
 
-    @model_validator(mode="after")
-    def _names_exist(self) -> LabelTable:
-        self._check_named(self.key_columns, "key column", "key")
-        self._check_time("observed_at")
-        return self
+
+# The YAML field naming each kind of table's key and time column.
+_TABLE_FIELDS: dict[type[Table], tuple[str, str, str]] = {
+    # class: (key field, time field, what the key is called in messages)
+    EntityTable: ("primary_key", "event_time", "primary key column"),
+    LabelTable: ("key", "observed_at", "key column"),
+}
+
+
+@dataclass(frozen=True)
+class TableView:
+    """What a table declares, as far as it is readable: what :func:`table_problems` checks.
+
+    ``columns`` maps each declared name to its column, or to None when that column is itself
+    invalid (declared, but of unknown type); ``columns``, ``key`` and ``time`` are None when
+    the field itself is unreadable (its rules are then not checked: pydantic reported it).
+    """
+
+    kind: type[Table]
+    table: str | None
+    query: str | None
+    columns: Mapping[Any, Column | None] | None
+    key: list[str] | None
+    time: str | None
+
+    @classmethod
+    def of(cls, t: Table) -> TableView:
+        if type(t) not in _TABLE_FIELDS:  # a bare Table has no key or time column
+            return cls(type(t), t.table, t.query, t.columns, None, None)
+        return cls(type(t), t.table, t.query, t.columns, list(t.key), t.time_column)
+
+    @classmethod
+    def read(cls, kind: type[Table], data: Any) -> TableView | None:
+        """The readable parts of a table's YAML mapping (None if it is not a mapping)."""
+        if not isinstance(data, dict):
+            return None
+        key_field, time_field, _ = _TABLE_FIELDS[kind]
+        columns: dict[Any, Column | None] | None = None
+        if isinstance(data.get("columns"), dict):
+            columns = {}
+            for name, value in data["columns"].items():
+                try:
+                    columns[name] = Column.model_validate(value, context=SHAPE_ONLY)
+                except ValidationError:
+                    columns[name] = None
+        return cls(
+            kind,
+            _readable(str | None, data.get("table")),
+            _readable(str | None, data.get("query")),
+            columns,
+            _readable(list[str], data.get(key_field)),
+            _readable(str, data.get(time_field)),
+        )
+
+
+@cache
+def _adapter(annotation: Any) -> TypeAdapter:
+    return TypeAdapter(annotation)
+
+
+def _readable(annotation: Any, value: Any) -> Any:
+    """``value`` validated as ``annotation``, or None when it is not one."""
+    try:
+        return _adapter(annotation).validate_python(value)
+    except ValidationError:
+        return None
+
+
+def table_problems(t: TableView) -> list[Problem]:
+    """The rules across a table's fields: source, column names, key and time column."""
+    out: list[Problem] = []
+    key_field, time_field, key_what = _TABLE_FIELDS.get(t.kind, ("key", "time", "key column"))
+    if (t.table is None) == (t.query is None):
+        out.append(
+            (("query",) if t.query is not None else (), "give exactly one of 'table' or 'query'")
+        )
+    if t.table is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", t.table):
+        out.append((("table",), f"table name {t.table!r} is not a plain SQL identifier"))
+    if t.columns is None:
+        return out
+    for name in t.columns:
+        if isinstance(name, str) and not NAME_RE.match(name):
+            out.append((("columns", name), f"column name {name!r} must be lower snake_case"))
+    if t.key is not None:
+        if not t.key and t.kind is EntityTable:
+            out.append(((key_field,), "primary_key must name at least one column"))
+        for i, k in enumerate(t.key):
+            if k not in t.columns:
+                out.append(((key_field, i), f"{key_what} {k!r} is not one of the declared columns"))
+            elif t.kind is EntityTable and (col := t.columns[k]) is not None and col.nullable:
+                out.append(
+                    (("columns", k, "nullable"), f"primary key column {k!r} cannot be nullable")
+                )
+    if t.time is not None:
+        name = t.time
+        col = t.columns.get(name)
+        if name not in t.columns:
+            out.append(((time_field,), f"time column {name!r} is not one of the declared columns"))
+        elif col is not None and col.type is not ColumnType.DATETIME:
+            out.append((("columns", name, "type"), f"time column {name!r} must have type datetime"))
+        elif col is not None and col.nullable:
+            out.append((("columns", name, "nullable"), f"time column {name!r} cannot be nullable"))
+    return out
 
 
 class Demo(_Strict):
@@ -290,26 +426,16 @@ class Contract(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> Contract:
-        if self.target not in self.labels.columns:
-            raise FieldError(("target",), f"target {self.target!r} is not a column of labels")
-        if self.target in self.entity.columns:
-            raise FieldError(
-                ("target",), f"target {self.target!r} must not be an entity column (leakage)"
+    def _cross_checks(self, info: ValidationInfo) -> Contract:
+        if not _rules_off(info):
+            _raise_all(
+                contract_problems(
+                    self.problem_type,
+                    self.target,
+                    TableView.of(self.entity),
+                    TableView.of(self.labels),
+                )
             )
-        ent_keys = [self.entity.columns[k].type for k in self.entity.primary_key]
-        lab_keys = [self.labels.columns[k].type for k in self.labels.key_columns]
-        if len(self.labels.key_columns) != len(self.entity.primary_key) or ent_keys != lab_keys:
-            raise FieldError(
-                ("labels", "key"), "labels.key must match entity.primary_key in number and types"
-            )
-        from ml_assets.problems import problem_kind  # the kind says what a target must be
-
-        target = self.labels.columns[self.target]
-        problem = problem_kind(self.problem_type).target_problem(target)
-        if problem is not None:
-            field, message = problem
-            raise FieldError(("labels", "columns", self.target, field), message)
         return self
 
     @property
@@ -329,6 +455,83 @@ class Contract(_Strict):
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def contract_problems(
+    problem_type: ProblemType | None,
+    target: str | None,
+    entity: TableView | None,
+    labels: TableView | None,
+) -> list[Problem]:
+    """The rules across the contract's parts: the target and the keys of the two tables.
+
+    A part that is unreadable (None, or a column of unknown type) leaves the rules that need it
+    unchecked: its own problem is already reported.
+    """
+    out: list[Problem] = []
+    ent_cols = entity.columns if entity is not None else None
+    lab_cols = labels.columns if labels is not None else None
+    if target is not None and lab_cols is not None and target not in lab_cols:
+        out.append((("target",), f"target {target!r} is not a column of labels"))
+    if target is not None and ent_cols is not None and target in ent_cols:
+        out.append((("target",), f"target {target!r} must not be an entity column (leakage)"))
+    if (
+        entity is not None
+        and labels is not None
+        and entity.key is not None
+        and labels.key is not None
+    ):
+        mismatch = len(entity.key) != len(labels.key)
+        if not mismatch and ent_cols is not None and lab_cols is not None:
+            ent = [ent_cols.get(k) for k in entity.key]
+            lab = [lab_cols.get(k) for k in labels.key]
+            if all(c is not None for c in [*ent, *lab]):
+                mismatch = [c.type for c in ent] != [c.type for c in lab]  # type: ignore[union-attr]
+        if mismatch:
+            message = "labels.key must match entity.primary_key in number and types"
+            out.append((("labels", "key"), message))
+    if problem_type is not None and target is not None and lab_cols is not None:
+        column = lab_cols.get(target)
+        if column is not None:
+            from ml_assets.problems import problem_kind  # the kind says what a target must be
+
+            problem = problem_kind(problem_type).target_problem(column)
+            if problem is not None:
+                field, message = problem
+                out.append((("labels", "columns", target, field), message))
+    return out
+
+
+def document_problems(data: dict[str, Any]) -> list[Problem]:
+    """Every problem of a contract's YAML mapping, in one pass: each field's type and form
+    (pydantic), then every rule over the parts that are readable."""
+    out: list[Problem] = []
+    try:
+        Contract.model_validate(data, context=SHAPE_ONLY)
+    except ValidationError as exc:
+        out += pydantic_problems(exc)
+    entity = TableView.read(EntityTable, data.get("entity"))
+    labels = TableView.read(LabelTable, data.get("labels"))
+    for role, view in (("entity", entity), ("labels", labels)):
+        if view is None:
+            continue
+        out += [((role, *loc), m) for loc, m in table_problems(view)]
+        for name, col in (view.columns or {}).items():
+            if col is not None:
+                out += [((role, "columns", name, *loc), m) for loc, m in column_problems(col)]
+    partitioning = data.get("partitioning")
+    try:
+        p = Partitioning.model_validate(partitioning, context=SHAPE_ONLY)
+        out += [(("partitioning", *loc), m) for loc, m in partitioning_problems(p)]
+    except ValidationError:
+        pass  # reported above
+    out += contract_problems(
+        _readable(ProblemType, data.get("problem_type")),
+        _readable(str, data.get("target")),
+        entity,
+        labels,
+    )
+    return out
+
+
 # --- loading with line numbers -----------------------------------------------------------
 
 
@@ -341,8 +544,12 @@ def _line_for(lines: Lines, loc: tuple[Any, ...]) -> int | None:
     return line_for(lines, loc, skip=_validator_part)
 
 
-def parse_contract(text: str, origin: str = "<string>") -> Contract:
-    """Parse and validate a contract's YAML text; raise ContractError naming line and field."""
+def contract_findings(text: str, origin: str = "<string>") -> tuple[Contract | None, list[Finding]]:
+    """Parse a contract's YAML text: (the contract, []) or (None, every problem at once).
+
+    Raises :class:`ContractError` only when the text is unreadable as a contract at all (not
+    YAML, or not a mapping).
+    """
     node, data = load_yaml(text, origin, ContractError)
     if not isinstance(data, dict):
         line = node.start_mark.line + 1 if node is not None else 1
@@ -350,14 +557,27 @@ def parse_contract(text: str, origin: str = "<string>") -> Contract:
             f"{origin}:{line}: (top level): a contract is a YAML mapping, got {type(data).__name__}"
         )
     lines = line_index(node)
-    try:
-        return Contract.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for loc, msg in pydantic_problems(exc, located=FieldError):
-            field = ".".join(str(p) for p in loc) or "(top level)"
-            problems.append(f"{origin}:{_line_for(lines, loc)}: {field}: {msg}")
-        raise ContractError("invalid contract\n  " + "\n  ".join(problems)) from exc
+    problems = document_problems(data)
+    if not problems:
+        return Contract.model_validate(data), []
+    findings = [
+        Finding(origin, _line_for(lines, loc), ".".join(str(p) for p in loc) or "(top level)", msg)
+        for loc, msg in problems
+    ]
+    findings = list(dict.fromkeys(findings))  # one rule may be reached twice
+    findings.sort(key=lambda f: f.line or 0)
+    return None, findings
+
+
+def parse_contract(text: str, origin: str = "<string>") -> Contract:
+    """Parse and validate a contract's YAML text; raise ContractError listing every problem,
+    each naming its line and field."""
+    contract, findings = contract_findings(text, origin)
+    if contract is None:
+        raise ContractError(
+            "invalid contract\n  " + "\n  ".join(map(str, findings)), findings=findings
+        )
+    return contract
 
 
 def load_contract(path: str | Path) -> Contract:

@@ -102,12 +102,18 @@ def pydantic_problems(
 
     ``located``: an exception type whose instances carry a ``loc`` relative to the model that
     raised them (a cross-field check pointing at the field at fault); such a cause's ``loc`` is
-    appended to the error's.
+    appended to the error's. With ``located`` given, a cause carrying ``problems`` (a list of
+    (loc, message), several rules broken at once) gives one entry per problem.
     """
     out = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         cause = err.get("ctx", {}).get("error")
+        many = getattr(cause, "problems", None)
+        if located is not None and isinstance(many, list):
+            # several rules broken at once: one entry each, at the field it names
+            out += [((*loc, *sub), message) for sub, message in many]
+            continue
         if located is not None and isinstance(cause, located):
             loc = (*loc, *cause.loc)  # type: ignore[attr-defined]
         out.append((loc, err["msg"].removeprefix("Value error, ")))
