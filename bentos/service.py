@@ -22,14 +22,11 @@ from pathlib import Path
 import bentoml
 
 import ml_assets.settings  # noqa: F401  (telemetry off before anything else is imported)
-from ml_assets.serve.carried import served_spec
-from ml_assets.serve.config import ServeConfig
-from ml_assets.serve.service import MOUNT, Serving, WorkerApp, service_config
+from ml_assets.serve.service import MOUNT, Serving, WorkerApp, load_service, service_config
 
-HERE = Path(__file__).resolve().parent
-CONFIG = ServeConfig.load(HERE)
-# Checked on import, so `bentoml serve` fails before starting workers when the files are off.
-SPEC = served_spec(HERE, CONFIG)
+# Settings and carried files are checked on import: `bentoml serve` fails before it starts any
+# worker, saying what is wrong.
+CONFIG, SPEC = load_service(Path(__file__).resolve().parent)
 HTTP = WorkerApp(CONFIG)
 
 

@@ -32,6 +32,28 @@ HOT_PATHS = [f"{MOUNT}/predict", f"{MOUNT}/predict_by_keys"]
 SWITCH_INTERVAL = 0.001
 
 
+class ServiceStartError(RuntimeError):
+    """The service cannot start: bad serving settings or carried files; the message says why.
+
+    A RuntimeError on purpose: BentoML's loader takes a ValueError raised while it loads a Bento
+    by tag to mean "not a tag" and reports a meaningless import error instead of it.
+    """
+
+
+def load_service(directory: Path) -> tuple[ServeConfig, FeatureSpec]:
+    """The config and feature spec of the service in ``directory`` (a built Bento's ``src/``
+    or ``bentos/``), or :class:`ServiceStartError` with the reason (also logged)."""
+    from ml_assets.serve.carried import served_spec
+
+    try:
+        config = ServeConfig.load(directory)
+        return config, served_spec(directory, config)
+    except Exception as exc:
+        message = f"cannot start the prediction service in {directory}: {exc}"
+        log.error("%s", message)
+        raise ServiceStartError(message) from exc
+
+
 def service_config(config: ServeConfig) -> dict[str, Any]:
     """``@bentoml.service`` settings: workers, and no access log, tracing span or BentoML
     traffic metric on the prediction routes (they keep their own metrics and log)."""
