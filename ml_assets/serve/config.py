@@ -57,10 +57,12 @@ class ServeConfig:
     max_records: int = DEFAULT_MAX_RECORDS
     """Most records per request; more gets 413."""
     prediction_log_dir: str = ""
-    """Root of the prediction log; default ``$ML_ASSETS_HOME/prediction_log``."""
+    """Root of the prediction log; default ``$ML_ASSETS_HOME/prediction_log`` (a built Bento
+    records the building platform's, absolute: see the module doc)."""
     log_flush_seconds: float = 1.0
     online_url: str = ""
-    """Online feature store URL; default a SQLite file ``online.sqlite`` under ML_ASSETS_HOME."""
+    """Online feature store URL; default a SQLite file ``online.sqlite`` under ML_ASSETS_HOME (a
+    built Bento records the building platform's, absolute, unless it has a password)."""
     contract_file: str = ""
     """The contract YAML a built Bento carries (relative to its service folder); empty when
     ``bentos/`` is served unbuilt (the settings' contracts folder is read then)."""
