@@ -32,6 +32,7 @@ import orjson
 from ml_assets.contracts.model import ProblemType
 from ml_assets.features.spec import COLUMN_DTYPES, FeatureSpec
 from ml_assets.problems import ProblemKind, problem_kind
+from ml_assets.serve.carried import features_fingerprint
 from ml_assets.serve.decoding import ErrorCode, RequestError, check_count
 from ml_assets.serve.prediction_log import LogEntry
 from ml_assets.serve.validation import (
@@ -236,6 +237,10 @@ class ServingRuntime:
         self._entity_dtypes = {n: COLUMN_DTYPES[ent.columns[n].type] for n in self.entities.names}
         self._key_idx = [self.entities.names.index(k) for k in spec.key]
         self._time_idx = self.entities.names.index(spec.event_time)
+        self._fingerprints = {
+            "contract_fingerprint": spec.contract.fingerprint(),
+            "features_fingerprint": features_fingerprint(spec.file),
+        }
 
     @property
     def dataset(self) -> str:
@@ -283,7 +288,8 @@ class ServingRuntime:
                 if self._store is None:
                     if self._store_factory is None:
                         raise RequestError(
-                            ErrorCode.UNAVAILABLE, [("", "no online store is configured")]
+                            ErrorCode.UNAVAILABLE,
+                            [("", "no online store is configured: set ML_ASSETS_ONLINE_URL")],
                         )
                     try:
                         self._store = self._store_factory()
@@ -395,4 +401,5 @@ class ServingRuntime:
             "classes": list(self.bundle.classes),
             "labels": self.bundle.labels,
             "contract_version": self.spec.contract.version,
+            **self._fingerprints,
         }
