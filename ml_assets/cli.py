@@ -233,10 +233,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         url=None, contracts=None, dataset=args.dataset, quality=False, rows=None, seed=0
     )
     cmd_seed(seed_args)
-    names = args.dataset or list(_contracts(None))
+    from ml_assets.dataset import load_datasets
+    from ml_assets.replay import Replay, monitor_latest, replay_datasets
+
+    datasets = load_datasets()
+    names = args.dataset or list(datasets)
+    replayed = set(replay_datasets(datasets))
     ok = True
     for name in names:
-        ok = run_dataset(name, view=view) and ok
+        if name in replayed:
+            # trained on the first half only, the second half replayed as if live
+            ok = run_job(datasets[name].jobs.pipeline, view=view) and ok
+            ok = Replay(datasets[name], view, _out).run().ok and ok
+        else:
+            ok = run_dataset(name, view=view) and ok
+            ok = monitor_latest(datasets[name], view, _out) and ok
     _out()
     s = settings.current()
     for what, where in {**s.summary(), "log file": str(view.log_path)}.items():

@@ -393,6 +393,9 @@ class Demo(_Strict):
     quality_loader: str | None = None
     rename: dict[str, str] = {}
     label_delay_days: tuple[float, float] = (1.0, 30.0)
+    replay: bool = False
+    """``make demo`` trains on the first half only and replays the second half as if live
+    (served, batch-scored, monitored, retrained by the sensor: :mod:`ml_assets.replay`)."""
 
 
 class Contract(_Strict):
