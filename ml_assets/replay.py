@@ -316,7 +316,8 @@ class Replay:
                     "%s: %d of %d served rows logged in time", partition, logged, week.served
                 )
         _, end = d.partitions.utc_window(partition)
-        config = {"plots": plots, "labels_as_of": end.isoformat()}
+        # the domain classifier (1-3 s a partition) only where the plots are drawn
+        config = {"plots": plots, "labels_as_of": end.isoformat(), "domain_classifier": plots}
         op = d.keys.monitoring.to_python_identifier()
         monitored = self._execute(
             jobs.monitor, partitions=[partition], run_config={"ops": {op: {"config": config}}}

@@ -53,6 +53,9 @@ class MonitoringConfig(dg.Config):
     """The gap is judged only once this share of the partition's rows has its label."""
     plots: bool = True
     """Render NannyML's plots (PNG for the UI, HTML reports): about 2 s per calculator."""
+    domain_classifier: bool | None = None
+    """Run NannyML's domain classifier (LightGBM, 5-fold CV: about 1-3 s per partition).
+    Default: on for partitions of at most 50,000 rows."""
     labels_as_of: str | None = None
     """ISO datetime (naive = UTC): use only the labels observed before it. Default: every label
     ingested so far. The demo's replay sets the end of the partition, as if it were monitored
@@ -347,7 +350,13 @@ def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
         where = {"dataset": name, "partition": pk, "champion_version": version}
         results = pl.concat(
             [
-                suite.run(analysis, **where, chunk_start=start, chunk_end=end),
+                suite.run(
+                    analysis,
+                    **where,
+                    chunk_start=start,
+                    chunk_end=end,
+                    domain_classifier=config.domain_classifier,
+                ),
                 operational_rows(served, **where, chunk_start=start, chunk_end=end),
             ],
             how="vertical_relaxed",

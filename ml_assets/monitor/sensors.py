@@ -153,7 +153,7 @@ def build_retrain_sensor(
     dataset: Dataset,
     *,
     consecutive: int | None = None,
-    calculators: Iterable[Calculator | str] = PERFORMANCE,
+    calculators: Iterable[Calculator | str] | None = None,
     window_days: float | None = None,
     min_label_coverage: float | None = None,
     ongoing_only: bool = True,
@@ -180,6 +180,8 @@ def build_retrain_sensor(
         if min_label_coverage is not None
         else settings.current().retrain_min_label_coverage
     )
+    if calculators is None:
+        calculators = dataset.contract.monitoring.retrain_on or PERFORMANCE
     wanted = tuple(str(c) for c in calculators)
 
     @dg.sensor(

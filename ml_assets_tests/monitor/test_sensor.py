@@ -270,3 +270,21 @@ def test_min_label_coverage_is_validated():
 
     with pytest.raises(ValueError, match="between 0 and 1"):
         Settings(retrain_min_label_coverage=1.5)
+
+
+RECONSTRUCTION = ("multivariate_drift", None, "pca", "reconstruction_error")
+
+
+def test_the_contract_says_which_calculators_retrain(car_loan, lake, instance):
+    """car_loan's contract adds multivariate drift to performance (its weekly ROC AUC is too
+    noisy for the threshold to see its shift); univariate drift still launches nothing."""
+    assert car_loan.contract.monitoring.retrain_on == [
+        "estimated_performance",
+        "realized_performance",
+        "multivariate_drift",
+    ]
+    write_monitoring(lake, car_loan, {RECONSTRUCTION: [F, T, T], DRIFT: [T, T, T]})
+    [request] = Daemon(build_retrain_sensor(car_loan), instance, lake).tick().run_requests
+    assert request.run_key.startswith("car_loan:multivariate_drift:")
+    others = Daemon(build_retrain_sensor(load_datasets()["car_price"]), instance, lake)
+    assert others.sensor.description and "multivariate" not in others.sensor.description
