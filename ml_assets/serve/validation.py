@@ -340,9 +340,11 @@ def _validate(
             if id_names is not None and not id_names.isdisjoint(rec):
                 assert ids is not None
                 id_rows[i] = _id_row(ids, rec, i, problems)
-                rec = {k: v for k, v in rec.items() if k not in id_names}
-            if rec.keys() == full:
-                row = [rec[n] for n in names]
+                if rec.keys() - id_names == full:  # the features exactly, besides the ids
+                    row = [rec[n] for n in names]
+                else:
+                    rest = {k: v for k, v in rec.items() if k not in id_names}
+                    row = _partial_row(schema, rest, i, problems)
             else:
                 row = _partial_row(schema, rec, i, problems)
         for j, check in enumerate(checks):
