@@ -246,13 +246,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # the others run in a process of their own beside the replay; their lines follow its
         beside = _start_others(others, args.verbose)
         others = []
-    for name in replayed:
-        # trained on the first half only, the second half replayed as if live
-        ok = run_job(datasets[name].jobs.pipeline, view=view) and ok
-        ok = Replay(datasets[name], view, _out).run().ok and ok
-    for name in others:
-        ok = run_dataset(name, view=view) and ok
-        ok = monitor_latest(datasets[name], view, _out) and ok
+    try:
+        for name in replayed:
+            # trained on the first half only, the second half replayed as if live
+            ok = run_job(datasets[name].jobs.pipeline, view=view) and ok
+            ok = Replay(datasets[name], view, _out).run().ok and ok
+        for name in others:
+            ok = run_dataset(name, view=view) and ok
+            ok = monitor_latest(datasets[name], view, _out) and ok
+    except BaseException:
+        if beside is not None:  # interrupted: do not leave the others running
+            beside[0].terminate()
+        raise
     if beside is not None:
         ok = _finish_others(*beside) and ok
     _out()

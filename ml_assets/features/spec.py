@@ -106,6 +106,18 @@ class FeatureSpec:
         return list(self.file.request)
 
     @property
+    def calendar(self) -> list[str]:
+        """Features that are a calendar part of the event or request time (``date_part`` with no
+        other column): their distribution over any window is set by the calendar, not by the
+        data, so drift monitoring leaves them out (they stay model inputs)."""
+        rows = [
+            f.name
+            for f in self.file.row
+            if f.op == "date_part" and (f.column is None or f.column == self.event_time)
+        ]
+        return [*rows, *(f.name for f in self.file.request)]
+
+    @property
     def names(self) -> list[str]:
         """Every feature, in output order: row, aggregates, request."""
         return [f.name for f in (*self.file.row, *self.file.aggregates, *self.file.request)]

@@ -179,14 +179,22 @@ def read_analysis(
 _FITTED: dict[tuple[str, str], Any] = {}
 
 
-def fitted_suite(name: str, version: str, problem: core.Problem, reference: pl.DataFrame) -> Any:
-    """The suite fitted on a champion's reference, once per process and champion."""
+def fitted_suite(
+    name: str,
+    version: str,
+    problem: core.Problem,
+    reference: pl.DataFrame,
+    calendar: list[str] | None = None,
+) -> Any:
+    """The suite fitted on a champion's reference, once per process and champion (drift left
+    out of the ``calendar`` features)."""
     from ml_assets.monitor.suite import MonitoredModel, fit_suite
 
     key = (name, version)
     if key not in _FITTED:
         _FITTED.clear()
-        _FITTED[key] = fit_suite(MonitoredModel.from_problem(problem), reference)
+        model = MonitoredModel.from_problem(problem, calendar or [])
+        _FITTED[key] = fit_suite(model, reference)
     return _FITTED[key]
 
 
@@ -346,7 +354,7 @@ def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
         analysis, served = read.rows, read.served
         for path, reason in read.unreadable:
             context.log.error(f"prediction log segment {path} not monitored: {reason}")
-        suite = fitted_suite(name, version, problem, ref)
+        suite = fitted_suite(name, version, problem, ref, dataset.spec.calendar)
         where = {"dataset": name, "partition": pk, "champion_version": version}
         results = pl.concat(
             [

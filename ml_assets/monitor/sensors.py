@@ -175,11 +175,6 @@ def build_retrain_sensor(
     if n < 1:
         raise ValueError(f"consecutive must be at least 1, not {n}")
     days = window_days if window_days is not None else TrainingSetConfig().window_days
-    coverage = (
-        min_label_coverage
-        if min_label_coverage is not None
-        else settings.current().retrain_min_label_coverage
-    )
     if calculators is None:
         calculators = dataset.contract.monitoring.retrain_on or PERFORMANCE
     wanted = tuple(str(c) for c in calculators)
@@ -201,6 +196,11 @@ def build_retrain_sensor(
         results = read_results(lake, dataset)
         if results.is_empty():
             return dg.SensorResult(skip_reason=f"no monitoring results of {dataset.name} yet")
+        coverage = (  # read at each tick: the setting may change while the daemon runs
+            min_label_coverage
+            if min_label_coverage is not None
+            else settings.current().retrain_min_label_coverage
+        )
         requests: list[dg.RunRequest] = []
         waiting: list[str] = []
         clock = monitoring_clock(dataset, results)

@@ -109,10 +109,14 @@ class MonitoredModel:
     classes: list[Any]
     target: str
     timestamp: str
+    calendar: tuple[str, ...] = ()
+    """Calendar features (a part of the event time): left out of drift, whose every new month
+    would otherwise be a drift of ``application_month`` against the reference's months."""
 
     @classmethod
-    def from_problem(cls, problem: Any) -> MonitoredModel:
-        """From a :class:`ml_assets.train.core.Problem` (the registry's ``problem`` tag)."""
+    def from_problem(cls, problem: Any, calendar: Iterable[str] = ()) -> MonitoredModel:
+        """From a :class:`ml_assets.train.core.Problem` (the registry's ``problem`` tag), and
+        the feature spec's calendar features."""
         return cls(
             problem_kind(problem.problem_type),
             list(problem.features),
@@ -120,7 +124,13 @@ class MonitoredModel:
             list(problem.classes),
             problem.target,
             problem.event_time,
+            tuple(c for c in calendar if c in problem.features),
         )
+
+    @property
+    def drift_features(self) -> list[str]:
+        """The inputs drift is computed on: every feature but the calendar ones."""
+        return [f for f in self.features if f not in self.calendar]
 
     @property
     def continuous(self) -> list[str]:
@@ -505,10 +515,11 @@ def _as_utc(bound: dt.datetime | None) -> dt.datetime | None:
 def _univariate(model: MonitoredModel, chunker: Any) -> Any:
     import nannyml as nml
 
+    drift = model.drift_features
     return nml.UnivariateDriftCalculator(
-        column_names=model.features,
-        treat_as_categorical=model.categorical or None,
-        treat_as_numerical=model.continuous or None,
+        column_names=drift,
+        treat_as_categorical=[c for c in model.categorical if c in drift] or None,
+        treat_as_numerical=[c for c in model.continuous if c in drift] or None,
         timestamp_column_name=model.timestamp,
         continuous_methods=list(CONTINUOUS_METHODS),
         categorical_methods=list(CATEGORICAL_METHODS),
@@ -520,7 +531,7 @@ def _reconstruction(model: MonitoredModel, chunker: Any) -> Any:
     import nannyml as nml
 
     return nml.DataReconstructionDriftCalculator(
-        column_names=model.features, timestamp_column_name=model.timestamp, chunker=chunker
+        column_names=model.drift_features, timestamp_column_name=model.timestamp, chunker=chunker
     )
 
 
@@ -534,8 +545,8 @@ def _domain(model: MonitoredModel, chunker: Any) -> Any:
     # enough, and each costs a 5-fold LightGBM fit on the whole reference.
     chunker.reference_chunks = min(chunker.reference_chunks, 2)
     return nml.DomainClassifierCalculator(
-        feature_column_names=model.features,
-        treat_as_categorical=model.categorical or None,
+        feature_column_names=model.drift_features,
+        treat_as_categorical=[c for c in model.categorical if c in model.drift_features] or None,
         timestamp_column_name=model.timestamp,
         chunker=chunker,
         hyperparameters={**DEFAULT_LGBM_HYPERPARAMS, **QUIET_LGBM},

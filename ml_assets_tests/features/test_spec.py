@@ -232,3 +232,16 @@ def test_feature_definitions_fail_at_load_on_a_bad_file(
     line = _line_of(text, "group_by: app_behavioral_score")
     assert f"credit_card.yaml:{line}: feature 'applications_7d_by_app_channel': " in str(info.value)
     assert "column 'app_behavioral_score' is float; group_by needs" in str(info.value)
+
+
+def test_calendar_features_are_the_parts_of_the_event_or_request_time() -> None:
+    """Monitoring leaves them out of drift: a new month is not a drift of the data."""
+    from ml_assets.dataset import load_datasets
+
+    datasets = load_datasets()
+    assert datasets["car_loan"].spec.calendar == [
+        "application_month",
+        "request_hour",
+        "request_weekday",
+    ]
+    assert "car_value" not in datasets["car_loan"].spec.calendar
