@@ -360,7 +360,10 @@ class Replay:
         context = dg.build_sensor_context(
             instance=self.instance, cursor=self.cursor, resources={"lake": self.lake}
         )
-        data = sensor.evaluate_tick(context)
+        from ml_assets.progress import stderr_to_log
+
+        with stderr_to_log(not self.view.verbose):  # the sensor's log lines: to the log file
+            data = sensor.evaluate_tick(context)
         if data.cursor is not None:
             self.cursor = data.cursor
         for request in data.run_requests or []:
@@ -418,7 +421,7 @@ class Replay:
                     )
 
     def _summarise(self, story: Story, took: float) -> None:
-        from ml_assets.monitor.assets import DRIFT, ESTIMATED
+        from ml_assets.monitor.assets import ESTIMATED
 
         out, weeks = self.out, story.weeks
         served = sum(w.served for w in weeks)
@@ -427,9 +430,19 @@ class Replay:
             f"  {len(weeks)} partitions monitored in {took:.1f} s: {rows:,} predictions, "
             f"{served:,} of them served over HTTP"
         )
-        for check, what in ((ESTIMATED, "estimated performance alert"), (DRIFT, "drift alert")):
-            alerting = story.alerting(check)
-            out(f"  {what}: {_ranges(alerting, story.partitions) or 'none'}")
+        from ml_assets.monitor.sensors import read_results
+
+        results = read_results(self.lake, self.dataset).filter(
+            pl.col("partition").is_in(story.partitions) & pl.col("alert").fill_null(False)
+        )
+        for calculator, what in (
+            ("estimated_performance", "estimated performance alert"),
+            ("multivariate_drift", "reconstruction error alert"),
+            ("univariate_drift", "univariate drift alert"),
+        ):
+            alerting = results.filter(calculator=calculator).get_column("partition").unique()
+            ordered = [p for p in story.partitions if p in set(alerting.to_list())]
+            out(f"  {what}: {_ranges(ordered, story.partitions) or 'none'}")
         for champion in dict.fromkeys(w.champion for w in weeks):
             mine = [w for w in weeks if w.champion == champion]
             bad = [w for w in mine if ESTIMATED in w.failed]
