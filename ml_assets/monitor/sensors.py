@@ -63,11 +63,16 @@ def training_op_name(dataset: Dataset) -> str:
     return dataset.keys.training_set.to_python_identifier()
 
 
-def retrain_run_config(dataset: Dataset, incident: Incident, window_days: float) -> dict[str, Any]:
+def retrain_run_config(
+    dataset: Dataset, incident: Incident, window_days: float | None
+) -> dict[str, Any]:
     """Run config of the train job: the training set's cutoff at the end of the incident's last
-    partition (UTC, ISO), its window ``window_days`` long."""
+    partition (UTC, ISO), its window ``window_days`` long (None: left out, so the training set
+    takes its default window)."""
     _, end = dataset.partitions.utc_window(incident.last_partition)
-    config = {"cutoff": end.isoformat(), "window_days": float(window_days)}
+    config: dict[str, Any] = {"cutoff": end.isoformat()}
+    if window_days is not None:
+        config["window_days"] = float(window_days)
     return {"ops": {training_op_name(dataset): {"config": config}}}
 
 
