@@ -159,10 +159,9 @@ def _when(t: dt.datetime) -> str:
 
 
 WINDOW_FIXES = (
-    "widen the window (`ml-assets run DATASET --window-days N`, the training set's run config "
-    "`window_days`, or the contract's `training: {window_days: N}`; with none of them the "
-    "training set takes every labelled row before the cutoff) or move the cutoff "
-    "(`--cutoff ISO`, run config `cutoff`)"
+    "widen it (--window-days N, run config window_days or the contract's training.window_days; "
+    "with none of them every labelled row before the cutoff counts) or move the cutoff "
+    "(--cutoff ISO, run config cutoff)"
 )
 
 
@@ -226,46 +225,44 @@ class TrainingSetFacts:
         (None when it is not empty)."""
         if self.labelled:
             return None
-        cutoff = _when(self.window.cutoff)
         out = [
-            f"0 of the {self.rows_in_window} rows in the window {self.window.describe()} have a "
-            f"label observed before the cutoff {cutoff}"
+            f"window {self.window.describe()}, cutoff {_when(self.window.cutoff)}: "
+            f"{self.rows_in_window} rows in the window, 0 labelled"
         ]
         if self.event_range is not None:
             lo, hi = self.event_range
             out.append(
-                f"feature rows before the cutoff have event times {_when(lo)} .. {_when(hi)}, "
-                f"{self.rows_before_window} of them before the window"
+                f"rows before the cutoff: events {_when(lo)} .. {_when(hi)}, "
+                f"{self.rows_before_window} older than the window"
             )
         if self.observed_range is not None:
             lo, hi = self.observed_range
             out.append(
-                f"{self.labels} labels observed {_when(lo)} .. {_when(hi)}, "
-                f"{self.labels_before_cutoff} of them before the cutoff"
+                f"labels observed {_when(lo)} .. {_when(hi)} "
+                f"({self.labels}, {self.labels_before_cutoff} before the cutoff)"
             )
         if self.labels == 0:
             fix = (
-                "no label is materialized: run the pipeline job over the labels' partitions "
-                f"(`ml-assets run {dataset} --only pipeline`)"
+                "No label is materialized: run the pipeline job over the labels' partitions "
+                f"(ml-assets run {dataset} --only pipeline)"
             )
         elif self.rows_in_window == 0 and self.rows_before_window:
-            fix = "no row's event time falls in the window: " + WINDOW_FIXES
+            fix = "No row's event time falls in the window: " + WINDOW_FIXES
         elif self.rows_in_window == 0:
             fix = (
-                "no feature row lies before the cutoff: move the cutoff later (`--cutoff ISO`) "
-                f"or materialize earlier partitions (`ml-assets run {dataset} --only pipeline`)"
+                "No feature row lies before the cutoff: move the cutoff later (--cutoff ISO) "
+                f"or materialize earlier partitions (ml-assets run {dataset} --only pipeline)"
             )
         elif self.labels_before_cutoff == 0:
             fix = (
-                "every label is observed at or after the cutoff: move the cutoff later "
-                "(`--cutoff ISO`, run config `cutoff`)"
+                "Every label is observed at or after the cutoff: move the cutoff later "
+                "(--cutoff ISO, run config cutoff)"
             )
         else:
-            fix = (
-                "the labels observed before the cutoff belong to no row in the window: "
-                + WINDOW_FIXES
+            fix = "The labels observed before the cutoff belong to no row in the window: " + (
+                WINDOW_FIXES
             )
-        return "; ".join(out) + ". To change: " + fix
+        return "; ".join(out) + ". " + fix
 
 
 def training_set_frame(

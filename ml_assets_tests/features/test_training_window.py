@@ -85,14 +85,14 @@ def test_an_empty_training_set_says_why_and_what_to_change(lake: Lake) -> None:
     why = facts.why_empty("survey")
     assert why is not None
     for part in (
-        "0 of the 0 rows in the window [2023-03-02, 2024-03-01) (365 days, run config "
-        "window_days) have a label observed before the cutoff 2024-03-01",
-        "event times 2019-01-15 09:00 .. 2023-01-15 10:59, 600 of them before the window",
-        "600 labels observed 2019-02-19 09:00 .. 2023-02-19 10:59, 600 of them before the cutoff",
-        "no row's event time falls in the window: widen the window (`ml-assets run DATASET "
-        "--window-days N`",
-        "training: {window_days: N}",
-        "`--cutoff ISO`",
+        "window [2023-03-02, 2024-03-01) (365 days, run config window_days), cutoff 2024-03-01: "
+        "0 rows in the window, 0 labelled",
+        "rows before the cutoff: events 2019-01-15 09:00 .. 2023-01-15 10:59, 600 older than "
+        "the window",
+        "labels observed 2019-02-19 09:00 .. 2023-02-19 10:59 (600, 600 before the cutoff)",
+        "No row's event time falls in the window: widen it (--window-days N, run config "
+        "window_days or the contract's training.window_days",
+        "or move the cutoff (--cutoff ISO",
     ):
         assert part in why, why
     verdict = point_in_time_verdict(
@@ -111,9 +111,13 @@ def test_rows_in_the_window_whose_labels_come_after_the_cutoff(lake: Lake) -> No
     _, _, frame, facts = _build(lake, window_days=30, cutoff=cutoff)
     assert frame.height == 0 and facts.rows_in_window == yearly.ROWS_PER_WAVE
     why = facts.why_empty("survey")
-    assert f"0 of the {yearly.ROWS_PER_WAVE} rows in the window [2023-01-02, 2023-02-01)" in why
-    assert "480 of them before the cutoff" in why  # labels of the four earlier waves
-    assert "belong to no row in the window: widen the window" in why
+    head = (
+        "[2023-01-02, 2023-02-01) (30 days, run config window_days), cutoff 2023-02-01: "
+        f"{yearly.ROWS_PER_WAVE} rows in the window, 0 labelled"
+    )
+    assert head in why
+    assert "(600, 480 before the cutoff)" in why  # labels of the four earlier waves
+    assert "belong to no row in the window: widen it" in why
 
 
 def test_the_contract_window_is_honoured_and_the_run_config_overrides_it(lake: Lake) -> None:
