@@ -160,8 +160,7 @@ def _when(t: dt.datetime) -> str:
 
 WINDOW_FIXES = (
     "widen it (--window-days N, run config window_days or the contract's training.window_days; "
-    "with none of them every labelled row before the cutoff counts) or move the cutoff "
-    "(--cutoff ISO, run config cutoff)"
+    "with none, every labelled row before the cutoff counts) or move the cutoff (--cutoff ISO)"
 )
 
 
@@ -225,21 +224,22 @@ class TrainingSetFacts:
         (None when it is not empty)."""
         if self.labelled:
             return None
-        out = [
+        head = (
             f"window {self.window.describe()}, cutoff {_when(self.window.cutoff)}: "
             f"{self.rows_in_window} rows in the window, 0 labelled"
-        ]
-        if self.event_range is not None:
-            lo, hi = self.event_range
-            out.append(
-                f"rows before the cutoff: events {_when(lo)} .. {_when(hi)}, "
-                f"{self.rows_before_window} older than the window"
-            )
+        )
+        details = []
         if self.observed_range is not None:
             lo, hi = self.observed_range
-            out.append(
-                f"labels observed {_when(lo)} .. {_when(hi)} "
+            details.append(
+                f"labels observed {lo:%Y-%m-%d} .. {hi:%Y-%m-%d} "
                 f"({self.labels}, {self.labels_before_cutoff} before the cutoff)"
+            )
+        if self.event_range is not None:
+            lo, hi = self.event_range
+            details.append(
+                f"rows before the cutoff: events {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}, "
+                f"{self.rows_before_window} older than the window"
             )
         if self.labels == 0:
             fix = (
@@ -262,7 +262,9 @@ class TrainingSetFacts:
             fix = "The labels observed before the cutoff belong to no row in the window: " + (
                 WINDOW_FIXES
             )
-        return "; ".join(out) + ". " + fix
+        # The fix before the details: a console line shortens the end of a long message.
+        tail = "; ".join(details)
+        return f"{head}. {fix}." + (f" {tail[0].upper()}{tail[1:]}." if tail else "")
 
 
 def training_set_frame(
