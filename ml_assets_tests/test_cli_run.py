@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -49,9 +50,11 @@ def _home(root: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return _home(tmp_path, monkeypatch)
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One home for the fast tests (none of them runs a job)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _home(tmp_path_factory.mktemp("cli_run"), monkeypatch)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
