@@ -10,7 +10,10 @@ or this file from the repository with
 * gRPC (``ML_ASSETS_GRPC_PORT``, default 50051): ``ml_assets.serving.v1.Predictor`` from
   ``predictor.proto``, ``grpc.health.v1.Health`` and server reflection.
 
-Everything here is wiring; the work is in :mod:`ml_assets.serve`.
+A built Bento carries everything it serves with (``bento_config.json``, the contract and
+features YAML under ``dataset/`` with their fingerprints, checked here at start, and the serving
+subset of ``ml_assets``): it needs no checkout and no ``ML_ASSETS_CONTRACTS``. Everything here
+is wiring; the work is in :mod:`ml_assets.serve`.
 """
 
 import logging
@@ -19,10 +22,11 @@ from pathlib import Path
 import bentoml
 
 import ml_assets.settings  # noqa: F401  (telemetry off before anything else is imported)
-from ml_assets.serve.config import ServeConfig
-from ml_assets.serve.service import MOUNT, Serving, WorkerApp, service_config
+from ml_assets.serve.service import MOUNT, Serving, WorkerApp, load_service, service_config
 
-CONFIG = ServeConfig.load(Path(__file__).resolve().parent)
+# Settings and carried files are checked on import: `bentoml serve` fails before it starts any
+# worker, saying what is wrong.
+CONFIG, SPEC = load_service(Path(__file__).resolve().parent)
 HTTP = WorkerApp(CONFIG)
 
 
@@ -38,6 +42,7 @@ class PredictionService:
         stored = self.model
         self.serving = Serving.start(
             CONFIG,
+            SPEC,
             stored.path,
             model_tag=str(stored.tag),
             labels={k: str(v) for k, v in stored.info.labels.items()},

@@ -443,10 +443,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
         url=None, contracts=None, dataset=args.dataset, quality=False, rows=None, seed=0
     )
     cmd_seed(seed_args)
-    names = args.dataset or list(_contracts(None))
+    from ml_assets.dataset import load_datasets
+    from ml_assets.replay import Replay, monitor_latest, replay_datasets
+
+    datasets = load_datasets()
+    names = args.dataset or list(datasets)
+    replayed = [n for n in names if n in replay_datasets(datasets)]
+    others = [n for n in names if n not in replayed]
     ok = True
-    for name in names:
+    beside = None
+    if replayed and others:
+        # the others run in a process of their own beside the replay; their lines follow its
+        beside = _start_others(others, args.verbose)
+        others = []
+    for name in replayed:
+        # trained on the first half only, the second half replayed as if live
+        ok = run_job(datasets[name].jobs.pipeline, view=view) and ok
+        ok = Replay(datasets[name], view, _out).run().ok and ok
+    for name in others:
         ok = run_dataset(name, view=view) and ok
+        ok = monitor_latest(datasets[name], view, _out) and ok
+    if beside is not None:
+        ok = _finish_others(*beside) and ok
     _out()
     s = settings.current()
     for what, where in {**s.summary(), "log file": str(view.log_path)}.items():
@@ -456,6 +474,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _out("open the MLflow UI (http://127.0.0.1:5000):")
     _out(f"  .venv/bin/mlflow ui --backend-store-uri {s.tracking_uri}")
     return 0 if ok else 1
+
+
+def _start_others(names: list[str], verbose: bool):
+    """``python -m ml_assets.replay NAMES``, its stdout to a temporary file."""
+    import subprocess
+    import tempfile
+
+    out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by _finish_others)
+    argv = [sys.executable, "-m", "ml_assets.replay", *names, *(["-v"] if verbose else [])]
+    env = settings.child_env()
+    return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env), out
+
+
+def _finish_others(proc, out) -> bool:
+    """Wait for the others' process and print what it printed (its own log file included)."""
+    code = proc.wait()
+    out.seek(0)
+    for line in out.read().splitlines():
+        _out(line)
+    out.close()
+    return code == 0
 
 
 def cmd_settings(args: argparse.Namespace) -> int:

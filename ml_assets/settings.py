@@ -181,6 +181,21 @@ class Settings(BaseModel):
         "consecutive alerting partitions of a performance metric before the sensor retrains",
     )
 
+    retrain_min_label_coverage: float = _setting(
+        "ML_ASSETS_RETRAIN_MIN_LABEL_COVERAGE",
+        0.5,
+        "share of the rows of an incident's first N partitions whose label must have arrived "
+        "before the sensor retrains: the challenger learns the new regime only from labelled "
+        "rows (0: retrain at once)",
+    )
+
+    @field_validator("retrain_min_label_coverage")
+    @classmethod
+    def _a_share(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("must be between 0 and 1")
+        return value
+
     @field_validator("alert_attempts", "retrain_consecutive")
     @classmethod
     def _at_least_one(cls, value: int) -> int:

@@ -393,6 +393,40 @@ class Demo(_Strict):
     quality_loader: str | None = None
     rename: dict[str, str] = {}
     label_delay_days: tuple[float, float] = (1.0, 30.0)
+    replay: bool = False
+    """``make demo`` trains on the first half only and replays the second half as if live
+    (served, batch-scored, monitored, retrained by the sensor: :mod:`ml_assets.replay`)."""
+
+
+RETRAIN_TRIGGERS = (
+    "estimated_performance",
+    "realized_performance",
+    "multivariate_drift",
+    "univariate_drift",
+    "domain_classifier",
+)
+"""Monitoring calculators whose sustained alerts may retrain (``ml_assets.monitor.schema``)."""
+
+
+class Monitoring(_Strict):
+    """What the dataset's monitoring acts on."""
+
+    retrain_on: list[str] = ["estimated_performance", "realized_performance"]
+    """Calculators whose alerts, sustained for N partitions (and once the labels of the new
+    regime have arrived), make the retrain sensor train a challenger. Performance by default;
+    add ``multivariate_drift`` where a performance drop is too small for its threshold at the
+    partition's size but the inputs have clearly moved (the gate still decides)."""
+
+    @field_validator("retrain_on")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in RETRAIN_TRIGGERS]
+        if unknown or not value:
+            raise ValueError(
+                f"retrain_on must list some of {list(RETRAIN_TRIGGERS)}"
+                + (f", not {unknown}" if unknown else "")
+            )
+        return value
 
 
 class Training(_Strict):
@@ -423,6 +457,7 @@ class Contract(_Strict):
     entity: EntityTable
     labels: LabelTable
     demo: Demo | None = None
+    monitoring: Monitoring = Monitoring()
     quarantine_threshold: float = Field(default=0.05, ge=0, le=1)
     training: Training | None = None
 

@@ -16,6 +16,7 @@ partition runs, never when the definitions load.
 """
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,13 @@ import polars as pl
 from ml_assets import settings
 from ml_assets.dataset import Dataset
 from ml_assets.features.windows import to_utc
-from ml_assets.monitor.frames import SOURCE, analysis_frame, reference_frame, with_labels
+from ml_assets.monitor.frames import (
+    SOURCE,
+    analysis_frame,
+    prefer_served,
+    reference_frame,
+    with_labels,
+)
 from ml_assets.monitor.schema import Calculator, reference_id
 from ml_assets.registry.tracking import CHAMPION, MlflowTracking
 from ml_assets.storage import Lake
@@ -46,6 +53,13 @@ class MonitoringConfig(dg.Config):
     """The gap is judged only once this share of the partition's rows has its label."""
     plots: bool = True
     """Render NannyML's plots (PNG for the UI, HTML reports): about 2 s per calculator."""
+    domain_classifier: bool | None = None
+    """Run NannyML's domain classifier (LightGBM, 5-fold CV: about 1-3 s per partition).
+    Default: on for partitions of at most 50,000 rows."""
+    labels_as_of: str | None = None
+    """ISO datetime (naive = UTC): use only the labels observed before it. Default: every label
+    ingested so far. The demo's replay sets the end of the partition, as if it were monitored
+    when its week closed; re-running the partition later without it picks up late labels."""
 
 
 def _champion(mlflow: MlflowTracking, name: str) -> tuple[str, dict[str, str], core.Problem]:
@@ -115,27 +129,51 @@ def _scan_existing(lake: Lake, key: dg.AssetKey, partitions: list[str]) -> pl.Da
     return lake.scan(key, present).collect() if present else None
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """A partition's rows to monitor and what was read to get them."""
+
+    rows: pl.DataFrame
+    """Batch and served predictions with the labels observed so far, one row per event."""
+    served: pl.DataFrame
+    """The prediction log's rows of the partition's events, as logged (operational summary)."""
+    superseded: int
+    """Batch rows not monitored because the same event was also served."""
+    unreadable: list[tuple[Path, str]]
+    """Prediction-log segments that could not be read, with the reason."""
+
+
 def read_analysis(
-    dataset: Dataset, lake: Lake, problem: core.Problem, partition: str
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A partition's batch and served predictions with the labels observed so far, and the
-    prediction log's rows of its window as logged (for the operational summary)."""
-    from ml_assets.serve.prediction_log import read_prediction_log
+    dataset: Dataset,
+    lake: Lake,
+    problem: core.Problem,
+    partition: str,
+    labels_as_of: dt.datetime | None = None,
+) -> Analysis:
+    """A partition's batch and served predictions (served rows by the event they predict) with
+    the labels observed so far (before ``labels_as_of`` when given)."""
+    from ml_assets.serve.prediction_log import read_served
 
     keys, spec, contract = dataset.keys, dataset.spec, dataset.contract
     start, end = dataset.partitions.utc_window(partition)
     batch = _scan_existing(lake, keys.predictions, [partition])
     feats = _scan_existing(lake, keys.features, [partition])
-    served = read_prediction_log(
-        dataset.name, start, end, root=settings.current().prediction_log_path
+    served = read_served(
+        dataset.name,
+        start,
+        end,
+        problem.event_time,
+        root=settings.current().prediction_log_path,
     )
-    rows = analysis_frame(problem, spec.key, batch, feats, served if served.height else None)
+    log_rows = served.rows if served.rows.height else None
+    rows = analysis_frame(problem, spec.key, batch, feats, log_rows)
+    rows, superseded = prefer_served(rows, spec.key, problem.event_time)
     labels = _scan_existing(lake, keys.validated["labels"], dataset.partitions.keys())
     lab = contract.labels
     labelled = with_labels(
-        rows, labels, spec.key, lab.key_columns, contract.target, lab.observed_at
+        rows, labels, spec.key, lab.key_columns, contract.target, lab.observed_at, labels_as_of
     )
-    return labelled, served
+    return Analysis(labelled, served.rows, superseded, served.unreadable)
 
 
 _FITTED: dict[tuple[str, str], Any] = {}
@@ -153,9 +191,10 @@ def fitted_suite(name: str, version: str, problem: core.Problem, reference: pl.D
 
 
 def check_results(
-    results: pl.DataFrame, primary: str, config: MonitoringConfig
+    results: pl.DataFrame, primary: str, config: MonitoringConfig, unreadable: int = 0
 ) -> list[dg.AssetCheckResult]:
-    """The four monitoring checks of one partition, from its results rows."""
+    """The four monitoring checks of one partition, from its results rows (and the number of
+    prediction-log segments that could not be read, a data-quality failure)."""
     from ml_assets.monitor.suite import estimate_gap
 
     def alerts(*calculators: Calculator, metric: str | None = None) -> pl.DataFrame:
@@ -196,12 +235,28 @@ def check_results(
             gap_text or (None if judged.height else "not judged yet: too few labels"),
             {"bound": config.gap_bound, "judged": judged.height},
         ),
-        (QUALITY, quality, warn, describe(quality), {"alerts": quality.height}),
+        (
+            QUALITY,
+            quality,
+            warn,
+            "; ".join(
+                t
+                for t in (
+                    describe(quality),
+                    f"{unreadable} prediction-log segments unreadable (see the run log)"
+                    if unreadable
+                    else None,
+                )
+                if t
+            )
+            or None,
+            {"alerts": quality.height, "unreadable_log_segments": unreadable},
+        ),
     ]
     return [
         dg.AssetCheckResult(
             check_name=name,
-            passed=failing.height == 0,
+            passed=failing.height == 0 and not (name == QUALITY and unreadable),
             severity=severity,
             description=description,
             metadata=metadata,
@@ -284,12 +339,24 @@ def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
         if not lake.exists(keys.reference, f"v{version}"):
             raise dg.Failure(f"no reference of {name} v{version}: materialize {keys.reference}")
         ref = lake.scan(keys.reference, [f"v{version}"]).collect()
-        analysis, served = read_analysis(dataset, lake, problem, pk)
+        as_of = (
+            to_utc(dt.datetime.fromisoformat(config.labels_as_of)) if config.labels_as_of else None
+        )
+        read = read_analysis(dataset, lake, problem, pk, labels_as_of=as_of)
+        analysis, served = read.rows, read.served
+        for path, reason in read.unreadable:
+            context.log.error(f"prediction log segment {path} not monitored: {reason}")
         suite = fitted_suite(name, version, problem, ref)
         where = {"dataset": name, "partition": pk, "champion_version": version}
         results = pl.concat(
             [
-                suite.run(analysis, **where, chunk_start=start, chunk_end=end),
+                suite.run(
+                    analysis,
+                    **where,
+                    chunk_start=start,
+                    chunk_end=end,
+                    domain_classifier=config.domain_classifier,
+                ),
                 operational_rows(served, **where, chunk_start=start, chunk_end=end),
             ],
             how="vertical_relaxed",
@@ -297,7 +364,7 @@ def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
         lake.write(keys.monitoring, pk, results)
         report_dir = settings.current().monitoring_path / name / pk
         files = plot_results(suite.results, report_dir, png=config.plots) if config.plots else {}
-        checks = check_results(results, kind.primary_metric, config)
+        checks = check_results(results, kind.primary_metric, config, len(read.unreadable))
         _alert(context, dataset, lake, report_dir)
         counts = dict(analysis.get_column(SOURCE).value_counts().iter_rows())
         return dg.MaterializeResult(
@@ -306,6 +373,10 @@ def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 "reference": reference_id(name, version),
                 "rows": analysis.height,
                 "rows_by_source": dg.MetadataValue.json(counts),
+                "batch_rows_superseded_by_served": read.superseded,
+                "unreadable_log_segments": dg.MetadataValue.json(
+                    [{"path": str(p), "reason": r} for p, r in read.unreadable]
+                ),
                 "label_coverage": round(
                     1
                     - analysis.get_column(dataset.contract.target).null_count()

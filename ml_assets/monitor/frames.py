@@ -108,8 +108,35 @@ def with_labels(
         return analysis.with_columns(pl.lit(None).alias(target))
     lab = labels
     if as_of is not None:
-        lab = lab.filter(pl.col(observed_at) < as_of)
+        lab = lab.filter(observed_before(lab, observed_at, as_of))
     lab = lab.select(
         *[pl.col(k).alias(e) for k, e in zip(label_key, key, strict=True)], pl.col(target)
     ).unique(subset=key, keep="last")
     return analysis.join(lab, on=key, how="left")
+
+
+def prefer_served(rows: pl.DataFrame, key: list[str], event_time: str) -> tuple[pl.DataFrame, int]:
+    """Monitor each event once: a batch row whose key was also served is superseded by the
+    served row (what the caller was answered). Returns the rows and how many batch rows were
+    superseded, for the report (rows read = rows monitored + rows superseded)."""
+    if not key or rows.height == 0:
+        return rows, 0
+    served = rows.filter(pl.col(SOURCE) == "served").select(key).drop_nulls().unique()
+    if served.height == 0:
+        return rows, 0
+    batch = rows.filter(pl.col(SOURCE) == "batch")
+    kept = batch.join(served, on=key, how="anti", nulls_equal=False)
+    superseded = batch.height - kept.height
+    if superseded == 0:
+        return rows, 0
+    others = rows.filter(pl.col(SOURCE) != "batch")
+    return pl.concat([kept, others]).sort(event_time, maintain_order=True), superseded
+
+
+def observed_before(frame: pl.DataFrame | pl.LazyFrame, column: str, as_of: dt.datetime) -> pl.Expr:
+    """``column < as_of``, whether the column is naive (UTC, as the lake stores it) or aware."""
+    dtype = frame.collect_schema()[column]
+    utc = as_of.astimezone(dt.UTC) if as_of.tzinfo else as_of.replace(tzinfo=dt.UTC)
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+        return pl.col(column) < utc.replace(tzinfo=None)
+    return pl.col(column) < utc

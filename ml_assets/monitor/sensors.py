@@ -3,9 +3,13 @@
 On each tick, :func:`build_retrain_sensor`'s sensor reads the dataset's monitoring results from
 the lake (:func:`read_results`: the partition files of ``<dataset>/monitoring``), finds the
 retrain candidates (:func:`~ml_assets.monitor.incidents.retrain_candidates`: estimated or
-realized performance alerting for at least N partitions in a row) and requests one run of
-``<dataset>_train`` per incident, with ``run_key`` = the incident id and the training set's
-cutoff at the end of the incident's last partition, so the challenger learns the new regime.
+realized performance alerting for at least N partitions in a row) and watches the labels
+arriving for them: a challenger learns the new regime only from labelled rows, and labels come
+late (weeks, for a loan). Once the share of the rows of the incident's first N partitions with
+a label (``ML_ASSETS_RETRAIN_MIN_LABEL_COVERAGE``, 0.5) has arrived, it requests one run of
+``<dataset>_train``, with ``run_key`` = the incident id and the training set's cutoff at the
+monitoring clock: the end of the newest monitored partition (labels observed after it do not
+count, so a replay of history behaves as it would have live).
 
 The cursor (JSON: the incident ids already handled) is stored by Dagster and survives a
 restart; ``run_key`` makes a second request for the same incident a no-op even without it.
@@ -14,6 +18,7 @@ Imports nothing heavy: the code location loads it.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -24,6 +29,7 @@ import polars as pl
 from ml_assets import settings
 from ml_assets.dataset import Dataset
 from ml_assets.features.assets import TrainingSetConfig
+from ml_assets.monitor.frames import observed_before
 from ml_assets.monitor.incidents import Incident, retrain_candidates
 from ml_assets.monitor.schema import PERFORMANCE, RESULTS_SCHEMA, Calculator, empty_results
 from ml_assets.storage import Lake
@@ -64,16 +70,51 @@ def training_op_name(dataset: Dataset) -> str:
 
 
 def retrain_run_config(
-    dataset: Dataset, incident: Incident, window_days: float | None
+    dataset: Dataset, cutoff: dt.datetime, window_days: float | None
 ) -> dict[str, Any]:
-    """Run config of the train job: the training set's cutoff at the end of the incident's last
-    partition (UTC, ISO), its window ``window_days`` long (None: left out, so the training set
-    takes its default window)."""
-    _, end = dataset.partitions.utc_window(incident.last_partition)
-    config: dict[str, Any] = {"cutoff": end.isoformat()}
+    """Run config of the train job: the training set's cutoff (UTC, ISO) and, when given, its
+    window ``window_days`` long."""
+    config: dict[str, Any] = {"cutoff": cutoff.isoformat()}
     if window_days is not None:
         config["window_days"] = float(window_days)
     return {"ops": {training_op_name(dataset): {"config": config}}}
+
+
+def monitoring_clock(dataset: Dataset, results: pl.DataFrame) -> dt.datetime:
+    """The end of the newest monitored partition: "now", as far as the results know."""
+    newest = max(results.get_column("partition").unique().to_list())
+    return dataset.partitions.utc_window(newest)[1]
+
+
+def label_coverage(
+    lake: Lake, dataset: Dataset, partitions: list[str], as_of: dt.datetime
+) -> tuple[int, int]:
+    """(rows with a label observed before ``as_of``, rows) of the events of ``partitions``,
+    from the feature table and the validated labels in the lake."""
+    key, labels = dataset.spec.key, dataset.contract.labels
+    present = [p for p in partitions if lake.exists(dataset.keys.features, p)]
+    if not present:
+        return 0, 0
+    rows = lake.scan(dataset.keys.features, present).select(key).collect()
+    every: list[str] = dataset.partitions.keys()
+    label_parts = [p for p in every if lake.exists(dataset.keys.validated["labels"], p)]
+    if not label_parts or rows.height == 0:
+        return 0, rows.height
+    scan = lake.scan(dataset.keys.validated["labels"], label_parts)
+    arrived = (
+        scan.filter(observed_before(scan, labels.observed_at, as_of))
+        .select([pl.col(k).alias(e) for k, e in zip(labels.key_columns, key, strict=True)])
+        .unique()
+        .collect()
+    )
+    return rows.join(arrived, on=key, how="semi").height, rows.height
+
+
+def incident_partitions(dataset: Dataset, incident: Incident, n: int) -> list[str]:
+    """The first ``n`` partitions of an incident, in partition order."""
+    keys = dataset.partitions.keys()
+    first = keys.index(incident.first_partition)
+    return keys[first : first + n]
 
 
 def incident_tags(incident: Incident) -> dict[str, str]:
@@ -112,8 +153,9 @@ def build_retrain_sensor(
     dataset: Dataset,
     *,
     consecutive: int | None = None,
-    calculators: Iterable[Calculator | str] = PERFORMANCE,
+    calculators: Iterable[Calculator | str] | None = None,
     window_days: float | None = None,
+    min_label_coverage: float | None = None,
     ongoing_only: bool = True,
     minimum_interval_seconds: int = 60,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
@@ -122,7 +164,10 @@ def build_retrain_sensor(
 
     ``consecutive``: alerting partitions in a row before a retrain (default
     ``ML_ASSETS_RETRAIN_CONSECUTIVE``, 2). ``window_days``: the training window (default the
-    training set's own). ``ongoing_only``: an incident that has already recovered (a later
+    training set's own). ``min_label_coverage``: the share of the rows of the incident's first
+    N partitions whose labels must have arrived first (default
+    ``ML_ASSETS_RETRAIN_MIN_LABEL_COVERAGE``, 0.5); until then each tick says it is waiting.
+    ``ongoing_only``: an incident that has already recovered (a later
     partition of its metric no longer alerts) is marked handled without a run: its regime has
     passed, as happens when months of monitoring are backfilled at once.
     """
@@ -130,6 +175,13 @@ def build_retrain_sensor(
     if n < 1:
         raise ValueError(f"consecutive must be at least 1, not {n}")
     days = window_days if window_days is not None else TrainingSetConfig().window_days
+    coverage = (
+        min_label_coverage
+        if min_label_coverage is not None
+        else settings.current().retrain_min_label_coverage
+    )
+    if calculators is None:
+        calculators = dataset.contract.monitoring.retrain_on or PERFORMANCE
     wanted = tuple(str(c) for c in calculators)
 
     @dg.sensor(
@@ -150,30 +202,51 @@ def build_retrain_sensor(
         if results.is_empty():
             return dg.SensorResult(skip_reason=f"no monitoring results of {dataset.name} yet")
         requests: list[dg.RunRequest] = []
+        waiting: list[str] = []
+        clock = monitoring_clock(dataset, results)
         for incident in retrain_candidates(results, consecutive=n, calculators=wanted):
             if incident.id in seen:
                 continue
-            seen.add(incident.id)
-            handled.append(incident.id)
             if ongoing_only and not incident.ongoing:
+                seen.add(incident.id)
+                handled.append(incident.id)
                 context.log.info(f"{incident.id}: recovered by {incident.last_partition}; no run")
                 continue
-            context.log.info(
-                f"{incident.id}: {incident.length} partitions alerting; requesting "
-                f"{dataset.jobs.train}"
+            labelled, rows = label_coverage(
+                lake, dataset, incident_partitions(dataset, incident, n), clock
             )
+            share = labelled / rows if rows else 0.0
+            if coverage > 0 and share < coverage:
+                waiting.append(
+                    f"{incident.id}: waiting for labels ({labelled:,} of {rows:,} rows of its "
+                    f"first {n} partitions labelled by {clock:%Y-%m-%d}, "
+                    f"{share:.0%} < {coverage:.0%})"
+                )
+                continue
+            seen.add(incident.id)
+            handled.append(incident.id)
+            context.log.info(
+                f"{incident.id}: {incident.length} partitions alerting, {share:.0%} of its first "
+                f"{n} partitions labelled; requesting {dataset.jobs.train} cut off at {clock}"
+            )
+            tags = {
+                **incident_tags(incident),
+                f"{TAG_PREFIX}/label_coverage": f"{share:.4f}",
+                f"{TAG_PREFIX}/cutoff": clock.isoformat(),
+            }
             requests.append(
                 dg.RunRequest(
                     run_key=incident.id,
-                    run_config=retrain_run_config(dataset, incident, days),
-                    tags=incident_tags(incident),
+                    run_config=retrain_run_config(dataset, clock, days),
+                    tags=tags,
                 )
             )
+        for line in waiting:
+            context.log.info(line)
         cursor = dump_cursor(handled)
         if not requests:
-            return dg.SensorResult(
-                skip_reason=f"no new sustained incident of {dataset.name} (N={n})", cursor=cursor
-            )
+            reason = "; ".join(waiting) or f"no new sustained incident of {dataset.name} (N={n})"
+            return dg.SensorResult(skip_reason=reason, cursor=cursor)
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 
     return retrain_sensor

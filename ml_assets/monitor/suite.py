@@ -94,7 +94,9 @@ REALIZED = "realized"
 MISSING = ("missing_values", "missing_values_rate")
 UNSEEN = ("unseen_values", "unseen_values_rate")
 # LightGBM (domain classifier, DLE) prints [Info] lines per model unless told not to.
-QUIET_LGBM = {"verbosity": -1}
+# One LightGBM thread: on a small partition the domain classifier spends its time spinning up
+# OpenMP threads, and on a shared 2-core machine n_jobs=-1 took 12-129 s where 1 takes 2.6 s.
+QUIET_LGBM = {"verbosity": -1, "n_jobs": 1}
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,7 @@ def build_bento_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 raise dg.Failure(str(exc)) from exc
             built = build_bento(
                 staged,
+                spec=dataset.spec,
                 home=bento_builder.resolved_home(),
                 service_dir=bento_builder.resolved_service_dir(),
                 config=ServeConfig(

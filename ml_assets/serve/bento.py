@@ -3,9 +3,13 @@
 1. :func:`stage_champion` saves the MLflow champion's CatBoost model (``model.cbm``, native
    format) and its problem (features, categoricals, classes) to a folder.
 2. :func:`prepare_context` lays out a build context: ``bentos/service.py`` and
-   ``predictor.proto``, the serving subset of the ``ml_assets`` package (contracts, feature
-   spec and code, ``ml_assets.serve``; no Dagster, no MLflow), ``bentofile.yaml``, the OpenAPI
-   description, and ``bento_config.json`` naming the dataset.
+   ``predictor.proto``, the serving subset of the ``ml_assets`` package (contract and feature
+   code, ``ml_assets.serve``; no Dagster, no MLflow, none of the bundled contract YAMLs), the
+   dataset's contract and features YAML under ``dataset/`` (:mod:`ml_assets.serve.carried`),
+   ``bentofile.yaml``, the OpenAPI description, and ``bento_config.json``: the dataset, the
+   carried files' fingerprints, and the online store and prediction log of the building
+   platform as absolute defaults (:func:`ml_assets.serve.config.build_locations`). The Bento
+   so needs nothing from the machine it is served on but the Python packages it lists.
 3. :func:`build_bento` runs the import and the build in a subprocess with ``BENTOML_HOME`` set
    (BentoML resolves its stores once per process; a subprocess also keeps BentoML out of the
    Dagster process): the model goes into the model store with labels linking back to the
@@ -27,15 +31,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ml_assets import settings
-from ml_assets.serve.config import CONFIG_FILE, ServeConfig
+from ml_assets.serve.carried import DATASET_DIR, features_fingerprint, write_dataset_files
+from ml_assets.serve.config import CONFIG_FILE, ServeConfig, build_locations
+
+if TYPE_CHECKING:
+    from ml_assets.features import FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +67,9 @@ REQUIREMENTS = (
     "prometheus-client",
 )
 OPTIONAL_REQUIREMENTS = {"psycopg": "psycopg[binary]"}  # PostgreSQL online stores
-# Package files that pull Dagster or MLflow in: they stay out of the Bento.
-EXCLUDE = ("assets.py", "__pycache__", "*.pyc", "cli.py")
+# Package files that pull Dagster or MLflow in stay out of the Bento, and so do the bundled
+# contract and features YAMLs: the Bento's one contract is the one it carries.
+EXCLUDE = ("assets.py", "__pycache__", "*.pyc", "cli.py", "*.yaml")
 PACKAGE_PARTS = (
     "__init__.py",
     "settings.py",
@@ -167,10 +176,27 @@ def stage_champion(
     return StagedModel(dataset, str(version), run_id, directory, labels)
 
 
+def dataset_spec(dataset: str) -> FeatureSpec:
+    """The dataset's feature spec as the platform loads it (settings' contracts and features
+    folders): what a Bento is built with when the caller gives none."""
+    from ml_assets.contracts import load_contracts
+    from ml_assets.features import load_feature_spec
+
+    folder = settings.current().contracts_path
+    contracts = load_contracts(folder)
+    if dataset not in contracts:
+        raise LookupError(
+            f"no contract for dataset {dataset!r} in {folder} (ML_ASSETS_CONTRACTS): "
+            f"{sorted(contracts)}"
+        )
+    return load_feature_spec(contracts[dataset])
+
+
 def prepare_context(
     context: Path,
     config: ServeConfig,
     *,
+    spec: FeatureSpec | None = None,
     service_dir: Path | None = None,
     labels: dict[str, str] | None = None,
     openapi: dict[str, Any] | None = None,
@@ -178,9 +204,14 @@ def prepare_context(
 ) -> Path:
     """Lay out a build context in ``context`` (created).
 
-    ``lock_packages`` lets BentoML resolve a lock file, which needs a package index: the build
-    is then no longer offline (and fails inside :func:`build_bento`'s guard).
+    ``spec`` is the dataset's feature spec (with its contract) the Bento carries; default: as
+    :func:`dataset_spec` loads it. ``lock_packages`` lets BentoML resolve a lock file, which
+    needs a package index: the build is then no longer offline (and fails inside
+    :func:`build_bento`'s guard).
     """
+    spec = spec or dataset_spec(config.dataset)
+    if spec.dataset != config.dataset:
+        raise ValueError(f"the spec is {spec.dataset!r}'s, the config serves {config.dataset!r}")
     context.mkdir(parents=True, exist_ok=True)
     source = service_dir or default_service_dir()
     for name in ("service.py", "predictor.proto"):
@@ -193,6 +224,8 @@ def prepare_context(
             shutil.copytree(src, pkg / part, ignore=shutil.ignore_patterns(*EXCLUDE))
         else:
             shutil.copy(src, pkg / part)
+    carried = write_dataset_files(context, spec, settings.current().contracts_path)
+    config = replace(config, **carried.config_fields())
     (context / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
     if openapi is not None:
         (context / "openapi.json").write_text(json.dumps(openapi, indent=2), encoding="utf-8")
@@ -204,7 +237,14 @@ def prepare_context(
             f"{(labels or {}).get('model_version', '?')}; built by ml_assets."
         ),
         "labels": labels or {},
-        "include": ["service.py", "predictor.proto", CONFIG_FILE, "openapi.json", "ml_assets/**"],
+        "include": [
+            "service.py",
+            "predictor.proto",
+            CONFIG_FILE,
+            "openapi.json",
+            "ml_assets/**",
+            f"{DATASET_DIR}/**",
+        ],
         "exclude": ["**/__pycache__", "**/*.pyc"],
         "python": {"packages": requirements(), "lock_packages": lock_packages},
         "docker": {"python_version": f"{sys.version_info.major}.{sys.version_info.minor}"},
@@ -213,16 +253,13 @@ def prepare_context(
     return context
 
 
-def _openapi_for(staged: StagedModel) -> dict[str, Any]:
+def _openapi_for(staged: StagedModel, spec: FeatureSpec) -> dict[str, Any]:
     """The OpenAPI description for the staged model (the runtime without log/gRPC/metrics)."""
-    from ml_assets.contracts import load_contracts
-    from ml_assets.features import load_feature_spec
     from ml_assets.serve.openapi import openapi_document
     from ml_assets.serve.runtime import ServingRuntime, load_bundle
 
-    contract = load_contracts(settings.current().contracts_path)[staged.dataset]
     bundle = load_bundle(staged.directory, labels=staged.labels)
-    return openapi_document(ServingRuntime(load_feature_spec(contract), bundle))
+    return openapi_document(ServingRuntime(spec, bundle))
 
 
 def offline_env(home: Path) -> dict[str, str]:
@@ -270,6 +307,7 @@ def _uv_guard(directory: Path) -> Path:
 def build_bento(
     staged: StagedModel,
     *,
+    spec: FeatureSpec | None = None,
     home: Path | None = None,
     service_dir: Path | None = None,
     config: ServeConfig | None = None,
@@ -279,20 +317,41 @@ def build_bento(
 ) -> BuiltBento:
     """Import the staged model and build the Bento (in a subprocess; see the module doc).
 
-    ``isolate_network`` runs the subprocess in an empty network namespace (``unshare -rn``),
-    proving the build needs no network.
+    ``spec`` is the dataset's feature spec (and contract) the Bento carries (default: as the
+    platform loads it, :func:`dataset_spec`). The config's online store URL and prediction log
+    root default to the building platform's (absolute). ``isolate_network`` runs the
+    subprocess in an empty network namespace (``unshare -rn``), proving the build needs no
+    network.
     """
     home = Path(home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = config or ServeConfig(dataset=staged.dataset)
+    spec = spec or dataset_spec(config.dataset)
+    trained_under = staged.labels.get("contract_version")
+    if trained_under and trained_under != spec.contract.version:
+        log.warning(
+            "%s: the model was trained under contract %s; the Bento carries contract %s",
+            spec.dataset,
+            trained_under,
+            spec.contract.version,
+        )
+    defaults = {
+        k: v for k, v in build_locations(settings.current()).items() if not getattr(config, k)
+    }
+    config = replace(config, **defaults)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"bento-{staged.dataset}-") as tmp:
         ctx = prepare_context(
             Path(tmp) / "context",
             config,
+            spec=spec,
             service_dir=service_dir,
-            labels=staged.labels,
-            openapi=_openapi_for(staged),
+            labels={
+                **staged.labels,
+                "contract_fingerprint": spec.contract.fingerprint(),
+                "features_fingerprint": features_fingerprint(spec.file),
+            },
+            openapi=_openapi_for(staged, spec),
             lock_packages=lock_packages,
         )
         request = Path(tmp) / "request.json"

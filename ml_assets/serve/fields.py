@@ -138,47 +138,47 @@ def coerce(rule: FieldRule, v: Any) -> Any:
     if v is None:
         raise ValueError("must not be null")
     kind = rule.kind
-    got = show(v)
+    given = v  # shown in a message only when there is one (show() is not free)
     if kind in (Kind.FLOAT, Kind.INT):
         if isinstance(v, NonFinite) or (isinstance(v, float) and not math.isfinite(v)):
-            raise ValueError(f"expected a finite number, got {got}")
+            raise ValueError(f"expected a finite number, got {show(given)}")
         if type(v) not in (int, float):
-            raise ValueError(f"expected {_EXPECTED[kind]}, got {got}")
+            raise ValueError(f"expected {_EXPECTED[kind]}, got {show(given)}")
         if kind is Kind.INT and type(v) is float:
             if not v.is_integer():
-                raise ValueError(f"expected an integer, got {got}")
+                raise ValueError(f"expected an integer, got {show(given)}")
             v = int(v)
             if fast_check(rule)(v):
                 return v
         if rule.allowed is not None and v not in rule.allowed:
-            raise ValueError(f"expected one of {show(list(rule.allowed), 200)}, got {got}")
+            raise ValueError(f"expected one of {show(list(rule.allowed), 200)}, got {show(given)}")
         if rule.min is not None and v < rule.min:
-            raise ValueError(f"must be >= {_num(rule.min)}, got {got}")
+            raise ValueError(f"must be >= {_num(rule.min)}, got {show(given)}")
         if rule.max is not None and v > rule.max:
-            raise ValueError(f"must be <= {_num(rule.max)}, got {got}")
+            raise ValueError(f"must be <= {_num(rule.max)}, got {show(given)}")
         if kind is Kind.INT and not INT64[0] <= v <= INT64[1]:
-            raise ValueError(f"out of the 64-bit integer range, got {got}")
+            raise ValueError(f"out of the 64-bit integer range, got {show(given)}")
         if kind is Kind.FLOAT and abs(v) > MAX_FLOAT:
-            raise ValueError(f"out of the double range, got {got}")
+            raise ValueError(f"out of the double range, got {show(given)}")
         return v
     if kind is Kind.BOOL:
-        raise ValueError(f"expected true or false, got {got}")
+        raise ValueError(f"expected true or false, got {show(given)}")
     if kind in (Kind.STRING, Kind.CATEGORY):
         if type(v) is not str:
-            raise ValueError(f"expected {_EXPECTED[kind]}, got {got}")
+            raise ValueError(f"expected {_EXPECTED[kind]}, got {show(given)}")
         assert rule.allowed is not None
-        raise ValueError(f"expected one of {show(list(rule.allowed), 200)}, got {got}")
+        raise ValueError(f"expected one of {show(list(rule.allowed), 200)}, got {show(given)}")
     if kind is Kind.DATETIME:
         if type(v) is not str:
-            raise ValueError(f"expected {_EXPECTED[kind]}, got {got}")
+            raise ValueError(f"expected {_EXPECTED[kind]}, got {show(given)}")
         try:
             when = dt.datetime.fromisoformat(v)
         except ValueError:
-            raise ValueError(f"expected {_EXPECTED[kind]}, got {got}") from None
+            raise ValueError(f"expected {_EXPECTED[kind]}, got {show(given)}") from None
         return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
     if type(v) is not str:
-        raise ValueError(f"expected {_EXPECTED[kind]}, got {got}")
+        raise ValueError(f"expected {_EXPECTED[kind]}, got {show(given)}")
     try:
         return dt.date.fromisoformat(v)
     except ValueError:
-        raise ValueError(f"expected {_EXPECTED[kind]}, got {got}") from None
+        raise ValueError(f"expected {_EXPECTED[kind]}, got {show(given)}") from None

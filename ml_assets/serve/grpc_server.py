@@ -4,7 +4,9 @@ BentoML's own gRPC server only serves legacy ``bentoml.Service`` and fails to im
 protobuf >= 6.30, so the service starts this one itself (in its init, in every worker: the
 workers share the port through SO_REUSEPORT). The servicer is a thin translation: protobuf
 records -> plain Python records -> the very same :class:`ServingRuntime` methods, validation
-and prediction log as HTTP -> protobuf response. A :class:`RequestError` becomes
+and prediction log as HTTP -> protobuf response. A ``Predict`` record's optional key and
+event time travel as any field does (the key as its typed value, the event time as an ISO 8601
+``string_value``, decoded as ``PredictByKeys`` decodes it). A :class:`RequestError` becomes
 INVALID_ARGUMENT (RESOURCE_EXHAUSTED when too large, UNAVAILABLE when the store is down) with
 the message naming the field. The standard ``grpc.health.v1`` health service and server
 reflection are served too.

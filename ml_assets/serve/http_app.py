@@ -8,7 +8,8 @@ process: ``bentoml serve`` starts it, and ``/livez``, ``/readyz`` and ``/metrics
 
 Routes (relative to the mount):
 
-* ``POST /predict``: ``{"records": [feature rows]}``;
+* ``POST /predict``: ``{"records": [feature rows]}``, a row optionally with the entity key and
+  event time (logged, echoed, never scored: :func:`~ml_assets.serve.validation.id_schema`);
 * ``POST /predict_by_keys``: ``{"records": [entity records]}``;
 * ``GET /model``: what is served; ``GET /openapi.json``: the OpenAPI description.
 

@@ -15,8 +15,13 @@ from ml_assets.serve.validation import RecordSchema
 MOUNT = "/v1"
 
 
-def _record(schema: RecordSchema, title: str, description: str) -> dict[str, Any]:
-    return {
+def _record(
+    schema: RecordSchema, title: str, description: str, optional: RecordSchema | None = None
+) -> dict[str, Any]:
+    """A record's JSON Schema; ``optional`` adds fields a record may carry besides (not
+    required; a composite key's parts all or none, which JSON Schema says with
+    ``dependentRequired``)."""
+    out: dict[str, Any] = {
         "title": title,
         "description": description,
         "type": "object",
@@ -24,9 +29,18 @@ def _record(schema: RecordSchema, title: str, description: str) -> dict[str, Any
         "required": [f.name for f in schema.fields if f.required],
         "properties": {f.name: f.json_schema() for f in schema.fields},
     }
+    if optional is not None and optional.fields:
+        out["properties"].update({f.name: f.json_schema() for f in optional.fields})
+        if optional.together:
+            out["dependentRequired"] = {
+                n: [m for m in optional.together if m != n] for n in optional.together
+            }
+    return out
 
 
-def _request(item_ref: str, example: dict[str, Any] | None) -> dict[str, Any]:
+def _request(
+    item_ref: str, example: dict[str, Any] | None, *more: dict[str, Any]
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
@@ -36,7 +50,7 @@ def _request(item_ref: str, example: dict[str, Any] | None) -> dict[str, Any]:
         },
     }
     if example is not None:
-        out["examples"] = [{"records": [example]}]
+        out["examples"] = [{"records": [example]}, *({"records": [m]} for m in more)]
     return out
 
 
@@ -45,7 +59,7 @@ def _prediction(runtime: ServingRuntime) -> dict[str, Any]:
     props = bundle.kind.prediction_openapi(bundle.classes)
     props["key"] = {
         "type": "object",
-        "description": "The record's key fields (predict by keys, when given).",
+        "description": "The record's key fields, when it gave them.",
     }
     return {"type": "object", "required": [p for p in props if p != "key"], "properties": props}
 
@@ -53,6 +67,11 @@ def _prediction(runtime: ServingRuntime) -> dict[str, Any]:
 def example_features(runtime: ServingRuntime) -> dict[str, Any]:
     """A feature record that passes validation (the middle of every range, the first category)."""
     return {f.name: _example_value(f) for f in runtime.features.fields}
+
+
+def example_identified(runtime: ServingRuntime) -> dict[str, Any]:
+    """A feature record that also gives the entity key and event time (logged, not scored)."""
+    return {**example_features(runtime), **{f.name: _example_value(f) for f in runtime.ids.fields}}
 
 
 def example_entity(runtime: ServingRuntime) -> dict[str, Any]:
@@ -169,7 +188,12 @@ def openapi_document(runtime: ServingRuntime) -> dict[str, Any]:
         "components": {
             "schemas": {
                 "FeatureRecord": _record(
-                    runtime.features, "FeatureRecord", "The model's features for one row."
+                    runtime.features,
+                    "FeatureRecord",
+                    "The model's features for one row; optionally the entity key and event "
+                    "time too (never model inputs: logged with the prediction so that "
+                    "monitoring places it at its event and joins its label; the key is echoed).",
+                    runtime.ids,
                 ),
                 "EntityRecord": _record(
                     runtime.entities,
@@ -178,7 +202,9 @@ def openapi_document(runtime: ServingRuntime) -> dict[str, Any]:
                     "request time.",
                 ),
                 "PredictRequest": _request(
-                    "#/components/schemas/FeatureRecord", example_features(runtime)
+                    "#/components/schemas/FeatureRecord",
+                    example_features(runtime),
+                    example_identified(runtime),
                 ),
                 "PredictByKeysRequest": _request(
                     "#/components/schemas/EntityRecord", example_entity(runtime)

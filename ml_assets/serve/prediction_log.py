@@ -325,3 +325,68 @@ def read_prediction_log(
     return frame.filter(
         (pl.col("ts") >= pl.lit(lo, UTC_US)) & (pl.col("ts") < pl.lit(hi, UTC_US))
     ).sort(["ts", "request_id", "row"], maintain_order=True)
+
+
+@dataclass(frozen=True)
+class ServedRows:
+    """The logged predictions of a partition's events, and the segments that could not be read."""
+
+    rows: pl.DataFrame
+    unreadable: list[tuple[Path, str]]
+
+
+def read_served(
+    dataset: str,
+    start: dt.datetime | dt.date,
+    end: dt.datetime | dt.date,
+    event_time: str,
+    root: str | Path | None = None,
+) -> ServedRows:
+    """Logged predictions of the events in [start, end) (naive = UTC), oldest event first.
+
+    A served prediction belongs to the partition of the event it predicts: its ``event_time``
+    when the request carried one, else its request time ``ts``. Predictions are served at or
+    after their event (live within seconds; a replay or a backlog much later), so every date
+    folder from ``start`` on is scanned, and parquet statistics skip most segments. A segment
+    that cannot be read (corrupt, or cut short) is skipped and returned in ``unreadable`` with
+    the reason, never silently: the caller reports it. Segments of an older model version with
+    fewer columns are stacked with the union of the columns (missing ones null).
+    """
+    from ml_assets import settings
+
+    lo, hi = _as_utc(start), _as_utc(end)
+    base = dataset_dir(
+        root if root is not None else settings.current().prediction_log_path, dataset
+    )
+    folders = (
+        sorted(
+            f
+            for f in base.iterdir()
+            if f.is_dir() and f.name.startswith("date=") and f.name[5:] >= lo.date().isoformat()
+        )
+        if base.is_dir()
+        else []
+    )
+    when = pl.col(event_time) if event_time else pl.lit(None, UTC_US)
+    frames: list[pl.DataFrame] = []
+    unreadable: list[tuple[Path, str]] = []
+    for folder in folders:
+        for path in sorted(folder.glob("*.parquet")):
+            try:
+                scan = pl.scan_parquet(path)
+                names = scan.collect_schema().names()
+                at = pl.coalesce(when, "ts") if event_time in names else pl.col("ts")
+                frames.append(
+                    scan.filter((at >= pl.lit(lo, UTC_US)) & (at < pl.lit(hi, UTC_US))).collect()
+                )
+            except Exception as exc:  # a corrupt segment must not hide the others
+                unreadable.append((path, f"{type(exc).__name__}: {exc}"))
+    frames = [f for f in frames if f.height]
+    if not frames:
+        return ServedRows(pl.DataFrame(schema=BASE_SCHEMA), unreadable)
+    frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    order = [event_time] if event_time in frame.columns else []
+    return ServedRows(
+        frame.sort([*order, "ts", "request_id", "row"], maintain_order=True, nulls_last=True),
+        unreadable,
+    )

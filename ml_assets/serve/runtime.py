@@ -4,7 +4,9 @@
 online-store client, the prediction log and the metrics. Transports decode their wire format to
 plain Python records and call :meth:`ServingRuntime.predict` (feature rows) or
 :meth:`ServingRuntime.predict_by_keys` (entity records; features computed by the feature code),
-then encode the :class:`Outcome`.
+then encode the :class:`Outcome`. A feature record may also carry the entity key and event
+time (:func:`~ml_assets.serve.validation.id_schema`): never model inputs, they go to the
+prediction log's key and event-time columns and the key is echoed, as predict by keys does.
 
 The feature-row path does no pandas and no polars: records -> value rows (validation) -> a
 numpy object matrix in the model's column order -> CatBoost. The result is the same as batch
@@ -32,12 +34,15 @@ import orjson
 from ml_assets.contracts.model import ProblemType
 from ml_assets.features.spec import COLUMN_DTYPES, FeatureSpec
 from ml_assets.problems import ProblemKind, problem_kind
+from ml_assets.serve.carried import features_fingerprint
 from ml_assets.serve.decoding import ErrorCode, RequestError, check_count
 from ml_assets.serve.prediction_log import LogEntry
 from ml_assets.serve.validation import (
     RecordSchema,
     entity_schema,
     feature_schema,
+    id_schema,
+    validate_feature_records,
     validate_records,
 )
 
@@ -236,6 +241,21 @@ class ServingRuntime:
         self._entity_dtypes = {n: COLUMN_DTYPES[ent.columns[n].type] for n in self.entities.names}
         self._key_idx = [self.entities.names.index(k) for k in spec.key]
         self._time_idx = self.entities.names.index(spec.event_time)
+        # The optional id fields of feature records; a key part that is also a feature is read
+        # from the feature row (the feature meaning wins, see id_schema).
+        self.ids = id_schema(spec, bundle.features)
+        feature_pos = {f: j for j, f in enumerate(bundle.features)}
+        self._id_key_src = [
+            (True, feature_pos[k]) if k in feature_pos else (False, self.ids.names.index(k))
+            for k in spec.key
+        ]
+        self._id_time_idx = (
+            self.ids.names.index(spec.event_time) if spec.event_time in self.ids.names else None
+        )
+        self._fingerprints = {
+            "contract_fingerprint": spec.contract.fingerprint(),
+            "features_fingerprint": features_fingerprint(spec.file),
+        }
 
     @property
     def dataset(self) -> str:
@@ -255,14 +275,49 @@ class ServingRuntime:
         protocol: str,
         started_ns: int | None = None,
     ) -> Outcome:
-        """Score feature records (the model's inputs, as the feature table holds them)."""
+        """Score feature records (the model's inputs, as the feature table holds them).
+
+        A record may also give the entity key and event time (:attr:`ids`): they are logged as
+        the prediction's key and event time and the key is echoed in the response."""
         started_ns = started_ns or time.perf_counter_ns()
         check_count(len(records), self.max_records)
-        rows = validate_records(self.features, records)
+        rows, ids = validate_feature_records(self.features, self.ids, records)
         scores = score(self.bundle, self.layout.matrix(rows))
         labels = labels_of(self.bundle, scores)
-        self._record(PREDICT, protocol, request_id, started_ns, rows, scores, labels, None, None)
-        return self._outcome(request_id, scores, labels)
+        if ids is None:
+            self._record(
+                PREDICT, protocol, request_id, started_ns, rows, scores, labels, None, None
+            )
+            return self._outcome(request_id, scores, labels)
+        keys, times, key_dicts = self._given_ids(rows, ids)
+        self._record(PREDICT, protocol, request_id, started_ns, rows, scores, labels, keys, times)
+        return self._outcome(request_id, scores, labels, key_dicts)
+
+    def _given_ids(
+        self, rows: list[list[Any]], ids: list[list[Any] | None]
+    ) -> tuple[list[list[Any]] | None, list[Any] | None, list[dict[str, Any]] | None]:
+        """Log keys, log event times and echoed keys of feature records that gave ids."""
+        src, t, names = self._id_key_src, self._id_time_idx, self.spec.key
+        blank = [None] * len(src)
+        keys: list[list[Any]] = []
+        times: list[Any] = []
+        for row, given in zip(rows, ids, strict=True):
+            if given is None:
+                keys.append(blank)
+                times.append(None)
+                continue
+            key = [row[j] if in_features else given[j] for in_features, j in src]
+            # A key whose own fields were left out (only the event time given) is no key.
+            keys.append(key if any(not f and given[j] is not None for f, j in src) else blank)
+            times.append(given[t] if t is not None else None)
+        given_keys = any(k is not blank for k in keys)
+        key_dicts = (
+            [{n: v for n, v in zip(names, k, strict=True) if v is not None} for k in keys]
+            if given_keys
+            else None
+        )
+        has_time = any(v is not None for v in times)
+        return (keys if given_keys else None), (times if has_time else None), key_dicts
 
     def _outcome(
         self,
@@ -283,7 +338,8 @@ class ServingRuntime:
                 if self._store is None:
                     if self._store_factory is None:
                         raise RequestError(
-                            ErrorCode.UNAVAILABLE, [("", "no online store is configured")]
+                            ErrorCode.UNAVAILABLE,
+                            [("", "no online store is configured: set ML_ASSETS_ONLINE_URL")],
                         )
                     try:
                         self._store = self._store_factory()
@@ -395,4 +451,5 @@ class ServingRuntime:
             "classes": list(self.bundle.classes),
             "labels": self.bundle.labels,
             "contract_version": self.spec.contract.version,
+            **self._fingerprints,
         }

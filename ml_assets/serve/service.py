@@ -1,7 +1,8 @@
 """What one worker of the BentoML service runs, as plain objects ``bentos/service.py`` wires up.
 
-:class:`Serving` loads the dataset's contract and feature spec (from the package) and the model
-(from the BentoML model directory), builds the :class:`ServingRuntime`, starts the prediction
+:class:`Serving` takes the dataset's feature spec (with its contract: what the Bento carries, see
+:func:`ml_assets.serve.carried.served_spec`), loads the model (from the BentoML model
+directory), builds the :class:`ServingRuntime`, starts the prediction
 log writer and the gRPC server, and closes them in order on shutdown: gRPC first (finishing the
 calls in flight), then the log (writing everything queued). :func:`service_config` is the
 BentoML service configuration that keeps BentoML's per-request work off the hot paths.
@@ -15,17 +16,42 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml_assets.serve.config import ServeConfig
 from ml_assets.serve.http_app import HttpApp
 from ml_assets.serve.runtime import ServingRuntime, load_bundle
+
+if TYPE_CHECKING:
+    from ml_assets.features import FeatureSpec
 
 log = logging.getLogger(__name__)
 
 MOUNT = "/v1"
 HOT_PATHS = [f"{MOUNT}/predict", f"{MOUNT}/predict_by_keys"]
 SWITCH_INTERVAL = 0.001
+
+
+class ServiceStartError(RuntimeError):
+    """The service cannot start: bad serving settings or carried files; the message says why.
+
+    A RuntimeError on purpose: BentoML's loader takes a ValueError raised while it loads a Bento
+    by tag to mean "not a tag" and reports a meaningless import error instead of it.
+    """
+
+
+def load_service(directory: Path) -> tuple[ServeConfig, FeatureSpec]:
+    """The config and feature spec of the service in ``directory`` (a built Bento's ``src/``
+    or ``bentos/``), or :class:`ServiceStartError` with the reason (also logged)."""
+    from ml_assets.serve.carried import served_spec
+
+    try:
+        config = ServeConfig.load(directory)
+        return config, served_spec(directory, config)
+    except Exception as exc:
+        message = f"cannot start the prediction service in {directory}: {exc}"
+        log.error("%s", message)
+        raise ServiceStartError(message) from exc
 
 
 def service_config(config: ServeConfig) -> dict[str, Any]:
@@ -61,6 +87,7 @@ class Serving:
     def start(
         cls,
         config: ServeConfig,
+        spec: FeatureSpec,
         model_path: str | Path,
         *,
         model_tag: str = "",
@@ -68,18 +95,13 @@ class Serving:
         metrics: bool = True,
         freeze_gc: bool = True,
     ) -> Serving:
-        """Load everything and start the background parts (log writer, gRPC server)."""
-        from ml_assets import settings
-        from ml_assets.contracts import load_contracts
-        from ml_assets.features import OnlineClient, load_feature_spec
+        """Load the model and start the background parts (log writer, gRPC server)."""
+        import ml_assets
+        from ml_assets.features import OnlineClient
         from ml_assets.serve.metrics import ServingMetrics
         from ml_assets.serve.prediction_log import PredictionLog, layout_for
 
-        contracts = load_contracts(settings.current().contracts_path)
-        if config.dataset not in contracts:
-            raise LookupError(f"no contract for dataset {config.dataset!r}: {sorted(contracts)}")
-        contract = contracts[config.dataset]
-        spec = load_feature_spec(contract)
+        contract = spec.contract
         bundle = load_bundle(model_path, tag=model_tag, labels=labels)
         wanted = (labels or {}).get("contract_version")
         if wanted and wanted != contract.version:
@@ -100,7 +122,7 @@ class Serving:
             bundle,
             prediction_log=prediction_log,
             metrics=ServingMetrics(spec.dataset, bundle.problem_type) if metrics else None,
-            store_factory=lambda: OnlineClient(url),
+            store_factory=(lambda: OnlineClient(url)) if url else None,
             max_records=config.max_records,
         )
         grpc_server = None
@@ -115,7 +137,8 @@ class Serving:
                 max_message_bytes=config.max_body_bytes,
             )
         log.info(
-            "serving %s model v%s (%s) pid %d: HTTP %s, gRPC %s, prediction log %s",
+            "serving %s model v%s (%s) pid %d: HTTP %s, gRPC %s, prediction log %s, online "
+            "store %s, contract %s (%s), features %s; code %s",
             spec.dataset,
             bundle.version,
             model_tag,
@@ -123,6 +146,11 @@ class Serving:
             MOUNT,
             config.grpc_port if grpc_server else "off",
             prediction_log.directory,
+            _safe_url(url) if url else "none (set ML_ASSETS_ONLINE_URL)",
+            contract.version,
+            spec.contract.fingerprint(),
+            spec.origin,
+            Path(ml_assets.__file__).parent,
         )
         # Background threads (log writer, gRPC) hand the GIL back to the event loop within
         # 1 ms instead of the default 5 ms: shorter stalls of the requests waiting for it.
@@ -151,6 +179,16 @@ class Serving:
         store = self.runtime._store
         if store is not None:
             store.close()
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without its password, for the log."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparsable URL>"
 
 
 class WorkerApp(HttpApp):

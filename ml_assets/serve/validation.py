@@ -11,9 +11,13 @@ Two record schemas per dataset, neither written by hand:
   range and categories; a mapped band may only take the mapping's values; a log keeps the log
   of the range; date parts their calendar range; a count is a non-negative integer; a rate lies
   in [0, 1]; ...).
+* :func:`id_schema` (predict on feature rows, optional): the entity key and event time a feature
+  record may carry next to the features, so that the prediction log can place the row at its
+  event and join its label. Never model inputs.
 
 :func:`validate_records` checks a list of records against a schema and returns them as value
-rows in schema order. Every problem is a :class:`~ml_assets.serve.decoding.RequestError` with an
+rows in schema order; :func:`validate_feature_records` does the same for feature records and
+splits off their optional id fields. Every problem is a :class:`~ml_assets.serve.decoding.RequestError` with an
 HTTP status, a gRPC-friendly code and messages naming the field (``records[3].car_value:
 expected a number, got "abc"``). No pandas, no pydantic on this path.
 
@@ -69,6 +73,8 @@ class RecordSchema:
 
     name: str
     fields: tuple[FieldRule, ...]
+    together: tuple[str, ...] = ()
+    """Fields a record gives all of or none of (the parts of a composite key)."""
     names: tuple[str, ...] = field(init=False)
     required: frozenset[str] = field(init=False)
     all_names: frozenset[str] = field(init=False)
@@ -232,6 +238,61 @@ def feature_schema(spec: FeatureSpec, features: Sequence[str]) -> RecordSchema:
     return RecordSchema("features", tuple(rules[f] for f in features))
 
 
+def id_schema(spec: FeatureSpec, features: Sequence[str]) -> RecordSchema:
+    """The optional id fields of a feature record: the entity key and the event time.
+
+    A client scoring feature rows may say which entity and event a row is for; the prediction
+    log then records them (its key and event-time columns), so monitoring places the row at the
+    event it predicts and joins its late label by the key. Typed as the contract's columns
+    (the event time an ISO 8601 string), never null when given, never model inputs. The parts
+    of a composite key come all together or not at all.
+
+    A key or event-time column that is also one of the model's ``features`` is left out: the
+    feature meaning wins (the value is validated by the feature's rule and fed to the model;
+    the log's column of that name holds the feature value), so the name is never ambiguous.
+    The feature spec rejects such a feature today (:func:`ml_assets.features.spec.parse_feature_spec`:
+    "is a key, event time or target"; none of the bundled ones has one), so this is a guard,
+    not a case served.
+    """
+    ent = spec.contract.entity
+    taken = set(features)
+    rules: list[FieldRule] = []
+    for name in spec.key:
+        if name in taken:
+            continue  # a feature: the feature meaning wins (see above)
+        column = ent.columns[name]
+        what = (
+            f"{column.description} Optional: the entity key, never a model input; logged with "
+            "the prediction so that its label can be joined."
+        ).strip()
+        rules.append(
+            FieldRule(
+                name=name,
+                kind=Kind(column.type.value),
+                nullable=False,
+                required=False,
+                min=column.min,
+                max=column.max,
+                allowed=tuple(column.allowed) if column.allowed is not None else None,
+                description=what,
+            )
+        )
+    if spec.event_time not in taken:  # a feature of that name wins too
+        column = ent.columns[spec.event_time]
+        what = (
+            f"{column.description} Optional: when the event happened (ISO 8601), never a model "
+            "input; logged as the prediction's event time (default: none, the request time "
+            "places it)."
+        ).strip()
+        rules.append(
+            FieldRule(
+                spec.event_time, Kind.DATETIME, nullable=False, required=False, description=what
+            )
+        )
+    together = tuple(r.name for r in rules if r.name != spec.event_time)
+    return RecordSchema("ids", tuple(rules), together=together if len(together) > 1 else ())
+
+
 # --- records ---------------------------------------------------------------------------------
 
 
@@ -242,9 +303,30 @@ def validate_records(schema: RecordSchema, records: list[Any]) -> list[list[Any]
     problem (unknown and missing fields, wrong types, nulls, ranges, categories), each named
     ``records[i].field``.
     """
+    return _validate(schema, records, None)[0]
+
+
+def validate_feature_records(
+    schema: RecordSchema, ids: RecordSchema, records: list[Any]
+) -> tuple[list[list[Any]], list[list[Any] | None] | None]:
+    """:func:`validate_records` for feature records that may carry the id fields of ``ids``
+    (:func:`id_schema`): the feature rows (schema order, ids split off), and per record its id
+    row in ``ids`` order (None for a record giving none), or None when no record gave any.
+
+    A record without id fields takes exactly the path of :func:`validate_records`; every id
+    problem is reported with the others, named ``records[i].field``.
+    """
+    return _validate(schema, records, ids)
+
+
+def _validate(
+    schema: RecordSchema, records: list[Any], ids: RecordSchema | None
+) -> tuple[list[list[Any]], list[list[Any] | None] | None]:
     names = schema.names
     checks = schema._checks
     full = schema.all_names
+    id_names = ids.all_names if ids is not None and ids.fields else None
+    id_rows: dict[int, list[Any]] = {}
     rows: list[list[Any]] = []
     problems: list[tuple[str, str]] = []
     append = rows.append
@@ -252,10 +334,19 @@ def validate_records(schema: RecordSchema, records: list[Any]) -> list[list[Any]
         if type(rec) is not dict:
             problems.append((f"records[{i}]", f"expected an object, got {show(rec)}"))
             continue
-        if rec.keys() == full:
+        if rec.keys() == full:  # the hot path: exactly the schema's fields
             row = [rec[n] for n in names]
         else:
-            row = _partial_row(schema, rec, i, problems)
+            if id_names is not None and not id_names.isdisjoint(rec):
+                assert ids is not None
+                id_rows[i] = _id_row(ids, rec, i, problems)
+                if rec.keys() - id_names == full:  # the features exactly, besides the ids
+                    row = [rec[n] for n in names]
+                else:
+                    rest = {k: v for k, v in rec.items() if k not in id_names}
+                    row = _partial_row(schema, rest, i, problems)
+            else:
+                row = _partial_row(schema, rec, i, problems)
         for j, check in enumerate(checks):
             if not check(row[j]):
                 rule = schema.fields[j]
@@ -270,7 +361,34 @@ def validate_records(schema: RecordSchema, records: list[Any]) -> list[list[Any]
             break
     if problems:
         raise RequestError(ErrorCode.INVALID_ARGUMENT, problems)
-    return rows
+    if not id_rows:
+        return rows, None
+    return rows, [id_rows.get(i) for i in range(len(rows))]
+
+
+def _id_row(ids: RecordSchema, rec: dict, i: int, problems: list[tuple[str, str]]) -> list[Any]:
+    """The id fields of a record, checked, in ``ids`` order (None where left out)."""
+    row = [rec.get(n) for n in ids.names]
+    if ids.together:
+        given = [n for n in ids.together if n in rec]
+        if given and len(given) < len(ids.together):
+            key = ", ".join(ids.together)
+            for n in ids.together:
+                if n not in rec:
+                    problems.append(
+                        (
+                            f"records[{i}].{n}",
+                            f"missing: the key is ({key}); give all of its fields or none",
+                        )
+                    )
+    for j, check in enumerate(ids._checks):
+        rule = ids.fields[j]
+        if rule.name in rec and not check(row[j]):
+            try:
+                row[j] = coerce(rule, row[j])
+            except ValueError as exc:
+                problems.append((f"records[{i}].{rule.name}", str(exc)))
+    return row
 
 
 def _partial_row(
@@ -305,9 +423,11 @@ __all__ = [
     "entity_schema",
     "feature_rules",
     "feature_schema",
+    "id_schema",
     "invalid",
     "records_of",
     "show",
     "too_large",
+    "validate_feature_records",
     "validate_records",
 ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from ml_assets.dataset import Dataset, load_datasets
@@ -20,6 +22,12 @@ T, F = True, False
 @pytest.fixture(scope="module")
 def car_loan() -> Dataset:
     return load_datasets()["car_loan"]
+
+
+@pytest.fixture(autouse=True)
+def labels_needed_only_where_a_test_says(monkeypatch):
+    """Most tests here are about incidents, not labels: no label coverage needed unless set."""
+    monkeypatch.setenv("ML_ASSETS_RETRAIN_MIN_LABEL_COVERAGE", "0")
 
 
 @pytest.fixture
@@ -191,3 +199,88 @@ def test_the_code_location_has_a_retrain_sensor_per_dataset_whose_runs_fit_the_t
     sensor = defs.resolve_sensor_def("car_loan_retrain_sensor")
     [request] = Daemon(sensor, instance, lake).tick().run_requests
     dg.validate_run_config(defs.resolve_job_def("car_loan_train"), request.run_config)
+
+
+# --- label arrivals: the challenger needs labelled rows of the new regime ----------------------
+
+
+def write_rows_and_labels(lake: Lake, dataset: Dataset, observed: dict[str, str]) -> None:
+    """Ten events in each of the weeks 2018-01-08 and 2018-01-15 (ids 0-9 and 10-19), and the
+    labels of each week's events observed at the given day."""
+    weeks = {"2018-01-08": range(0, 10), "2018-01-15": range(10, 20)}
+    for week, ids in weeks.items():
+        start = dt.datetime.fromisoformat(week).replace(tzinfo=dt.UTC)
+        lake.write(
+            dataset.keys.features,
+            week,
+            pl.DataFrame({"id": list(ids), "timestamp": [start] * len(ids)}),
+        )
+        if week in observed:
+            day = dt.datetime.fromisoformat(observed[week])
+            lake.write(
+                dataset.keys.validated["labels"],
+                week,
+                pl.DataFrame(
+                    {"id": list(ids), "observed_at": [day] * len(ids), "repaid": [1] * len(ids)}
+                ),
+            )
+
+
+def test_a_sustained_incident_waits_for_its_labels_then_retrains_at_the_monitoring_clock(
+    car_loan, lake, instance, monkeypatch
+):
+    monkeypatch.setenv("ML_ASSETS_RETRAIN_MIN_LABEL_COVERAGE", "0.5")
+    # incident from 2018-01-08; its first two partitions' labels arrive on 2018-02-07 and later
+    write_rows_and_labels(lake, car_loan, {"2018-01-08": "2018-02-07"})
+    daemon = Daemon(build_retrain_sensor(car_loan), instance, lake)
+    write_monitoring(lake, car_loan, {ESTIMATED: [F, T, T, T]})  # clock: 2018-01-29
+    waiting = daemon.tick()
+    assert waiting.run_requests == []
+    assert "waiting for labels (0 of 20 rows" in waiting.skip_message
+    write_monitoring(lake, car_loan, {ESTIMATED: [F, T, T, T, T]})  # clock: 2018-02-05
+    assert daemon.tick().run_requests == []  # 2018-02-07 is still in the future
+    write_monitoring(lake, car_loan, {ESTIMATED: [F, T, T, T, T, T]})  # clock: 2018-02-12
+    [request] = daemon.tick().run_requests
+    assert request.run_key == "car_loan:estimated_performance:-:cbpe:roc_auc:2018-01-08"
+    config = request.run_config["ops"]["car_loan__training_set"]["config"]
+    assert config["cutoff"] == "2018-02-12T00:00:00+00:00"  # the clock, not the incident's end
+    assert request.tags["ml_assets/label_coverage"] == "0.5000"
+    write_monitoring(lake, car_loan, {ESTIMATED: [F, T, T, T, T, T, T]})
+    assert daemon.tick().run_requests == []  # handled: once per incident
+
+
+def test_labels_observed_after_the_monitoring_clock_do_not_count(
+    car_loan, lake, instance, monkeypatch
+):
+    """Replaying history: every label is already in the lake, but the clock says which had
+    arrived when the newest partition was monitored."""
+    monkeypatch.setenv("ML_ASSETS_RETRAIN_MIN_LABEL_COVERAGE", "0.5")
+    write_rows_and_labels(lake, car_loan, {"2018-01-08": "2018-03-01", "2018-01-15": "2018-03-01"})
+    write_monitoring(lake, car_loan, {ESTIMATED: [F, T, T, T]})
+    data = Daemon(build_retrain_sensor(car_loan), instance, lake).tick()
+    assert data.run_requests == [] and "0 of 20 rows" in data.skip_message
+
+
+def test_min_label_coverage_is_validated():
+    from ml_assets.settings import Settings
+
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        Settings(retrain_min_label_coverage=1.5)
+
+
+RECONSTRUCTION = ("multivariate_drift", None, "pca", "reconstruction_error")
+
+
+def test_the_contract_says_which_calculators_retrain(car_loan, lake, instance):
+    """car_loan's contract adds multivariate drift to performance (its weekly ROC AUC is too
+    noisy for the threshold to see its shift); univariate drift still launches nothing."""
+    assert car_loan.contract.monitoring.retrain_on == [
+        "estimated_performance",
+        "realized_performance",
+        "multivariate_drift",
+    ]
+    write_monitoring(lake, car_loan, {RECONSTRUCTION: [F, T, T], DRIFT: [T, T, T]})
+    [request] = Daemon(build_retrain_sensor(car_loan), instance, lake).tick().run_requests
+    assert request.run_key.startswith("car_loan:multivariate_drift:")
+    others = Daemon(build_retrain_sensor(load_datasets()["car_price"]), instance, lake)
+    assert others.sensor.description and "multivariate" not in others.sensor.description

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
 
+import ml_assets.contracts
 from ml_assets.dataset import Dataset
 from ml_assets.serve.assets import BENTO_BUILDER
+from ml_assets.serve.carried import features_fingerprint
 from ml_assets_tests.serve import support
 
 pytestmark = pytest.mark.xdist_group("serve")
@@ -73,8 +76,26 @@ def test_bento_contents_link_back_and_stay_cpu_only(built, champion) -> None:
     src = path / "src"
     assert (src / "service.py").exists() and (src / "predictor.proto").exists()
     assert (src / "ml_assets" / "serve" / "predictor_pb2.py").exists()
-    assert (src / "ml_assets" / "contracts" / "features" / "car_loan.yaml").exists()
     assert not list(src.rglob("assets.py"))
+    # the dataset's contract and features travel with it, with their fingerprints; the bundled
+    # contract YAMLs do not (the carried contract is the Bento's only one)
+    contract, spec = support.car_loan()
+    bundled = Path(ml_assets.contracts.__file__).parent
+    assert (src / "dataset" / "contract.yaml").read_bytes() == (
+        bundled / "car_loan.yaml"
+    ).read_bytes()
+    assert (src / "dataset" / "features.yaml").read_bytes() == (
+        bundled / "features" / "car_loan.yaml"
+    ).read_bytes()
+    assert not list((src / "ml_assets").rglob("*.yaml"))
+    config = json.loads((src / "bento_config.json").read_text())
+    assert (
+        config["contract_fingerprint"] == labels["contract_fingerprint"] == contract.fingerprint()
+    )
+    assert config["features_fingerprint"] == features_fingerprint(spec.file)
+    # the building platform's state locations, absolute (the defaults of a server given none)
+    assert Path(config["prediction_log_dir"]).is_absolute()
+    assert config["online_url"].startswith("sqlite:////")
 
 
 @pytest.mark.serve

@@ -433,3 +433,63 @@ def test_openapi_describes_the_contract_and_its_example_works(
     # the Bento carries the same description
     shipped = json.loads((Path(built.metadata["bento_path"]) / "src" / "openapi.json").read_text())
     assert shipped["components"] == doc["components"]
+
+
+def test_feature_records_with_key_and_event_time_are_logged_with_them_on_both_protocols(
+    http: httpx.Client, stub: pb_grpc.PredictorStub, champion, serve_home: Path
+) -> None:
+    """A feature row may say which application and event it is for (the contract's key and
+    event time, optional, never model inputs): both protocols log them and echo the key; the
+    OpenAPI document lists them as optional fields; bad ones are named errors."""
+    rows = champion.holdout.head(3)
+    plain = support.feature_records(rows, champion.problem.features)
+    given = [
+        {**plain[0], "id": 9001, "timestamp": "2019-06-03T10:00:00Z"},
+        {**plain[1], "id": 9002, "timestamp": "2019-06-03T12:30:00+02:00"},
+        plain[2],
+    ]
+    want_ids = [9001, 9002, None]
+    utc = dt.UTC
+    want_times = [
+        dt.datetime(2019, 6, 3, 10, tzinfo=utc),
+        dt.datetime(2019, 6, 3, 10, 30, tzinfo=utc),
+        None,
+    ]
+    resp = post(http, "predict", given, headers={"x-request-id": "ids-http"})
+    assert resp.status_code == 200, resp.text
+    assert [p.get("key") for p in resp.json()["predictions"]] == [{"id": 9001}, {"id": 9002}, None]
+    g = stub.Predict(
+        pb.PredictRequest(records=support.proto_records(given)),
+        metadata=(("x-request-id", "ids-grpc"),),
+    )
+    assert [{k: support.proto_label(v) for k, v in p.key.items()} for p in g.predictions] == [
+        {"id": 9001}, {"id": 9002}, {}
+    ]  # fmt: skip
+    plain_probs = [p["probability"] for p in post(http, "predict", plain).json()["predictions"]]
+    for rid, protocol in (("ids-http", "http"), ("ids-grpc", "grpc")):
+        logged = wait_for_log(serve_home, rid, 3).sort("row")
+        assert logged["protocol"].unique().to_list() == [protocol]
+        assert logged["id"].to_list() == want_ids
+        assert logged["timestamp"].to_list() == want_times
+        assert logged["car_value"].to_list() == rows["car_value"].to_list()
+        # never model inputs: the same rows score the same without them
+        np.testing.assert_allclose(logged["probability"].to_numpy(), plain_probs, rtol=1e-12)
+
+    for proto, call in (("http", None), ("grpc", stub.Predict)):
+        bad = [{**plain[0], "id": "abc"}, {**plain[0], "timestamp": "yesterday"}]
+        if call is None:
+            r = post(http, "predict", bad)
+            assert r.status_code == 422, r.text
+            message = r.json()["error"]["message"]
+        else:
+            with pytest.raises(grpc.RpcError) as err:
+                call(pb.PredictRequest(records=support.proto_records(bad)))
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            message = err.value.details()
+        assert 'records[0].id: expected an integer, got "abc"' in message, proto
+        assert "records[1].timestamp: expected an ISO 8601 datetime string" in message, proto
+
+    record = http.get("/v1/openapi.json").json()["components"]["schemas"]["FeatureRecord"]
+    assert record["properties"]["id"]["type"] == "integer"
+    assert record["properties"]["timestamp"]["format"] == "date-time"
+    assert not {"id", "timestamp"} & set(record["required"])
