@@ -2,7 +2,9 @@
 
 ml-assets demo [-v]               seed the SQLite demo source and run every dataset's job
 ml-assets seed [--url URL]        seed a SQLAlchemy database with the demo tables
-ml-assets run [-v] DATASET        run one dataset's job over all its partitions (one run)
+ml-assets run [-v] DATASET [--from KEY] [--to KEY] [--cutoff ISO] [--window-days N]
+        [--config FILE.yaml] [--only pipeline|train|score]
+                                  run a dataset's jobs (partitioned ones over a range, one run)
 ml-assets settings                print every setting in effect
 ml-assets check CONTRACT [--features FILE] [--url URL]
                                   a contract, its features and its live source: every problem
@@ -15,11 +17,15 @@ ml-assets contract diff OLD NEW   list changes between two contract versions (ex
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
+import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ml_assets import settings
 from ml_assets.progress import (
@@ -203,10 +209,214 @@ def _view(command: str, verbose: bool) -> RunView:
     return RunView(verbose=verbose, log_path=path, file_handler=handler)
 
 
+JOB_ROLES = ("pipeline", "train", "score")
+"""The jobs ``ml-assets run`` runs, in pipeline order (``--only`` and ``--config`` name them)."""
+
+
+class RunOptionsError(ValueError):
+    """An ``ml-assets run`` option that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One job run of ``ml-assets run``: the job, its partitions (None: all, or unpartitioned)
+    and its run config."""
+
+    job: str
+    partitions: list[str] | None
+    run_config: dict[str, Any]
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base`` key by key, mappings recursively (``over`` wins)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _valid_range(dataset) -> str:
+    keys = dataset.partitions.keys()
+    granularity = dataset.contract.partitioning.granularity.value
+    return f"valid keys: {keys[0]} .. {keys[-1]} ({len(keys)} {granularity} partitions)"
+
+
+def select_partitions(dataset, first: str | None, last: str | None) -> list[str] | None:
+    """The partition keys from ``first`` to ``last`` (each default: the first/last partition);
+    None when neither is given (every partition). Unknown keys and a reversed range are errors
+    naming the valid range."""
+    if first is None and last is None:
+        return None
+    keys = dataset.partitions.keys()
+    for flag, key in (("--from", first), ("--to", last)):
+        if key is not None and key not in keys:
+            raise RunOptionsError(
+                f"{dataset.name}: {flag} {key!r} is not a partition key; {_valid_range(dataset)}"
+            )
+    i = keys.index(first) if first is not None else 0
+    j = keys.index(last) if last is not None else len(keys) - 1
+    if i > j:
+        raise RunOptionsError(
+            f"{dataset.name}: --from {first} is after --to {last}; {_valid_range(dataset)}"
+        )
+    return keys[i : j + 1]
+
+
+def read_run_config_file(path: str | None) -> dict[str, dict[str, Any]]:
+    """A ``--config`` file: a YAML mapping from a job (``pipeline``, ``train``, ``score``, or a
+    job's full name) to that job's Dagster run config."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunOptionsError(f"--config {path}: cannot read it: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise RunOptionsError(f"--config {path}: not YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RunOptionsError(
+            f"--config {path}: expected a mapping from job to run config, got {type(data).__name__}"
+        )
+    for job, config in data.items():
+        if not isinstance(config, dict):
+            raise RunOptionsError(
+                f"--config {path}: {job}: a job's run config is a mapping (ops:, resources:), "
+                f"got {type(config).__name__}"
+            )
+    return data
+
+
+def plan_runs(
+    dataset,
+    *,
+    first: str | None = None,
+    last: str | None = None,
+    cutoff: str | None = None,
+    window_days: float | None = None,
+    file_config: dict[str, dict[str, Any]] | None = None,
+    only: list[str] | None = None,
+) -> list[PlannedRun]:
+    """The job runs of ``ml-assets run`` for one dataset, in pipeline order, each with its
+    partitions and run config: the ``--config`` file's entry for the job (its role, then its
+    full name, merged), then ``--cutoff`` / ``--window-days`` in the training set's config."""
+    roles = [r for r in JOB_ROLES if r in (only or JOB_ROLES)]
+    if (first or last) and not {"pipeline", "score"} & set(roles):
+        raise RunOptionsError(
+            "--from/--to select partitions of the pipeline and score jobs; the train job is not "
+            "partitioned (its training set takes --cutoff and --window-days)"
+        )
+    if (cutoff is not None or window_days is not None) and "train" not in roles:
+        raise RunOptionsError(
+            "--cutoff and --window-days configure the train job: add --only train"
+        )
+    training: dict[str, Any] = {}
+    if cutoff is not None:
+        try:
+            training["cutoff"] = dt.datetime.fromisoformat(cutoff).isoformat()
+        except ValueError as exc:
+            raise RunOptionsError(
+                f"--cutoff {cutoff!r} is not an ISO date or datetime (2024-01-01, "
+                "2024-01-01T12:00, 2024-01-01T12:00+02:00; naive = UTC)"
+            ) from exc
+    if window_days is not None:
+        if not (window_days > 0 and math.isfinite(window_days)):
+            raise RunOptionsError(f"--window-days must be a positive number, got {window_days}")
+        training["window_days"] = float(window_days)
+    partitions = select_partitions(dataset, first, last)
+    names = {role: getattr(dataset.jobs, role) for role in roles}
+    file_config = file_config or {}
+    runs = []
+    for role, job in names.items():
+        config = _merge(file_config.get(role, {}), file_config.get(job, {}))
+        if role == "train" and training:
+            op = dataset.keys.training_set.to_python_identifier()
+            config = _merge(config, {"ops": {op: {"config": training}}})
+        runs.append(PlannedRun(job, partitions if role != "train" else None, config))
+    return runs
+
+
+def _check_config_keys(file_config: dict[str, Any], datasets: list, path: str | None) -> None:
+    """Every key of the ``--config`` file names a job of this run (a role or a full name)."""
+    known = set(JOB_ROLES) | {getattr(d.jobs, r) for d in datasets for r in JOB_ROLES}
+    unknown = [k for k in file_config if k not in known]
+    if unknown:
+        hint = (
+            " (the file maps each job to its run config: put `ops:` under `train:`)"
+            if {"ops", "resources", "execution", "loggers"} & set(unknown)
+            else ""
+        )
+        raise RunOptionsError(
+            f"--config {path}: {', '.join(map(str, unknown))} names no job of this run; use "
+            f"{', '.join(sorted(known))}{hint}"
+        )
+
+
+def validate_planned(runs: list[PlannedRun]) -> None:
+    """Check each run config against its job's config schema before anything runs."""
+    import dagster as dg
+
+    from ml_assets.definitions import defs
+
+    for run in runs:
+        if not run.run_config:
+            continue
+        try:
+            dg.validate_run_config(defs.resolve_job_def(run.job), run.run_config)
+        except dg.DagsterInvalidConfigError as exc:
+            raise RunOptionsError(f"{run.job}: invalid run config: {exc}") from exc
+
+
+def plan_from_args(args: argparse.Namespace) -> list[PlannedRun]:
+    """Every job run that ``ml-assets run ARGS`` asks for, validated (no job runs yet)."""
+    from ml_assets.contracts import ContractError
+    from ml_assets.dataset import load_datasets
+
+    try:
+        datasets = load_datasets()
+    except ContractError as exc:
+        raise RunOptionsError(str(exc)) from exc
+    unknown = [n for n in args.dataset if n not in datasets]
+    if unknown:
+        raise RunOptionsError(
+            f"unknown dataset {', '.join(unknown)}; the contracts in "
+            f"{settings.current().contracts_path} define: {', '.join(sorted(datasets))}"
+        )
+    chosen = [datasets[n] for n in args.dataset]
+    file_config = read_run_config_file(args.config)
+    _check_config_keys(file_config, chosen, args.config)
+    runs = []
+    for d in chosen:
+        runs += plan_runs(
+            d,
+            first=args.first,
+            last=args.last,
+            cutoff=args.cutoff,
+            window_days=args.window_days,
+            file_config=file_config,
+            only=args.only,
+        )
+    validate_planned(runs)
+    return runs
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run datasets' jobs (pipeline, train, score) with the options given; exit 2 when an
+    option cannot be used (nothing runs then), 1 when a job fails."""
     _dagster_home()
+    try:
+        runs = plan_from_args(args)
+    except RunOptionsError as exc:
+        _out(f"ml-assets run: {exc}")
+        return 2
     view = _view("run", args.verbose)
-    ok = all(run_dataset(name, view=view) for name in args.dataset)
+    ok = all(
+        run_job(r.job, view=view, partitions=r.partitions, run_config=r.run_config or None)
+        for r in runs
+    )
     return 0 if ok else 1
 
 
@@ -397,9 +607,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_seed)
 
-    p = sub.add_parser("run", help="run datasets' jobs over all partitions")
+    p = sub.add_parser(
+        "run",
+        help="run datasets' jobs (pipeline, train, score), over all partitions by default",
+        description="Run each dataset's pipeline, train and score jobs in order, the "
+        "partitioned ones over a partition range as one run. Exit 0 ok, 1 a job failed, 2 an "
+        "option cannot be used (nothing ran).",
+    )
     p.add_argument("dataset", nargs="+")
     p.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    p.add_argument(
+        "--from", dest="first", metavar="KEY", help="first partition key (default: the first)"
+    )
+    p.add_argument(
+        "--to", dest="last", metavar="KEY", help="last partition key (default: the last)"
+    )
+    p.add_argument(
+        "--cutoff",
+        metavar="ISO",
+        help="training-set cutoff (naive = UTC; default: end of the latest feature partition)",
+    )
+    p.add_argument(
+        "--window-days",
+        type=float,
+        metavar="N",
+        help="training window: rows of the N days before the cutoff (default: the contract's "
+        "training.window_days, else every labelled row before the cutoff)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE.yaml",
+        help="run config per job: {pipeline|train|score|<job name>: <Dagster run config>}",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=JOB_ROLES,
+        help="run only this job (repeatable; default: pipeline, train, score)",
+    )
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("rollback", help="point a dataset's champion back at an earlier version")

@@ -55,6 +55,11 @@ def _column_changes(where: str, old: Column, new: Column) -> list[Change]:
     return out
 
 
+def _window(c: Contract) -> str:
+    days = c.training.window_days if c.training else None
+    return "every row before the cutoff" if days is None else f"{days:g} days"
+
+
 def diff_contracts(old: Contract, new: Contract) -> list[Change]:
     """List the changes from ``old`` to ``new``; breaking ones first.
 
@@ -91,6 +96,9 @@ def diff_contracts(old: Contract, new: Contract) -> list[Change]:
         changes.append(
             Change(True, "problem_type", f"{old.problem_type.value} -> {new.problem_type.value}")
         )
+    if old.training != new.training:
+        what = f"{_window(old)} -> {_window(new)}"
+        changes.append(Change(False, "training.window_days", what))
     if old.partitioning != new.partitioning:
         changes.append(Change(True, "partitioning", "partitioning changed (partitions re-key)"))
     return sorted(changes, key=lambda c: not c.breaking)

@@ -429,6 +429,20 @@ class Monitoring(_Strict):
         return value
 
 
+class Training(_Strict):
+    """How the dataset's training sets are drawn (every field optional).
+
+    ``window_days``: a training set holds the rows with event time in [cutoff - window_days,
+    cutoff). Unset (the default), it holds every row labelled before the cutoff, from the
+    earliest materialized feature partition on: a fixed window silently drops older rows, or
+    all of them when events are sparse (a yearly survey has none in most 365-day windows). Set
+    it when older rows describe a regime that no longer holds. A training set's own
+    ``window_days`` (run config, ``ml-assets run --window-days``) takes precedence.
+    """
+
+    window_days: float | None = Field(default=None, gt=0)
+
+
 class Contract(_Strict):
     """A dataset's data contract."""
 
@@ -445,6 +459,7 @@ class Contract(_Strict):
     demo: Demo | None = None
     monitoring: Monitoring = Monitoring()
     quarantine_threshold: float = Field(default=0.05, ge=0, le=1)
+    training: Training | None = None
 
     @field_validator("name")
     @classmethod
@@ -486,7 +501,12 @@ class Contract(_Strict):
 
     def fingerprint(self) -> str:
         """A short hash of the contract's content (not its formatting)."""
-        payload = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        content = self.model_dump(mode="json", by_alias=True)
+        if content.get("training") is None:
+            content.pop(
+                "training", None
+            )  # added later: unset leaves older fingerprints as they were
+        payload = json.dumps(content, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -22,6 +22,7 @@ from ml_assets.features.offline import (
     point_in_time_verdict,
     read_inputs,
     resolve_cutoff,
+    resolve_window,
     snapshot_inputs,
     training_set_frame,
 )
@@ -38,6 +39,8 @@ ONLINE_STORE = "online_store"
 FRESHNESS = "online_store_fresh"
 PARITY = "online_offline_parity"
 POINT_IN_TIME = "point_in_time"
+EMPTY_REASON = "why_empty"
+"""Training-set metadata: why the set is empty (only then); the model's error repeats it."""
 PARITY_SAMPLE_ROWS = 200
 
 
@@ -139,8 +142,10 @@ class TrainingSetConfig(dg.Config):
     cutoff: str | None = None
     """ISO datetime (naive = UTC): rows before it, labels observed before it. Default: the end
     of the latest materialized feature partition."""
-    window_days: float = 365.0
-    """Rows with event time in [cutoff - window_days, cutoff)."""
+    window_days: float | None = None
+    """Rows with event time in [cutoff - window_days, cutoff). Default: the contract's
+    ``training.window_days``, else every row before the cutoff (from the earliest materialized
+    feature partition), so no labelled row is dropped for being old."""
 
 
 def build_training_set_asset(dataset: Dataset) -> dg.AssetsDefinition:
@@ -160,12 +165,15 @@ def build_training_set_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 blocking=True,
                 description="Rows lie in [cutoff - window, cutoff) and every row has its label "
                 "(error: blocks downstream); the set is not empty (warning: labels may simply not "
-                "have arrived yet for a recent cutoff).",
+                "have arrived yet for a recent cutoff; the description then gives the window, "
+                "the cutoff, the rows in the window, the labelled rows, the labels' observed-at "
+                "range and what to change).",
             )
         ],
         description=(
-            f"Rows of {contract.name} with event time in [cutoff - window, cutoff), each with "
-            "its features as of its own event time (from the feature table) and its label as "
+            f"Rows of {contract.name} with event time in [cutoff - window, cutoff) (the window: "
+            "run config `window_days`, else the contract's `training.window_days`, else every "
+            "row before the cutoff), each with its features as of its own event time (from the feature table) and its label as "
             "known at the cutoff: a label observed at or after the cutoff is not used, and its "
             "row is dropped. No feature from the future, no label from after the cutoff. "
             "Content-fingerprinted: the same inputs rebuild to the same fingerprint."
@@ -175,32 +183,50 @@ def build_training_set_asset(dataset: Dataset) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: TrainingSetConfig, lake: Lake
     ) -> dg.MaterializeResult:
         cutoff, origin = resolve_cutoff(dataset, lake, config.cutoff)
-        window = dt.timedelta(days=config.window_days)
-        frame, facts = training_set_frame(dataset, lake, cutoff, window)
-        verdict = point_in_time_verdict(frame, spec.event_time, contract.target, cutoff, window)
+        window = resolve_window(dataset, lake, cutoff, config.window_days)
+        frame, facts = training_set_frame(dataset, lake, window)
+        why_empty = facts.why_empty(contract.name)
+        verdict = point_in_time_verdict(
+            frame, spec.event_time, contract.target, cutoff, window.length, why_empty
+        )
         fp = fingerprint(frame, spec.key)
         context.log.info(
-            f"{contract.name} training set at {cutoff.isoformat()}: {frame.height} rows, "
-            f"fingerprint {fp}"
+            f"{contract.name} training set at {cutoff.isoformat()}, window {window.describe()}: "
+            f"{frame.height} rows of {facts.rows_in_window} in the window, "
+            f"{facts.rows_before_window} older rows left out, fingerprint {fp}"
         )
+        if why_empty:
+            context.log.warning(f"{contract.name}: the training set is empty: {why_empty}")
         # Written here (not through the IO manager) because the asset also reports a check;
         # the lake IO manager loads it for downstream assets from the same place.
         written = lake.write(key, None, frame)
+        observed = facts.observed_range
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": frame.height,
                 "lake_path": dg.MetadataValue.path(written["path"]),
                 "cutoff": cutoff.isoformat(),
                 "cutoff_from": origin,
-                "window_days": config.window_days,
-                "window_start": (cutoff - window).isoformat(),
-                "rows_in_window": facts["rows_in_window"],
-                "rows_without_label_by_cutoff": facts["rows_without_label_by_cutoff"],
-                "label_coverage": round(frame.height / max(facts["rows_in_window"], 1), 6),
+                "window_days": round(window.length / dt.timedelta(days=1), 6),
+                "window_from": window.origin,
+                "window_start": window.start.isoformat(),
+                "rows_in_window": facts.rows_in_window,
+                "rows_before_window": facts.rows_before_window,
+                "rows_without_label_by_cutoff": facts.rows_without_label_by_cutoff,
+                "label_coverage": round(frame.height / max(facts.rows_in_window, 1), 6),
+                "labels_observed": dg.MetadataValue.json(
+                    {
+                        "labels": facts.labels,
+                        "before_cutoff": facts.labels_before_cutoff,
+                        "first": observed[0].isoformat() if observed else None,
+                        "last": observed[1].isoformat() if observed else None,
+                    }
+                ),
                 "target_stats": dg.MetadataValue.json(target_stats(spec, frame)),
                 "features": dg.MetadataValue.json(spec.names),
                 "fingerprint": fp,
-                "feature_partitions": len(facts["partitions"]),
+                "feature_partitions": len(facts.partitions),
+                **({EMPTY_REASON: why_empty} if why_empty else {}),
             },
             check_results=[
                 dg.AssetCheckResult(

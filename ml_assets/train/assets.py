@@ -11,6 +11,7 @@ import dagster as dg
 import polars as pl
 
 from ml_assets.dataset import Dataset
+from ml_assets.features.assets import EMPTY_REASON
 from ml_assets.registry.promotion import run_gate
 from ml_assets.registry.tracking import CHALLENGER, CHAMPION, MlflowTracking, git_commit
 from ml_assets.storage import LAKE_IO, Lake
@@ -60,10 +61,12 @@ def build_model_asset(dataset: Dataset) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: TrainConfig, lake: Lake, mlflow: MlflowTracking
     ) -> dg.MaterializeResult:
         frame = lake.scan(keys.training_set, [None]).collect()
-        trained = train(dataset, frame, config)
-        context.log.info(trained.describe())
         event = context.instance.get_latest_materialization_event(keys.training_set)
-        window = TrainingWindow.from_metadata(event.asset_materialization.metadata if event else {})
+        set_meta = event.asset_materialization.metadata if event else {}
+        why_empty = set_meta[EMPTY_REASON].value if EMPTY_REASON in set_meta else None
+        trained = train(dataset, frame, config, why_empty)
+        context.log.info(trained.describe())
+        window = TrainingWindow.from_metadata(set_meta)
         run_id = context.run.run_id
         record = tracking_record(
             dataset,

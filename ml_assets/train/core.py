@@ -100,10 +100,19 @@ class Problem:
         )
 
 
-def check_training_frame(frame: pl.DataFrame, target: str, problem_type: ProblemType) -> None:
-    """Refuse data that cannot train a model, with a message saying what is wrong."""
+def check_training_frame(
+    frame: pl.DataFrame, target: str, problem_type: ProblemType, why_empty: str | None = None
+) -> None:
+    """Refuse data that cannot train a model, with a message saying what is wrong.
+
+    ``why_empty``: why the training set holds no row (its window, cutoff, counts and what to
+    change, as the training-set asset recorded it), said when it is empty.
+    """
     if frame.height == 0:
-        raise TrainingDataError("the training set is empty: no labelled rows before the cutoff")
+        raise TrainingDataError(
+            "the training set is empty: "
+            + (why_empty or "no row in its window has a label observed before the cutoff")
+        )
     if target not in frame.columns:
         raise TrainingDataError(f"the training set has no target column {target!r}")
     nulls = frame.get_column(target).null_count()

@@ -48,14 +48,17 @@ class TrainedModel:
         )
 
 
-def train(dataset: Dataset, frame: pl.DataFrame, config: TrainConfig) -> TrainedModel:
+def train(
+    dataset: Dataset, frame: pl.DataFrame, config: TrainConfig, why_empty: str | None = None
+) -> TrainedModel:
     """Fit and evaluate a model of the dataset's kind on a training-set frame.
 
     Bad training data raises :class:`~ml_assets.train.core.TrainingDataError` here, before
-    anything reaches the tracking server or the registry.
+    anything reaches the tracking server or the registry; an empty frame's error says
+    ``why_empty`` (the training set's own account of its window and labels).
     """
     contract, spec = dataset.contract, dataset.spec
-    core.check_training_frame(frame, contract.target, contract.problem_type)
+    core.check_training_frame(frame, contract.target, contract.problem_type, why_empty)
     problem = core.Problem.from_frame(
         frame, contract.problem_type, contract.target, spec.names, spec.event_time
     )

@@ -98,11 +98,7 @@ def test_a_sustained_incident_launches_one_train_run_with_the_cutoff_after_it(
     assert request.run_key == incident
     # last alerting partition: the week of 2018-01-22 (UTC), so it ends on 2018-01-29
     assert request.run_config == {
-        "ops": {
-            "car_loan__training_set": {
-                "config": {"cutoff": "2018-01-29T00:00:00+00:00", "window_days": 365.0}
-            }
-        }
+        "ops": {"car_loan__training_set": {"config": {"cutoff": "2018-01-29T00:00:00+00:00"}}}
     }
     assert request.tags["ml_assets/incident"] == incident
     assert request.tags["ml_assets/champion_version"] == "3"
