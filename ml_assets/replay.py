@@ -415,8 +415,11 @@ class Replay:
                     t0 = time.perf_counter()
                     self._serve(tag)
                     story.servers.append(tag)
+                    ordered = story.partitions
+                    at = ordered.index(partition)
+                    upcoming = ordered[at + 1] if at + 1 < len(ordered) else partition
                     self.out(
-                        f"  serving {tag} from {partition} on "
+                        f"  serving {tag} from {upcoming} on "
                         f"({time.perf_counter() - t0:.1f} s to start; the old server stopped)"
                     )
 
