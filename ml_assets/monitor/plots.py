@@ -36,6 +36,42 @@ def figure(calculator: Calculator, result: Any) -> Any:
     return result.plot()
 
 
+PNG_TIMEOUT_SECONDS = 120.0
+"""Longest a PNG may take: kaleido 0.2.1 can hang on a starved machine, and a plot must never
+hold up a monitoring run (the HTML report is written regardless)."""
+
+
+def write_png(fig: Any, path: Path, *, width: int, height: int) -> bool:
+    """``fig`` as a PNG through kaleido, given at most :data:`PNG_TIMEOUT_SECONDS`.
+
+    On a timeout (or an error) the PNG is left out, logged, and kaleido's renderer is restarted
+    on the next call; returns whether the file was written."""
+    import threading
+
+    failure: list[BaseException] = []
+
+    def render() -> None:
+        try:
+            fig.write_image(path, format="png", width=width, height=height)
+        except BaseException as exc:  # reported below, in the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=render, name="kaleido-png", daemon=True)
+    worker.start()
+    worker.join(PNG_TIMEOUT_SECONDS)
+    if worker.is_alive() or failure:
+        why = failure[0] if failure else f"no answer from kaleido in {PNG_TIMEOUT_SECONDS:.0f} s"
+        log.error("PNG %s not written: %s (the HTML report is)", path, why)
+        try:
+            import plotly.io as pio
+
+            pio.kaleido.scope._shutdown_kaleido()  # a fresh renderer next time
+        except Exception:  # best effort: the PNG is already given up
+            pass
+        return False
+    return True
+
+
 def plot_results(
     results: Mapping[Calculator, Any],
     folder: str | Path,
@@ -62,7 +98,7 @@ def plot_results(
         image = out / f"{name}.png"
         if png:
             fig_height = height or max(500, 300 * _panels(fig))
-            fig.write_image(image, format="png", width=width, height=fig_height)
+            write_png(fig, image, width=width, height=fig_height)
         files[calculator] = PlotFiles(image, html)
         log.debug("plotted %s to %s", calculator.value, html)
     return files

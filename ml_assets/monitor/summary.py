@@ -578,9 +578,12 @@ def write_figure(
     if png:
         rows = len([k for k in fig.layout.to_plotly_json() if k.startswith("yaxis")])
         image = out / f"{name}.png"
-        fig.write_image(
-            image, format="png", width=width, height=height or 140 + PANEL_HEIGHT * max(1, rows)
-        )
+        from ml_assets.monitor.plots import write_png
+
+        if not write_png(
+            fig, image, width=width, height=height or 140 + PANEL_HEIGHT * max(1, rows)
+        ):
+            image = None
     log.debug("monitoring summary written to %s (%s)", html, PLOTLY_JS)
     return SummaryFiles(image, html)
 
