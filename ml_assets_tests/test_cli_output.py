@@ -58,7 +58,7 @@ def cli(home: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = child_env(drop_prefixes=("ML_ASSETS_", "DAGSTER_", "MLFLOW_"))
     environ.update(ML_ASSETS_HOME=str(home), **env)
     return subprocess.run(
-        [str(CLI), *argv], capture_output=True, text=True, env=environ, timeout=600
+        [str(CLI), *argv], capture_output=True, text=True, env=environ, timeout=1800
     )
 
 
