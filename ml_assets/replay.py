@@ -93,8 +93,9 @@ def replay_start(dataset: Dataset, lake: Any) -> tuple[str, list[str]]:
     if middle.tzinfo is None:
         middle = middle.replace(tzinfo=dt.UTC)
     later = [p for p in present if dataset.partitions.utc_window(p)[0] >= middle]
-    with_rows = [
-        p for p in later if lake.scan(keys.features, [p]).select(pl.len()).collect().item()
+    utc = times.dt.replace_time_zone("UTC") if times.dtype.time_zone is None else times
+    with_rows = [  # from the event times read above: no second read per partition
+        p for p in later if utc.is_between(*dataset.partitions.utc_window(p), closed="left").any()
     ]
     if not with_rows:
         raise RuntimeError(f"{dataset.name}: no partition with rows after {middle}")
