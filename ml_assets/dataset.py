@@ -36,6 +36,8 @@ class DatasetKeys:
     champion: dg.AssetKey
     predictions: dg.AssetKey
     bento: dg.AssetKey
+    prediction_log: dg.AssetKey
+    """External: what the served Bento logs (written by ``bentoml serve``, not by Dagster)."""
     monitoring: dg.AssetKey
     """Partitioned: the tidy monitoring results (:data:`ml_assets.monitor.schema.RESULTS_SCHEMA`)."""
     monitoring_summary: dg.AssetKey
@@ -59,6 +61,7 @@ class DatasetKeys:
             champion=key("champion"),
             predictions=key("predictions"),
             bento=key("bento"),
+            prediction_log=key("prediction_log"),
             monitoring=key("monitoring"),
             monitoring_summary=key("monitoring_summary"),
             reference=key("reference"),

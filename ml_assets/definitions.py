@@ -17,7 +17,7 @@ from ml_assets.dataset import Dataset, load_datasets
 from ml_assets.features.assets import OnlineStore, build_feature_definitions
 from ml_assets.ingest.assets import SqlSource, build_raw_asset
 from ml_assets.monitor.assets import monitoring_definitions
-from ml_assets.monitor.sensors import build_retrain_sensor
+from ml_assets.monitor.sensors import build_late_labels_sensor, build_retrain_sensor
 from ml_assets.registry.tracking import MlflowTracking
 from ml_assets.serve.assets import BentoBuilder, serving_definitions
 from ml_assets.storage import LAKE_IO, Lake, LakeIOManager
@@ -122,10 +122,13 @@ def build_definitions(datasets: dict[str, Dataset] | None = None) -> dg.Definiti
     # One retrain sensor per dataset: a sustained performance incident in the monitoring
     # results launches the dataset's train job, once per incident.
     retrain_sensors = [build_retrain_sensor(d) for d in datasets.values()]
+    # And one late-labels sensor: a label batch re-monitors the realized performance of the
+    # partitions it labels, and nothing else.
+    late_labels_sensors = [build_late_labels_sensor(d) for d in datasets.values()]
     return dg.Definitions.merge(
         *per_dataset,
         dg.Definitions(
-            sensors=[freshness_sensor, automation_sensor, *retrain_sensors],
+            sensors=[freshness_sensor, automation_sensor, *retrain_sensors, *late_labels_sensors],
             resources=resources(),
         ),
     )

@@ -60,6 +60,12 @@ class MonitoringConfig(dg.Config):
     """ISO datetime (naive = UTC): use only the labels observed before it. Default: every label
     ingested so far. The demo's replay sets the end of the partition, as if it were monitored
     when its week closed; re-running the partition later without it picks up late labels."""
+    only_realized: bool = False
+    """Recompute only the realized performance (with its label coverage, and so the estimated-
+    versus-realized gap) from the labels observed so far, against the champion the partition
+    was monitored with, keeping every other result: what the late-labels sensor asks when a
+    label batch arrives. A partition not monitored yet, or whose predictions are now by another
+    model version, is monitored in full instead."""
 
 
 def _champion(mlflow: MlflowTracking, name: str) -> tuple[str, dict[str, str], core.Problem]:
@@ -309,6 +315,7 @@ def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
         partitions_def=partitions.definition,
         deps=[
             keys.predictions,
+            keys.prediction_log,
             keys.features,
             keys.reference,
             dg.AssetDep(keys.validated["labels"], partition_mapping=dg.AllPartitionMapping()),
@@ -343,35 +350,40 @@ def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
 
         pk = context.partition_key
         start, end = partitions.utc_window(pk)
-        version, _, problem = _champion(mlflow, name)
-        if not lake.exists(keys.reference, f"v{version}"):
-            raise dg.Failure(f"no reference of {name} v{version}: materialize {keys.reference}")
-        ref = lake.scan(keys.reference, [f"v{version}"]).collect()
         as_of = (
             to_utc(dt.datetime.fromisoformat(config.labels_as_of)) if config.labels_as_of else None
         )
-        read = read_analysis(dataset, lake, problem, pk, labels_as_of=as_of)
+        version, problem, read, keep = _what_to_monitor(
+            context, dataset, lake, mlflow, config.only_realized, as_of
+        )
+        if not lake.exists(keys.reference, f"v{version}"):
+            raise dg.Failure(f"no reference of {name} v{version}: materialize {keys.reference}")
+        ref = lake.scan(keys.reference, [f"v{version}"]).collect()
         analysis, served = read.rows, read.served
         for path, reason in read.unreadable:
             context.log.error(f"prediction log segment {path} not monitored: {reason}")
         suite = fitted_suite(name, version, problem, ref, dataset.spec.calendar)
         where = {"dataset": name, "partition": pk, "champion_version": version}
-        results = pl.concat(
-            [
-                suite.run(
-                    analysis,
-                    **where,
-                    chunk_start=start,
-                    chunk_end=end,
-                    domain_classifier=config.domain_classifier,
-                ),
-                operational_rows(served, **where, chunk_start=start, chunk_end=end),
-            ],
-            how="vertical_relaxed",
-        )
+        window = {"chunk_start": start, "chunk_end": end}
+        if keep is not None:
+            only = [Calculator.REALIZED_PERFORMANCE]
+            realized = suite.run(analysis, **where, **window, only=only)
+            results = pl.concat([keep, realized], how="vertical_relaxed")
+        else:
+            results = pl.concat(
+                [
+                    suite.run(
+                        analysis, **where, **window, domain_classifier=config.domain_classifier
+                    ),
+                    operational_rows(served, **where, **window),
+                ],
+                how="vertical_relaxed",
+            )
         lake.write(keys.monitoring, pk, results)
         report_dir = settings.current().monitoring_path / name / pk
         files = plot_results(suite.results, report_dir, png=config.plots) if config.plots else {}
+        if keep is not None:  # the other calculators' plots of the earlier run still hold
+            files = {**_existing_plots(report_dir), **files}
         checks = check_results(results, kind.primary_metric, config, len(read.unreadable))
         _alert(context, dataset, lake, report_dir)
         counts = dict(analysis.get_column(SOURCE).value_counts().iter_rows())
@@ -392,6 +404,7 @@ def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
                     4,
                 ),
                 "alerts": int(results.get_column("alert").fill_null(False).sum()),
+                "recomputed": "realized_performance" if keep is not None else "all",
                 "report": dg.MetadataValue.path(str(report_dir)),
                 "plots": dg.MetadataValue.md(_plots_markdown(files)),
             },
@@ -399,6 +412,70 @@ def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
         )
 
     return monitoring
+
+
+def _what_to_monitor(
+    context: dg.AssetExecutionContext,
+    dataset: Dataset,
+    lake: Lake,
+    mlflow: MlflowTracking,
+    only_realized: bool,
+    as_of: dt.datetime | None,
+) -> tuple[str, core.Problem, Analysis, pl.DataFrame | None]:
+    """The model version to monitor the partition against, its problem, the partition's rows
+    and, when only its realized performance is recomputed, the earlier results to keep.
+
+    In full: the champion. Only realized (:attr:`MonitoringConfig.only_realized`): the version
+    the partition was monitored with, so estimate and realization describe one model."""
+    name, key, pk = dataset.name, dataset.keys.monitoring, context.partition_key
+    version, _, problem = _champion(mlflow, name)
+    if only_realized and lake.exists(key, pk):
+        previous = lake.scan(key, [pk]).collect()
+        monitored = previous.get_column("champion_version").drop_nulls().first()
+        earlier = problem
+        if monitored is not None and monitored != version:
+            earlier = core.Problem.from_json(mlflow.version_tags(name, monitored)["problem"])
+        read = read_analysis(dataset, lake, earlier, pk, labels_as_of=as_of)
+        keep = _kept_results(context, previous, read.rows, monitored)
+        if keep is not None and monitored is not None:
+            return monitored, earlier, read, keep
+    elif only_realized:
+        context.log.info(f"{pk} has no monitoring results yet: monitoring it in full")
+    return version, problem, read_analysis(dataset, lake, problem, pk, labels_as_of=as_of), None
+
+
+def _existing_plots(folder: Path) -> dict[Calculator, Any]:
+    """The plots an earlier run of a partition left in its report folder, per calculator."""
+    from ml_assets.monitor.plots import PlotFiles
+
+    return {
+        c: PlotFiles(folder / f"{c.value}.png", folder / f"{c.value}.html")
+        for c in Calculator
+        if (folder / f"{c.value}.html").exists()
+    }
+
+
+def _kept_results(
+    context: Any, previous: pl.DataFrame, analysis: pl.DataFrame, version: str | None
+) -> pl.DataFrame | None:
+    """The results of a partition to keep when only its realized performance is recomputed
+    (every row but the realized ones), or None when the partition must be monitored in full:
+    it has no results yet, or its predictions are no longer all by the model it was monitored
+    with (a realized performance of other predictions would not match its estimate)."""
+    from ml_assets.monitor.frames import MODEL_VERSION
+
+    if version is None or previous.height == 0:
+        context.log.info("no earlier results of this partition: monitoring it in full")
+        return None
+    versions = set(analysis.get_column(MODEL_VERSION).drop_nulls().unique().to_list())
+    if versions - {version}:
+        context.log.warning(
+            f"the partition's predictions are now by model versions {sorted(versions)}, not "
+            f"only v{version} it was monitored with: monitoring it in full"
+        )
+        return None
+    realized = Calculator.REALIZED_PERFORMANCE.value
+    return previous.filter(pl.col("calculator") != realized)
 
 
 def _alert(context: Any, dataset: Dataset, lake: Lake, report_dir: Path) -> None:

@@ -250,3 +250,163 @@ def build_retrain_sensor(
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 
     return retrain_sensor
+
+
+# --- late labels -----------------------------------------------------------------------------
+
+LATE_LABELS_PAGE = 500
+"""Label materializations read per page of a late-labels tick."""
+
+
+def partitions_with_labels(label_keys: pl.DataFrame, events: dict[str, pl.DataFrame]) -> list[str]:
+    """The partitions (keys of ``events``: each partition's event keys) holding at least one
+    event whose key is in ``label_keys`` (same column names), in the order given."""
+    if label_keys.height == 0:
+        return []
+    return [
+        p
+        for p, keys in events.items()
+        if keys.height and keys.join(label_keys, on=list(keys.columns), how="semi").height
+    ]
+
+
+def incomplete_partitions(results: pl.DataFrame) -> list[str]:
+    """Monitored partitions whose realized performance has not yet seen every label (coverage
+    below 1, or no realized row), in partition order."""
+    realized = results.filter(pl.col("calculator") == Calculator.REALIZED_PERFORMANCE.value)
+    complete = set(
+        realized.group_by("partition")
+        .agg(pl.col("label_coverage").min())
+        .filter(pl.col("label_coverage") >= 1.0)
+        .get_column("partition")
+        .to_list()
+    )
+    return [
+        p for p in results.get_column("partition").unique(maintain_order=True) if p not in complete
+    ]
+
+
+def late_labels_run_config(dataset: Dataset) -> dict[str, Any]:
+    """Run config of a monitoring run that recomputes only the realized performance."""
+    op = dataset.keys.monitoring.to_python_identifier()
+    return {"ops": {op: {"config": {"only_realized": True}}}}
+
+
+def parse_after(cursor: str | None) -> int | None:
+    """The storage id of the last label materialization a late-labels tick handled."""
+    try:
+        after = json.loads(cursor).get("after") if cursor else None
+    except (ValueError, AttributeError):
+        return None
+    return int(after) if isinstance(after, int) else None
+
+
+def build_late_labels_sensor(
+    dataset: Dataset,
+    *,
+    minimum_interval_seconds: int = 60,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+) -> dg.SensorDefinition:
+    """``<dataset>_late_labels_sensor``: when a batch of labels lands (a materialization of
+    the validated labels), re-monitor only the partitions it labels, and only their realized
+    performance.
+
+    Labels come late and are partitioned by when they were observed, so a batch may label
+    events of many earlier partitions. Each tick reads the label materializations after its
+    cursor (their storage ids), the keys of those label partitions, and the event keys of
+    the monitored partitions whose realized performance has not seen every label yet; a
+    partition that holds one of the new keys and has not been monitored since the batch
+    landed gets one ``<dataset>_monitor`` run with ``only_realized`` (run key: partition and
+    the batch's storage id). Drift, estimated performance and every other partition stay as
+    they are. The cursor is the newest storage id handled; it survives a restart."""
+    keys, name = dataset.keys, dataset.name
+    labels_key = keys.validated["labels"]
+    lab = dataset.contract.labels
+
+    @dg.sensor(
+        name=f"{name}_late_labels_sensor",
+        job_name=dataset.jobs.monitor,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=(
+            f"When new {name} labels land, recomputes the realized performance of the "
+            "monitoring partitions they label (and only those), keeping their other results."
+        ),
+    )
+    def late_labels_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
+        after = parse_after(context.cursor)
+        batches: dict[str, int] = {}  # labels partition -> newest storage id
+        newest, page = after, None
+        while True:
+            found = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=labels_key, after_storage_id=after),
+                limit=LATE_LABELS_PAGE,
+                cursor=page,
+                ascending=True,
+            )
+            for record in found.records:
+                if record.partition_key is not None:
+                    batches[record.partition_key] = record.storage_id
+                newest = max(newest or 0, record.storage_id)
+            if not found.has_more:
+                break
+            page = found.cursor
+        cursor = json.dumps({"after": newest}) if newest is not None else context.cursor
+        if not batches:
+            return dg.SensorResult(skip_reason=f"no new {name} labels", cursor=cursor)
+        results = read_results(lake, dataset)
+        candidates = incomplete_partitions(results) if not results.is_empty() else []
+        present = [p for p in batches if lake.exists(labels_key, p)]
+        if not candidates or not present:
+            return dg.SensorResult(
+                skip_reason=f"{len(batches)} new label partitions; no monitored partition "
+                "of " + name + " waits for labels",
+                cursor=cursor,
+            )
+        spec_key = dataset.spec.key
+        new_keys = (
+            lake.scan(labels_key, present)
+            .select([pl.col(k).alias(e) for k, e in zip(lab.key_columns, spec_key, strict=True)])
+            .unique()
+            .collect()
+        )
+        events = {
+            p: lake.scan(keys.features, [p]).select(spec_key).collect()
+            for p in candidates
+            if lake.exists(keys.features, p)
+        }
+        since = max(batches.values())  # monitored after every new batch: nothing missed
+        requests = []
+        for partition in partitions_with_labels(new_keys, events):
+            redone = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(
+                    asset_key=keys.monitoring, asset_partitions=[partition], after_storage_id=since
+                ),
+                limit=1,
+            )
+            if redone.records:
+                continue  # monitored in full after the labels landed
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"late_labels:{partition}:{newest}",
+                    partition_key=partition,
+                    run_config=late_labels_run_config(dataset),
+                    tags={
+                        f"{TAG_PREFIX}/trigger": "late_labels_sensor",
+                        f"{TAG_PREFIX}/label_partitions": ",".join(sorted(batches)),
+                    },
+                )
+            )
+        if not requests:
+            return dg.SensorResult(
+                skip_reason=f"{len(batches)} new label partitions label no monitored "
+                f"partition of {name} that waits for them",
+                cursor=cursor,
+            )
+        context.log.info(
+            f"{len(batches)} new label partitions: recomputing the realized performance of "
+            + ", ".join(r.partition_key or "" for r in requests)
+        )
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+    return late_labels_sensor

@@ -320,19 +320,22 @@ class FittedSuite:
         chunk_start: dt.datetime | None,
         chunk_end: dt.datetime | None,
         domain_classifier: bool | None = None,
+        only: Iterable[Calculator] | None = None,
     ) -> pl.DataFrame:
         """Monitor one partition's rows as ONE chunk; :data:`RESULTS_SCHEMA` rows.
 
         ``analysis``: the partition's scored rows (features, event time, the kind's prediction
         columns, the label where it has arrived). ``domain_classifier``: None runs it on
-        partitions of at most :data:`DOMAIN_CLASSIFIER_MAX_ROWS` rows. No rows: an empty table.
+        partitions of at most :data:`DOMAIN_CLASSIFIER_MAX_ROWS` rows. ``only``: compute just
+        these calculators (a late label batch recomputes only the realized performance). No
+        rows: an empty table.
         """
         self.results = {}
         self.errors = {c: e for c, e in self.errors.items() if c not in self.fitted}
         rows = analysis.height
         if rows == 0:
             return _frame([], dataset, partition, champion_version, chunk_start, chunk_end, 0)
-        wanted = set(self.calculators)
+        wanted = set(self.calculators) if only is None else set(self.calculators) & set(only)
         if domain_classifier is None:
             domain_classifier = rows <= DOMAIN_CLASSIFIER_MAX_ROWS
         if not domain_classifier:

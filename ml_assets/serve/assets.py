@@ -108,6 +108,31 @@ def build_bento_asset(dataset: Dataset) -> dg.AssetsDefinition:
     return bento
 
 
+def prediction_log_spec(dataset: Dataset) -> dg.AssetSpec:
+    """The prediction log as an external asset: the served Bento writes it, monitoring reads
+    it, so the lineage graph shows Bento -> prediction log -> monitoring."""
+    from ml_assets import settings
+
+    return dg.AssetSpec(
+        dataset.keys.prediction_log,
+        deps=[dataset.keys.bento],
+        description=(
+            f"Every prediction the {dataset.name} service answered (HTTP and gRPC): inputs, "
+            "outputs, model version, request id and latency, as Parquet segments in "
+            "date=YYYY-MM-DD folders. Written by `bentoml serve`, not by a Dagster run; the "
+            "monitoring partitions read it by the event time of each row."
+        ),
+        kinds={"bentoml", "parquet"},
+        metadata={
+            "path": dg.MetadataValue.path(
+                str(settings.current().prediction_log_path / dataset.name)
+            )
+        },
+        **dataset.asset_args("prediction_log"),
+    )
+
+
 def serving_definitions(dataset: Dataset) -> dg.Definitions:
-    """The dataset's ``bento`` asset (resources needed: ``mlflow``, ``bento_builder``)."""
-    return dg.Definitions(assets=[build_bento_asset(dataset)])
+    """The dataset's ``bento`` asset (resources needed: ``mlflow``, ``bento_builder``) and the
+    prediction log its service writes."""
+    return dg.Definitions(assets=[build_bento_asset(dataset), prediction_log_spec(dataset)])

@@ -36,6 +36,7 @@ def world(tmp_path_factory, contracts):
     url = f"sqlite:///{tmp / 'source.sqlite'}"
     seed_demo(url, contract)
     lake = Lake(base_path=str(tmp / "lake"))
+    instance = dg.DagsterInstance.ephemeral()  # one event log: the late-labels sensor reads it
     mlflow = MlflowTracking(
         tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", artifact_root=str(tmp / "artifacts")
     )
@@ -54,11 +55,14 @@ def world(tmp_path_factory, contracts):
     assets = [*ingest_assets(contract), *defs.assets]
     keys = dataset.keys
     partitioned = [*ingest_assets(contract), next(a for a in assets if keys.features in a.keys)]
-    assert dg.materialize(partitioned, resources=resources, tags=range_tags(FIRST, LAST)).success
+    assert dg.materialize(
+        partitioned, resources=resources, tags=range_tags(FIRST, LAST), instance=instance
+    ).success
     trained = dg.materialize(
         assets,
         selection=[keys.training_set, keys.model, keys.champion, keys.reference],
         resources=resources,
+        instance=instance,
         run_config={
             "ops": {
                 "car_loan__training_set": {"config": {"cutoff": "2019-01-01"}},
@@ -68,10 +72,22 @@ def world(tmp_path_factory, contracts):
     )
     assert trained.success
     scored = dg.materialize(
-        assets, selection=[keys.predictions], resources=resources, tags=range_tags(*MONITORED)
+        assets,
+        selection=[keys.predictions],
+        resources=resources,
+        tags=range_tags(*MONITORED),
+        instance=instance,
     )
     assert scored.success
-    return {"dataset": dataset, "assets": assets, "resources": resources, "tmp": tmp, "lake": lake}
+    return {
+        "dataset": dataset,
+        "contract": contract,
+        "assets": assets,
+        "resources": resources,
+        "tmp": tmp,
+        "lake": lake,
+        "instance": instance,
+    }
 
 
 def _served(world, partition: str, rows: int) -> int:
@@ -107,7 +123,7 @@ def _served(world, partition: str, rows: int) -> int:
     return rows
 
 
-def _monitor(world, partition: str, monkeypatch) -> dg.ExecuteInProcessResult:
+def _monitor(world, partition: str, monkeypatch, **config) -> dg.ExecuteInProcessResult:
     monkeypatch.setenv("ML_ASSETS_PREDICTION_LOG", str(world["tmp"] / "prediction_log"))
     monkeypatch.setenv("ML_ASSETS_HOME", str(world["tmp"] / "home"))
     keys = world["dataset"].keys
@@ -117,7 +133,8 @@ def _monitor(world, partition: str, monkeypatch) -> dg.ExecuteInProcessResult:
         | dg.AssetSelection.checks_for_assets(keys.monitoring),
         resources=world["resources"],
         partition_key=partition,
-        run_config={"ops": {"car_loan__monitoring": {"config": {"plots": False}}}},
+        run_config={"ops": {"car_loan__monitoring": {"config": {"plots": False, **config}}}},
+        instance=world["instance"],
     )
 
 
@@ -152,3 +169,72 @@ def test_rerunning_one_partition_leaves_the_others(world, monkeypatch) -> None:
     before = lake.path(keys.monitoring, MONITORED[1]).read_bytes()
     assert _monitor(world, MONITORED[0], monkeypatch).success
     assert lake.path(keys.monitoring, MONITORED[1]).read_bytes() == before
+
+
+def test_a_late_label_batch_recomputes_only_the_realized_performance_of_its_partitions(
+    world, monkeypatch
+) -> None:
+    """Outcomes of car loans arrive 14 to 90 days after the application (the demo's label
+    delay), and labels are partitioned by when they were observed: the batch observed in the
+    week of 2019-04-01 labels applications of early March, and none of the week of 2019-03-25
+    (the earliest of those arrive on 2019-04-08). The sensor re-monitors exactly the March
+    partitions it labels, only their realized performance changes, and a second tick does
+    nothing."""
+    from ml_assets.monitor.sensors import build_late_labels_sensor
+
+    dataset, lake, instance = world["dataset"], world["lake"], world["instance"]
+    keys, resources = dataset.keys, world["resources"]
+    unlabelled = "2019-03-25"
+    assert dg.materialize(
+        world["assets"],
+        selection=[keys.predictions],
+        resources=resources,
+        partition_key=unlabelled,
+        instance=instance,
+    ).success
+    watched = [*MONITORED, unlabelled]
+    for partition in watched:
+        assert _monitor(world, partition, monkeypatch).success
+    before = {p: lake.scan(keys.monitoring, [p]).collect() for p in watched}
+    untouched = lake.path(keys.monitoring, unlabelled).read_bytes()
+
+    sensor = build_late_labels_sensor(dataset)
+    context = dg.build_sensor_context(instance=instance, resources={"lake": lake})
+    first = sensor(context)
+    assert first.run_requests == []  # every label so far landed before the partitions ran
+
+    batch = "2019-04-01"
+    landed = dg.materialize(
+        ingest_assets(world["contract"], roles=("labels",)),
+        resources=resources,
+        partition_key=batch,
+        instance=instance,
+    )
+    assert landed.success
+    context = dg.build_sensor_context(
+        instance=instance, resources={"lake": lake}, cursor=first.cursor
+    )
+    second = sensor(context)
+    requested = [r.partition_key for r in second.run_requests]
+    assert requested == MONITORED
+    for request in second.run_requests:
+        config = request.run_config["ops"]["car_loan__monitoring"]["config"]
+        assert config == {"only_realized": True}
+        assert _monitor(world, request.partition_key, monkeypatch, **config).success
+
+    realized = "realized_performance"
+    for partition in MONITORED:
+        after = lake.scan(keys.monitoring, [partition]).collect()
+        old, new = (
+            f.filter(pl.col("calculator") == realized).sort("metric")
+            for f in (before[partition], after)
+        )
+        assert new.get_column("label_coverage").min() > old.get_column("label_coverage").max()
+        kept = [f.filter(pl.col("calculator") != realized) for f in (before[partition], after)]
+        assert kept[0].equals(kept[1])
+    assert lake.path(keys.monitoring, unlabelled).read_bytes() == untouched
+
+    context = dg.build_sensor_context(
+        instance=instance, resources={"lake": lake}, cursor=second.cursor
+    )
+    assert sensor(context).run_requests == []
