@@ -28,9 +28,11 @@ class GranularityFacts:
 
 
 GRANULARITIES: dict[Granularity, GranularityFacts] = {
+    Granularity.HOURLY: GranularityFacts(dt.timedelta(hours=1), "0 * * * *"),
     Granularity.DAILY: GranularityFacts(dt.timedelta(days=1), "0 6 * * *"),
     Granularity.WEEKLY: GranularityFacts(dt.timedelta(days=7), "0 6 * * 1"),
     Granularity.MONTHLY: GranularityFacts(dt.timedelta(days=28), "0 6 2 * *"),
+    Granularity.YEARLY: GranularityFacts(dt.timedelta(days=365), "0 6 2 1 *"),
 }
 
 
@@ -44,9 +46,27 @@ class Part:
 
 
 def partitions_definition(p: Partitioning) -> dg.TimeWindowPartitionsDefinition:
-    """Daily, weekly (weeks start on the contract's start weekday) or monthly partitions."""
+    """Hourly, daily, weekly (weeks start on the contract's start weekday), monthly (on the
+    start's day of month) or yearly (on the start's day of the year) partitions.
+
+    Keys are the window's first day, ``YYYY-MM-DD`` (hourly: ``YYYY-MM-DD-HH:MM``, Dagster's).
+    """
     start = p.start.isoformat()
     end = p.end.isoformat() if p.end else None
+    if p.granularity is Granularity.HOURLY:
+        return dg.HourlyPartitionsDefinition(
+            start_date=f"{start}-00:00",
+            end_date=f"{end}-00:00" if end else None,
+            timezone=p.timezone,
+        )
+    if p.granularity is Granularity.YEARLY:
+        return dg.TimeWindowPartitionsDefinition(
+            cron_schedule=f"0 0 {p.start.day} {p.start.month} *",
+            start=dt.datetime.combine(p.start, dt.time()),
+            end=dt.datetime.combine(p.end, dt.time()) if p.end else None,
+            fmt="%Y-%m-%d",
+            timezone=p.timezone,
+        )
     if p.granularity is Granularity.DAILY:
         return dg.DailyPartitionsDefinition(start_date=start, end_date=end, timezone=p.timezone)
     if p.granularity is Granularity.WEEKLY:

@@ -36,6 +36,7 @@ from ml_assets.contracts.model import (
     Contract,
     ContractError,
     Finding,
+    StoredAs,
     Table,
     contract_findings,
 )
@@ -46,6 +47,7 @@ from ml_assets.contracts.yaml_lines import (
     load_yaml,
     pydantic_problems,
 )
+from ml_assets.ingest.sql import time_bind_type, window_params
 
 MAX_LISTED = 12
 """How many names a message lists (a source's tables, a table's columns) before ``...``."""
@@ -298,6 +300,12 @@ _FITS: dict[ColumnType, dict[str, str]] = {
     ColumnType.DATETIME: {"datetime": "ok", "date": "ok", "text": "parsed"},
     ColumnType.DATE: {"date": "ok", "datetime": "ok", "text": "parsed"},
 }
+_STORED_FITS: dict[StoredAs, dict[str, str]] = {
+    StoredAs.DATE: {"date": "ok", "datetime": "ok", "text": "parsed"},
+    StoredAs.YEAR: {"int": "ok", "float": "parsed", "text": "parsed"},
+    StoredAs.YEAR_MONTH: {"int": "ok", "float": "parsed", "text": "parsed"},
+}
+"""The same for a datetime column ``stored_as`` a date, year or yyyymm."""
 _DECLARE: dict[str, str] = {
     "int": "int",
     "float": "float",
@@ -466,16 +474,21 @@ def _check_table(
                     f"{where}.{actual}: the source does not say its type; not checked"
                 )
             continue
-        fit = _FITS[col.type].get(family)
+        fits = _STORED_FITS[col.stored_as] if col.stored_as is not None else _FITS[col.type]
+        fit = fits.get(family)
         if fit is None:
+            declare = f"declare type {_DECLARE.get(family, 'to match')}"
+            if col.type is ColumnType.DATETIME and family in ("int", "date"):
+                unit = "year (or year_month for yyyymm)" if family == "int" else "date"
+                declare += f", or keep datetime with stored_as: {unit}"
+            held = col.type.value + (f" stored as {col.stored_as.value}" if col.stored_as else "")
             found.append(
                 _find(
                     lines,
                     origin,
                     (role, "columns", col_name, "type"),
                     f"source column {where}.{actual} is {sql_type}, which does not hold "
-                    f"{col.type.value} values; declare type {_DECLARE.get(family, 'to match')} "
-                    "or change the source",
+                    f"{held} values; {declare} or change the source",
                 )
             )
         elif fit == "parsed":
@@ -517,14 +530,12 @@ def _check_rows(
         sa.select(sa.func.count(), sa.func.min(t), sa.func.max(t)).select_from(src)
     ).one()
     start, end = _period(contract)
+    bound = time_bind_type(table)
     inside = conn.execute(
         sa.select(sa.func.count())
         .select_from(src)
-        .where(
-            t >= sa.bindparam("start", type_=sa.DateTime()),
-            t < sa.bindparam("end", type_=sa.DateTime()),
-        ),
-        {"start": start, "end": end},
+        .where(t >= sa.bindparam("start", type_=bound), t < sa.bindparam("end", type_=bound)),
+        window_params(table, start, end, contract.partitioning.timezone),
     ).scalar_one()
     span = f"{start:%Y-%m-%d} .. {end:%Y-%m-%d}"
     if total == 0:

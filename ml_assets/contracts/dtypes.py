@@ -6,7 +6,7 @@ datetimes (that is how the demo seeds them and how raw keeps them).
 
 import polars as pl
 
-from ml_assets.contracts.model import ColumnType
+from ml_assets.contracts.model import Column, ColumnType, StoredAs
 
 VALIDATED_DTYPES: dict[ColumnType, pl.DataType] = {
     ColumnType.INT: pl.Int64(),
@@ -22,3 +22,17 @@ SOURCE_DTYPES: dict[ColumnType, pl.DataType] = {
     **VALIDATED_DTYPES,
     ColumnType.DATETIME: pl.Datetime("us"),
 }
+
+STORED_DTYPES: dict[StoredAs, pl.DataType] = {
+    StoredAs.DATE: pl.Date(),
+    StoredAs.YEAR: pl.Int64(),
+    StoredAs.YEAR_MONTH: pl.Int64(),
+}
+"""What a source hands over for a ``datetime`` column declared ``stored_as``."""
+
+
+def source_dtype(column: Column) -> pl.DataType:
+    """The polars type a column's values have in the source (and in raw)."""
+    if column.stored_as is not None:
+        return STORED_DTYPES[column.stored_as]
+    return SOURCE_DTYPES[column.type]

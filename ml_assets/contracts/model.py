@@ -131,9 +131,24 @@ class ProblemType(StrEnum):
 
 
 class Granularity(StrEnum):
+    HOURLY = "hourly"
     DAILY = "daily"
     WEEKLY = "weekly"
     MONTHLY = "monthly"
+    YEARLY = "yearly"
+
+
+class StoredAs(StrEnum):
+    """How the source stores a ``datetime`` column that is not a timestamp: decoded at ingestion
+    (the SQL window filters on the stored values; validation turns them into the period's first
+    instant, in the contract's timezone), so every later stage sees a datetime."""
+
+    DATE = "date"
+    """A DATE column: midnight of the day."""
+    YEAR = "year"
+    """An integer year (2019): 1 January, 00:00."""
+    YEAR_MONTH = "year_month"
+    """An integer ``yyyymm`` (201907): the 1st of the month, 00:00."""
 
 
 class _Strict(BaseModel):
@@ -150,6 +165,8 @@ class Column(_Strict):
     allowed: list[Any] | None = None
     description: str = ""
     pii: bool = False
+    stored_as: StoredAs | None = None
+    """A ``datetime`` column the source holds as a date, an integer year or ``yyyymm``."""
 
     @model_validator(mode="after")
     def _rules_fit_type(self, info: ValidationInfo) -> Column:
@@ -166,6 +183,14 @@ def column_problems(col: Column) -> list[Problem]:
         out.append(((), f"min/max apply to int and float columns, not {col.type.value}"))
     elif col.min is not None and col.max is not None and col.min > col.max:
         out.append(((), f"min ({col.min}) is greater than max ({col.max})"))
+    if col.stored_as is not None and col.type is not ColumnType.DATETIME:
+        out.append(
+            (
+                ("stored_as",),
+                f"stored_as applies to datetime columns (declare type: datetime, "
+                f"stored_as: {col.stored_as.value}), not {col.type.value}",
+            )
+        )
     if col.type is ColumnType.CATEGORY and not col.allowed:
         out.append(((), "a category column needs its allowed values"))
     elif col.allowed is not None:
@@ -380,7 +405,15 @@ def table_problems(t: TableView) -> list[Problem]:
         if name not in t.columns:
             out.append(((time_field,), f"time column {name!r} is not one of the declared columns"))
         elif col is not None and col.type is not ColumnType.DATETIME:
-            out.append((("columns", name, "type"), f"time column {name!r} must have type datetime"))
+            hint = {
+                ColumnType.INT: "an integer year or yyyymm: declare type: datetime with "
+                "stored_as: year (or year_month)",
+                ColumnType.DATE: "a date: declare type: datetime with stored_as: date",
+            }.get(col.type)
+            message = f"time column {name!r} must have type datetime"
+            if hint:
+                message += f"; if the source holds {hint}, and it is converted at ingestion"
+            out.append((("columns", name, "type"), message))
         elif col is not None and col.nullable:
             out.append((("columns", name, "nullable"), f"time column {name!r} cannot be nullable"))
     return out

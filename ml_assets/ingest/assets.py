@@ -85,7 +85,12 @@ def build_raw_asset(dataset: Dataset, role: str) -> dg.AssetsDefinition:
             stats = _WindowStats(table.time_column)
             chunks = Chunks(
                 read_window(
-                    engine, table, to_naive_utc(start), to_naive_utc(end), source.chunk_rows
+                    engine,
+                    table,
+                    to_naive_utc(start),
+                    to_naive_utc(end),
+                    source.chunk_rows,
+                    timezone=partitions.timezone,
                 ),
                 empty_schema=raw_schema(table),
                 on_chunk=stats,

@@ -19,8 +19,8 @@ from operator import itemgetter
 import polars as pl
 import sqlalchemy as sa
 
-from ml_assets.contracts.dtypes import SOURCE_DTYPES
-from ml_assets.contracts.model import Table
+from ml_assets.contracts.dtypes import SOURCE_DTYPES, source_dtype
+from ml_assets.contracts.model import StoredAs, Table
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,67 @@ def engine_for(url: str) -> sa.Engine:
 
 def raw_schema(table: Table) -> dict[str, pl.DataType]:
     """The schema of an empty raw partition: the contract's columns at their expected types."""
-    return {name: RAW_TYPES[col.type] for name, col in table.columns.items()}
+    return {name: source_dtype(col) for name, col in table.columns.items()}
+
+
+_BIND_TYPES: dict[StoredAs | None, type[sa.types.TypeEngine]] = {
+    None: sa.DateTime,
+    StoredAs.DATE: sa.Date,
+    StoredAs.YEAR: sa.Integer,
+    StoredAs.YEAR_MONTH: sa.Integer,
+}
+
+
+def time_bind_type(table: Table) -> sa.types.TypeEngine:
+    """The SQL type of the time window's bounds: the time column's stored type."""
+    return _BIND_TYPES[table.columns[table.time_column].stored_as]()
+
+
+def _first_period_from(local: dt.datetime, unit: StoredAs) -> int | dt.date:
+    """The first stored value (day, year, yyyymm) whose period starts at or after ``local``."""
+    day = local.date()
+    if unit is StoredAs.DATE:
+        return day if local.time() == dt.time() else day + dt.timedelta(days=1)
+    on_boundary = local.time() == dt.time() and local.day == 1
+    if unit is StoredAs.YEAR:
+        return local.year if on_boundary and local.month == 1 else local.year + 1
+    year, month = local.year, local.month
+    if not on_boundary:
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return year * 100 + month
+
+
+def window_params(
+    table: Table, start: dt.datetime, end: dt.datetime, timezone: str = "UTC"
+) -> dict[str, object]:
+    """The bound parameters of :func:`window_query` for the window [start, end) (naive UTC).
+
+    A time column stored as a date, year or ``yyyymm`` places each row at the first instant of
+    its period in the contract's ``timezone`` (as validation converts it), so the window
+    becomes the stored values whose period starts inside it.
+    """
+    unit = table.columns[table.time_column].stored_as
+    if unit is None:
+        return {"start": start, "end": end}
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+
+    def local(t: dt.datetime) -> dt.datetime:
+        return t.replace(tzinfo=dt.UTC).astimezone(zone).replace(tzinfo=None)
+
+    return {
+        "start": _first_period_from(local(start), unit),
+        "end": _first_period_from(local(end), unit),
+    }
 
 
 def window_query(table: Table) -> sa.TextClause:
     """SELECT every column of a table (or the contract's query) within [start, end).
 
-    The time bounds are bound parameters typed as DateTime, so each driver formats them the
-    way it stores timestamps (SQLite: ISO text, PostgreSQL: timestamp).
+    The time bounds are bound parameters of the time column's stored type (DateTime, or Date /
+    Integer for a column ``stored_as`` a date, year or yyyymm: :func:`window_params`), so each
+    driver formats them the way it stores them (SQLite: ISO text, PostgreSQL: timestamp).
     """
     quote = sa.sql.quoted_name
     time_col = sa.column(quote(table.time_column, quote=True))
@@ -54,8 +107,8 @@ def window_query(table: Table) -> sa.TextClause:
     else:
         select = sa.select(sa.text("*")).select_from(sa.text(f"({table.query}) AS contract_query"))
     stmt = select.where(
-        time_col >= sa.bindparam("start", type_=sa.DateTime()),
-        time_col < sa.bindparam("end", type_=sa.DateTime()),
+        time_col >= sa.bindparam("start", type_=time_bind_type(table)),
+        time_col < sa.bindparam("end", type_=time_bind_type(table)),
     )
     return stmt  # type: ignore[return-value]
 
@@ -183,10 +236,12 @@ def read_window(
     start: dt.datetime,
     end: dt.datetime,
     chunk_rows: int = 100_000,
+    timezone: str = "UTC",
 ) -> Iterator[pl.DataFrame]:
     """Stream the rows of ``table`` whose time column is in [start, end), ``chunk_rows`` at a time.
 
-    ``start`` and ``end`` are naive UTC datetimes, the way the sources store event times.
+    ``start`` and ``end`` are naive UTC datetimes, the way the sources store event times
+    (``timezone``, the contract's, places a date, year or yyyymm: :func:`window_params`).
 
     A worker thread fetches and converts the next chunk while the caller handles this one
     (writes it, say), so the database, the driver and the parquet writer overlap. At most
@@ -195,7 +250,7 @@ def read_window(
     """
     expected = raw_schema(table)
     stmt = window_query(table)
-    params = {"start": start, "end": end}
+    params = window_params(table, start, end, timezone)
     if isinstance(engine.pool, sa.pool.SingletonThreadPool):
         # One connection per thread (SQLite in memory): a worker would see another database.
         with engine.connect() as conn:

@@ -22,7 +22,13 @@ import polars as pl
 
 from ml_assets.contracts.model import ColumnType, Table
 from ml_assets.validate.rules import schema_rules
-from ml_assets.validate.schema import TYPED, cast_expr, pandera_schema, parse_datetimes
+from ml_assets.validate.schema import (
+    TYPED,
+    cast_expr,
+    expected_text,
+    pandera_schema,
+    parse_datetimes,
+)
 
 ROW = "__row"
 REASON = "_reason"
@@ -106,7 +112,11 @@ def _split_valid(
     for name, col in table.columns.items():
         if name in report.missing_columns:
             typed_cols.append(pl.lit(None, dtype=TYPED[col.type]).alias(name))
-        elif col.type is ColumnType.DATETIME and raw_types[name] == pl.String:
+        elif (
+            col.type is ColumnType.DATETIME
+            and col.stored_as is None
+            and raw_types[name] == pl.String
+        ):
             # Evaluated eagerly so clean data takes one parse instead of one per known format.
             typed_cols.append(pl.lit(parse_datetimes(raw.get_column(name), timezone)).alias(name))
         else:
@@ -121,7 +131,7 @@ def _split_valid(
         if after.null_count() > before.null_count():
             rows = after.is_null() & before.is_not_null()
             wrong_types.append(
-                _WrongType(name, f"{name}: wrong type, expected {col.type.value}", rows)
+                _WrongType(name, f"{name}: wrong type, expected {expected_text(col)}", rows)
             )
 
     # 2. Rules: which rows are bad, and the reasons of each (in row order).

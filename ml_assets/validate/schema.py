@@ -8,7 +8,7 @@ import pandera.polars as pa
 import polars as pl
 
 from ml_assets.contracts.dtypes import VALIDATED_DTYPES
-from ml_assets.contracts.model import Column, ColumnType, Table
+from ml_assets.contracts.model import Column, ColumnType, StoredAs, Table
 
 TYPED = VALIDATED_DTYPES
 
@@ -17,6 +17,41 @@ TYPED = VALIDATED_DTYPES
 # timezone.
 _AWARE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%:z", "%Y-%m-%d %H:%M%:z")
 _NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def _stored_time(col: pl.Expr, unit: StoredAs, source: pl.DataType, tz: str) -> pl.Expr:
+    """The first instant (in ``tz``, as UTC) of the period a stored date, year or ``yyyymm``
+    names; null where the value names none (the caller quarantines it as wrong-typed)."""
+    if unit is StoredAs.DATE:
+        day = (
+            col.dt.date()
+            if isinstance(source, pl.Datetime | pl.Date)
+            else col.cast(pl.String).str.strip_chars().str.to_date("%Y-%m-%d", strict=False)
+        )
+        local = day.cast(pl.Datetime("us"))
+    else:
+        number = col if source.is_integer() else col.cast(pl.String).str.strip_chars()
+        number = number.cast(pl.Int64, strict=False)
+        if unit is StoredAs.YEAR:
+            year, month = number, pl.lit(1, pl.Int64)
+        else:
+            year, month = number // 100, number % 100
+        ok = year.is_between(1, 9999) & month.is_between(1, 12)
+        local = pl.when(ok).then(pl.datetime(year, month, 1, time_unit="us"))
+    return local.dt.replace_time_zone(
+        tz, ambiguous="earliest", non_existent="null"
+    ).dt.convert_time_zone("UTC")
+
+
+def expected_text(column: Column) -> str:
+    """What a column's values must be, for a wrong-typed row's reason."""
+    if column.stored_as is StoredAs.YEAR:
+        return "datetime stored as an integer year"
+    if column.stored_as is StoredAs.YEAR_MONTH:
+        return "datetime stored as an integer yyyymm"
+    if column.stored_as is StoredAs.DATE:
+        return "datetime stored as a date"
+    return column.type.value
 
 
 def typed_dtype(column: Column) -> pl.DataType:
@@ -59,6 +94,8 @@ def cast_expr(name: str, column: Column, source: pl.DataType, tz: str) -> pl.Exp
     if source == target:
         return col
     kind = column.type
+    if kind is ColumnType.DATETIME and column.stored_as is not None:
+        return _stored_time(col, column.stored_as, source, tz)
     if kind is ColumnType.DATETIME:
         if isinstance(source, pl.Datetime):
             if source.time_zone is None:

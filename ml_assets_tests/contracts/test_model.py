@@ -496,10 +496,10 @@ MALFORMED = [
     ),
     (
         "unknown partition granularity",
-        [("granularity: weekly", "granularity: hourly")],
+        [("granularity: weekly", "granularity: fortnightly")],
         "partitioning.granularity",
-        "granularity: hourly",
-        "Input should be 'daily', 'weekly' or 'monthly'",
+        "granularity: fortnightly",
+        "Input should be 'hourly', 'daily', 'weekly', 'monthly' or 'yearly'",
     ),
     (
         "unknown timezone",

@@ -23,8 +23,11 @@ def test_asset_shape() -> None:
 
     contract, _ = support.car_loan()
     defs = serving_definitions(Dataset.build(contract))
-    (asset,) = defs.assets
+    asset, log = defs.assets
     spec = next(iter(asset.specs))
+    # the prediction log the served Bento writes: external, downstream of the Bento
+    assert log.key == dg.AssetKey(["car_loan", "prediction_log"])
+    assert {d.asset_key for d in log.deps} == {spec.key}
     assert spec.key == Dataset.build(contract).keys.bento == dg.AssetKey(["car_loan", "bento"])
     assert {d.asset_key for d in spec.deps} == {dg.AssetKey(["car_loan", "champion"])}
     assert spec.automation_condition is not None

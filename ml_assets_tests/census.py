@@ -1,0 +1,111 @@
+"""A yearly census-style dataset whose only time is an integer year, for tests of event times
+``stored_as`` a year and of yearly partitions.
+
+Ten yearly waves (2015 .. 2024) of :data:`PEOPLE` answers each, in a table whose ``year``
+column is an INTEGER; each answer's income (the regression target) is recorded the next year,
+in a labels table whose ``observed_year`` is an INTEGER too. Yearly partitions 2015 .. 2024:
+every partition holds one wave, none is empty.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ml_assets.contracts import Contract, parse_contract
+
+YEARS = list(range(2015, 2025))
+PEOPLE = 150
+SECTORS = ["farming", "industry", "services"]
+
+CONTRACT = """\
+name: census
+version: 1.0.0
+owner: tests@example.com
+problem_type: regression
+target: income
+source: {url_env: ML_ASSETS_SOURCE_URL}
+partitioning: {granularity: yearly, start: "2015-01-01", end: "2025-01-01"}
+entity:
+  table: census_people
+  primary_key: [person_id]
+  event_time: year
+  columns:
+    person_id: {type: int}
+    year: {type: datetime, stored_as: year, description: Census wave (an integer year).}
+    age: {type: int, min: 16, max: 100}
+    hours: {type: float, min: 0, max: 80}
+    sector: {type: category, allowed: [farming, industry, services]}
+labels:
+  table: census_income
+  key: [person_id]
+  observed_at: observed_year
+  columns:
+    person_id: {type: int}
+    observed_year: {type: datetime, stored_as: year}
+    income: {type: float, min: 0}
+"""
+
+
+def contract() -> Contract:
+    return parse_contract(CONTRACT, "census.yaml")
+
+
+def write_contract(folder: Path) -> Path:
+    """The contract as ``folder/census.yaml`` (a contracts folder of its own)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "census.yaml"
+    path.write_text(CONTRACT, encoding="utf-8")
+    return path
+
+
+def records() -> tuple[list[dict], list[dict]]:
+    """The answers and their incomes, the same on every call."""
+    rng = random.Random(7)
+    rows, labels = [], []
+    for wave, year in enumerate(YEARS):
+        for i in range(PEOPLE):
+            pid = wave * PEOPLE + i
+            age, hours = rng.randint(16, 80), round(rng.uniform(5, 60), 1)
+            sector = rng.choice(SECTORS)
+            rows.append(
+                {"person_id": pid, "year": year, "age": age, "hours": hours, "sector": sector}
+            )
+            income = 400 * hours + 150 * min(age, 60) + 5000 * SECTORS.index(sector)
+            income += rng.gauss(0, 1500) + 300 * wave
+            labels.append(
+                {"person_id": pid, "observed_year": year + 1, "income": round(max(income, 0), 2)}
+            )
+    return rows, labels
+
+
+def seed(url: str) -> int:
+    """Create and fill the two source tables (years as INTEGER); return the answers' count."""
+    md = sa.MetaData()
+    people = sa.Table(
+        "census_people",
+        md,
+        sa.Column("person_id", sa.Integer, primary_key=True),
+        sa.Column("year", sa.Integer, nullable=False),
+        sa.Column("age", sa.Integer, nullable=False),
+        sa.Column("hours", sa.Float, nullable=False),
+        sa.Column("sector", sa.Text, nullable=False),
+    )
+    income = sa.Table(
+        "census_income",
+        md,
+        sa.Column("person_id", sa.Integer, primary_key=True),
+        sa.Column("observed_year", sa.Integer, nullable=False),
+        sa.Column("income", sa.Float, nullable=False),
+    )
+    rows, labels = records()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        md.drop_all(conn)
+        md.create_all(conn)
+        conn.execute(people.insert(), rows)
+        conn.execute(income.insert(), labels)
+    engine.dispose()
+    return len(rows)

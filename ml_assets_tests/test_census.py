@@ -1,0 +1,112 @@
+"""A dataset whose only time is an integer year, onboarded by contract alone: yearly partitions,
+``stored_as: year`` event and observed-at times, on SQLite and PostgreSQL, through the CLI a user
+runs (``ml-assets check``, ``ml-assets run``: pipeline, train with its Bento, score) and, on
+SQLite, a prediction served by the real ``bentoml serve`` of that Bento.
+
+Expectations from the data's construction (:mod:`ml_assets_tests.census`): ten waves of
+:data:`~ml_assets_tests.census.PEOPLE` answers, one per yearly partition, none quarantined; each
+income known the year after its answer, so a training set cut off at the end of 2024 holds the
+waves 2015 .. 2023.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ml_assets.settings import child_env
+from ml_assets.storage import Lake
+from ml_assets.testing import serve_env, start_server
+from ml_assets_tests import census
+
+pytestmark = pytest.mark.slow
+CLI = Path(sys.executable).parent / "ml-assets"
+
+
+def _cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    environ = child_env(drop_prefixes=("ML_ASSETS_", "DAGSTER_", "MLFLOW_"))
+    environ.update(env)
+    return subprocess.run(
+        [str(CLI), *argv], capture_output=True, text=True, env=environ, timeout=900
+    )
+
+
+def _onboard(root: Path, url: str) -> tuple[dict[str, str], subprocess.CompletedProcess[str]]:
+    census.seed(url)
+    contracts = root / "contracts"
+    path = census.write_contract(contracts)
+    env = {
+        "ML_ASSETS_HOME": str(root / "home"),
+        "ML_ASSETS_CONTRACTS": str(contracts),
+        "ML_ASSETS_SOURCE_URL": url,
+    }
+    checked = _cli(env, "check", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{census.PEOPLE * len(census.YEARS):,} in the partitioning" in checked.stdout
+    ran = _cli(env, "run", "census")
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    return env, ran
+
+
+def _lake_checks(env: dict[str, str], out: str) -> None:
+    """What the runs left in the lake, against the data's construction."""
+    assert "census_pipeline: 10 partitions (2015-01-01 .. 2024-01-01) in one run, succeeded" in out
+    lake = Lake(base_path=str(Path(env["ML_ASSETS_HOME"]) / "lake"))
+    import dagster as dg
+
+    entity = lake.scan(dg.AssetKey(["census", "validated_entity"]), ["2019-01-01"]).collect()
+    assert entity.height == census.PEOPLE
+    assert entity.get_column("year").unique().to_list() == [dt.datetime(2019, 1, 1, tzinfo=dt.UTC)]
+    labels = lake.scan(dg.AssetKey(["census", "validated_labels"]), ["2020-01-01"]).collect()
+    # the incomes observed in 2020 are those of the 2019 answers
+    assert labels.height == census.PEOPLE
+    assert labels.get_column("person_id").min() == 4 * census.PEOPLE
+    quarantined = dg.AssetKey(["census", "quarantine_entity"])
+    assert (
+        sum(lake.scan(quarantined, [k]).collect().height for k in ["2015-01-01", "2024-01-01"]) == 0
+    )
+    training = lake.scan(dg.AssetKey(["census", "training_set"]), [None]).collect()
+    assert training.height == 9 * census.PEOPLE  # 2015 .. 2023: labelled by the end of 2024
+
+
+@pytest.mark.serve
+def test_an_integer_year_dataset_runs_end_to_end_and_serves_on_sqlite(tmp_path: Path) -> None:
+    env, ran = _onboard(tmp_path, f"sqlite:///{tmp_path / 'census.sqlite'}")
+    _lake_checks(env, ran.stdout)
+    found = re.search(r"bento (census_service:[\w.-]+)", ran.stdout)
+    assert found, ran.stdout
+    home = Path(env["ML_ASSETS_HOME"])
+    server = start_server(
+        found.group(1),
+        serve_env(home, home / "bentoml", ML_ASSETS_CONTRACTS=env["ML_ASSETS_CONTRACTS"]),
+        tmp_path / "server.log",
+    )
+    try:
+        server.wait_ready(180)
+        record = {"age": 40, "hours": 38.0, "sector": "services"}
+        with httpx.Client(base_url=server.url, timeout=60, trust_env=False) as http:
+            resp = http.post("/v1/predict", json={"records": [record]})
+            assert resp.status_code == 200, resp.text
+            [prediction] = resp.json()["predictions"]
+            # the data's income is about 400 * hours + 150 * age + 10,000 for services
+            assert 20_000 < prediction["value"] < 40_000, prediction
+            bad = http.post("/v1/predict", json={"records": [{**record, "sector": "mining"}]})
+            assert bad.status_code == 422 and "records[0].sector" in bad.text
+    finally:
+        server.stop()
+
+
+@pytest.mark.postgres
+def test_an_integer_year_dataset_runs_end_to_end_on_postgresql(
+    tmp_path: Path, fresh_pg_url
+) -> None:
+    env, ran = _onboard(tmp_path, fresh_pg_url)
+    _lake_checks(env, ran.stdout)
+    assert "census_train: 1 run, succeeded" in ran.stdout and "champion: v1" in ran.stdout
+    assert re.search(r"bento census_service:v1-\w+", ran.stdout), ran.stdout
