@@ -25,14 +25,17 @@ class GranularityFacts:
     """The shortest partition: how far back a window of N partitions surely reaches."""
     deadline_cron: str
     """When a partition should have landed (freshness checks): a day after its window."""
+    season: int | None
+    """Partitions in one cycle of the calendar (a week of hours or days, a year of weeks or
+    months): the partition this many back is "the same time last cycle". None for yearly."""
 
 
 GRANULARITIES: dict[Granularity, GranularityFacts] = {
-    Granularity.HOURLY: GranularityFacts(dt.timedelta(hours=1), "0 * * * *"),
-    Granularity.DAILY: GranularityFacts(dt.timedelta(days=1), "0 6 * * *"),
-    Granularity.WEEKLY: GranularityFacts(dt.timedelta(days=7), "0 6 * * 1"),
-    Granularity.MONTHLY: GranularityFacts(dt.timedelta(days=28), "0 6 2 * *"),
-    Granularity.YEARLY: GranularityFacts(dt.timedelta(days=365), "0 6 2 1 *"),
+    Granularity.HOURLY: GranularityFacts(dt.timedelta(hours=1), "0 * * * *", 24 * 7),
+    Granularity.DAILY: GranularityFacts(dt.timedelta(days=1), "0 6 * * *", 7),
+    Granularity.WEEKLY: GranularityFacts(dt.timedelta(days=7), "0 6 * * 1", 52),
+    Granularity.MONTHLY: GranularityFacts(dt.timedelta(days=28), "0 6 2 * *", 12),
+    Granularity.YEARLY: GranularityFacts(dt.timedelta(days=365), "0 6 2 1 *", None),
 }
 
 
@@ -122,6 +125,15 @@ class Partitions:
         """Keys of the partitions before ``key`` (none for an unknown key)."""
         keys = self.keys()
         return keys[: keys.index(key)] if key in keys else []
+
+    def season_ago(self, key: str) -> str | None:
+        """The partition one calendar cycle before ``key`` (same weekday last week, same month
+        last year: :attr:`GranularityFacts.season`), or None when there is none."""
+        keys = self.keys()
+        if self.facts.season is None or key not in keys:
+            return None
+        i = keys.index(key) - self.facts.season
+        return keys[i] if i >= 0 else None
 
     def lookback(self, window: dt.timedelta) -> int:
         """How many partitions back a trailing window reaches (shortest partition length)."""

@@ -95,9 +95,20 @@ def check_results(
                 passed=not found,
                 severity=dg.AssetCheckSeverity.WARN,
                 description="; ".join(found[:10]) or None,
-                metadata={"anomalies": len(found)},
+                metadata={"anomalies": len(found), **extra},
             )
-            for name, found in ((NULLS, anomalies.nulls), (ROWS, anomalies.rows))
+            for name, found, extra in (
+                (NULLS, anomalies.nulls, {}),
+                (
+                    ROWS,
+                    anomalies.rows,
+                    {
+                        "expected_empty": len(anomalies.expected_empty),
+                        "expected_empty_partitions": ", ".join(anomalies.expected_empty[:20])
+                        or "none",
+                    },
+                ),
+            )
         ),
     ]
 
@@ -225,6 +236,7 @@ def build_validated_assets(dataset: Dataset, role: str) -> dg.AssetsDefinition:
                 partitions.before(pk),
                 config.baseline_partitions,
             )
+            ago = partitions.season_ago(pk)
             partition_anomalies(
                 pk,
                 valid,
@@ -233,6 +245,7 @@ def build_validated_assets(dataset: Dataset, role: str) -> dg.AssetsDefinition:
                 row_count_ratio=config.row_count_ratio,
                 null_rate_tolerance=config.null_rate_tolerance,
                 into=anomalies,
+                season=lake.parquet_stats(vkey, ago) if ago else None,
             )
         yield from materializations(vkey, qkey, table, contract.version, total, per_partition)
         yield from check_results(vkey, total, anomalies, threshold, raw_types)

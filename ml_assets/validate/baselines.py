@@ -21,6 +21,8 @@ class Anomalies:
 
     rows: list[str] = field(default_factory=list)
     nulls: list[str] = field(default_factory=list)
+    expected_empty: list[str] = field(default_factory=list)
+    """Empty partitions that were empty a calendar cycle earlier too: no anomaly."""
 
 
 def recent_stats(
@@ -47,16 +49,29 @@ def partition_anomalies(
     row_count_ratio: float,
     null_rate_tolerance: float,
     into: Anomalies,
+    season: dict[str, Any] | None = None,
 ) -> None:
     """Add the partition's row-count and null-rate anomalies against ``baseline`` to ``into``
-    (nothing when there is no baseline yet)."""
+    (nothing when there is no baseline yet).
+
+    ``season``: the statistics of the partition one calendar cycle earlier, when it exists. An
+    empty partition whose counterpart was empty too is *expected* empty (a survey's quiet
+    months, a shop's Sundays) and is no anomaly; an empty one whose counterpart had rows is
+    reported as possibly missing data, naming both counts."""
+    if valid.height == 0 and season is not None and season["rows"] == 0:
+        into.expected_empty.append(partition)
+        return
     if not baseline:
         return
     median_rows = statistics.median(b["rows"] for b in baseline)
     if median_rows > 0 and not (
         median_rows / row_count_ratio <= valid.height <= median_rows * row_count_ratio
     ):
-        into.rows.append(f"{partition}: {valid.height} rows vs median {median_rows:g}")
+        if valid.height == 0:
+            ago = f", {season['rows']} a cycle earlier" if season is not None else ""
+            into.rows.append(f"{partition}: no rows (missing data?) vs median {median_rows:g}{ago}")
+        else:
+            into.rows.append(f"{partition}: {valid.height} rows vs median {median_rows:g}")
     base_rows = max(sum(b["rows"] for b in baseline), 1)
     for col in columns:
         base_rate = sum(b["nulls"].get(col, 0) for b in baseline) / base_rows

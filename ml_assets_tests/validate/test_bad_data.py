@@ -216,7 +216,29 @@ def test_empty_partition_is_a_valid_empty_file(tmp_path, tiny):
     assert counts(tmp_path / "lake", tiny, "entity") == (1, 0)
     rows = checks(result)["tiny/validated_entity:row_count_anomaly"]
     assert not rows.passed and rows.severity == dg.AssetCheckSeverity.WARN
-    assert "2024-01-02: 0 rows" in rows.description
+    assert "2024-01-02: no rows (missing data?) vs median 1" in rows.description
+
+
+def test_an_empty_partition_empty_a_cycle_earlier_too_is_expected_not_an_anomaly(tmp_path):
+    """Daily events on weekdays only, for three weeks from Monday 2024-01-01, and the Wednesday
+    of the third week missing: the weekends of weeks two and three were empty a week earlier
+    too (expected empty, no warning); the missing Wednesday had rows a week earlier (warned,
+    saying so); the first weekend has no week before it (judged by the recent median)."""
+    contract = parse_contract(TINY.replace('end: "2024-01-05"', 'end: "2024-01-22"'), "tiny.yaml")
+    db = tmp_path / "src.sqlite"
+    url = _make_source(db, contract)
+    days = [f"2024-01-{d:02d}" for d in range(1, 22)]
+    weekdays = [d for i, d in enumerate(days) if i % 7 < 5 and d != "2024-01-17"]
+    _insert(db, [_row(i, ts=f"{d} 10:00:00.000000") for i, d in enumerate(weekdays)])
+    result = _run(contract, tmp_path, url, "2024-01-01", "2024-01-21")
+    assert result.success
+    rows = checks(result)["tiny/validated_entity:row_count_anomaly"]
+    assert not rows.passed
+    assert "2024-01-17: no rows (missing data?) vs median 1, 1 a cycle earlier" in rows.description
+    for weekend in ("2024-01-13", "2024-01-14", "2024-01-20", "2024-01-21"):
+        assert weekend not in rows.description
+    expected = rows.metadata["expected_empty_partitions"].value
+    assert expected == "2024-01-13, 2024-01-14, 2024-01-20, 2024-01-21"
 
 
 def test_mixed_types_across_chunks_are_kept(tmp_path, tiny):
