@@ -214,20 +214,64 @@ def _primary_key(t: _Table) -> tuple[str, str]:
     )
 
 
-def _time_column(t: _Table, skip: set[str], what: str) -> tuple[str, str]:
-    """(column, why) of a table's time column: a datetime column without nulls."""
+YEARS = (1800, 2200)
+"""Integers in this range, without nulls, can be a table's time as a year (``stored_as``)."""
+
+
+def _stored_unit(p: Profile) -> str | None:
+    """``year`` or ``year_month`` when an integer column without nulls holds only years (or
+    only yyyymm values), else None."""
+    if p.family != "int" or p.nulls or p.rows == 0:
+        return None
+    lo, hi = _number(p.low), _number(p.high)
+    if lo is None or hi is None:
+        return None
+    if YEARS[0] <= lo <= hi <= YEARS[1]:
+        return "year"
+    if YEARS[0] * 100 + 1 <= lo <= hi <= YEARS[1] * 100 + 12 and all(
+        1 <= int(v) % 100 <= 12 for v in (p.values or [lo, hi])
+    ):
+        return "year_month"
+    return None
+
+
+def _time_column(t: _Table, skip: set[str], what: str) -> tuple[str, str, str | None]:
+    """(column, why, stored_as) of a table's time column: a datetime column without nulls,
+    else an integer column that holds years or yyyymm values (``stored_as``)."""
     times = [p for p in t.profiles.values() if p.family == "datetime" and p.name not in skip]
     clean = [p for p in times if p.nulls == 0 and p.rows > 0]
     if not clean:
+        stored = [
+            (p, unit)
+            for p in t.profiles.values()
+            if p.name not in skip and (unit := _stored_unit(p)) is not None
+        ]
+        if stored:
+            p, unit = stored[0]
+            return (
+                p.name,
+                f"no datetime column; {p.name} holds integers {p.low} .. {p.high}, read as a "
+                f"{unit.replace('_', '-')} (stored_as: {unit})",
+                unit,
+            )
         raise DraftError(
             f"table {t.name!r} has no datetime column without nulls to use as its {what}: "
-            "every row needs the time it happened"
+            "every row needs the time it happened (an integer year or yyyymm column also does)"
         )
     others = [p.name for p in clean[1:]]
     why = f"the first datetime column without nulls ({clean[0].low} .. {clean[0].high})"
     if others:
         why += f"; also candidates: {', '.join(others)}"
-    return clean[0].name, why
+    return clean[0].name, why, None
+
+
+def _stored_datetime(v: Any, unit: str | None) -> Any:
+    """A stored year or yyyymm as the datetime it stands for (other values as they are)."""
+    if unit == "year":
+        return dt.datetime(int(v), 1, 1)
+    if unit == "year_month":
+        return dt.datetime(int(v) // 100, int(v) % 100, 1)
+    return v
 
 
 def _target_fits(p: Profile) -> bool:
@@ -284,11 +328,20 @@ def _number(v: Any) -> float | None:
 
 
 def _column_line(
-    name: str, p: Profile, ctype: str, *, key: bool = False, allowed_ints: bool = False
+    name: str,
+    p: Profile,
+    ctype: str,
+    *,
+    key: bool = False,
+    allowed_ints: bool = False,
+    stored_as: str | None = None,
 ) -> tuple[str, str]:
     """(YAML line of a column, what its REVIEW comment says)."""
     parts = [f"type: {ctype}", f"nullable: {'true' if p.nulls else 'false'}"]
     notes: list[str] = [f"{p.sql_type} in the source"]
+    if stored_as is not None:
+        parts.append(f"stored_as: {stored_as}")
+        notes.append(f"decoded from the stored {stored_as.replace('_', '-')} at ingestion")
     if p.nulls:
         notes.append(f"{p.nulls:,} nulls in {p.rows:,} rows")
     elif p.db_nullable and not key:
@@ -333,10 +386,13 @@ def _as_datetime(v: Any) -> dt.datetime:
     return parsed if parsed.tzinfo is None else parsed.astimezone(dt.UTC).replace(tzinfo=None)
 
 
-def _partitioning(low: Any, high: Any) -> tuple[str, dt.date, dt.date]:
+def _partitioning(low: Any, high: Any, yearly: bool = False) -> tuple[str, dt.date, dt.date]:
     """(granularity, start, end) covering [low, high]: daily up to two months, weekly up to
-    three years, else monthly; ``end`` is the first partition boundary after ``high``."""
+    three years, else monthly (``yearly``: years, for a time stored as a year); ``end`` is the
+    first partition boundary after ``high``."""
     lo, hi = _as_datetime(low), _as_datetime(high)
+    if yearly:
+        return "yearly", dt.date(lo.year, 1, 1), dt.date(hi.year + 1, 1, 1)
     span = hi - lo
     if span <= dt.timedelta(days=62):
         start = lo.date()
@@ -400,7 +456,8 @@ def _write(
     reviews = 0
     bad_names = [c for c in entity.profiles if not NAME_RE.match(c)]
     pk, pk_why = _primary_key(entity)
-    time, time_why = _time_column(entity, {pk}, "event time")
+    time, time_why, time_unit = _time_column(entity, {pk}, "event time")
+    observed_unit: str | None = None
 
     # The target and where labels come from.
     if labels is not None:
@@ -410,10 +467,11 @@ def _write(
                 f"labels table {labels.name!r} has no column {pk!r} (the entity's primary key): "
                 "the labels must carry the key of the row they label"
             )
-        observed, observed_why = _time_column(labels, {lab_key}, "observed-at time")
+        observed, observed_why, observed_unit = _time_column(labels, {lab_key}, "observed-at time")
         pool = [p for p in labels.profiles.values() if p.name not in (lab_key, observed)]
     else:
         lab_key, observed, observed_why = pk, time, "labels are in the table itself"
+        observed_unit = time_unit
         pool = [p for p in entity.profiles.values() if p.name not in (pk, time)]
     pool = [p for p in pool if NAME_RE.match(p.name)]
     if target is not None:
@@ -437,10 +495,12 @@ def _write(
     target_type = "category" if tprof.family == "text" else _contract_type(tprof)
 
     # Cover the labels' observation times too: a label observed after the end is never read.
-    low, high = entity.profiles[time].low, entity.profiles[time].high
+    low = _stored_datetime(entity.profiles[time].low, time_unit)
+    high = _stored_datetime(entity.profiles[time].high, time_unit)
     if labels is not None and labels.profiles[observed].high is not None:
-        high = max(_as_datetime(high), _as_datetime(labels.profiles[observed].high))
-    granularity, start, end = _partitioning(low, high)
+        seen = _stored_datetime(labels.profiles[observed].high, observed_unit)
+        high = max(_as_datetime(high), _as_datetime(seen))
+    granularity, start, end = _partitioning(low, high, yearly=time_unit == "year")
 
     out: list[str] = []
 
@@ -506,7 +566,9 @@ def _write(
             review(f"column {col!r} left out: its type {p.sql_type} has no contract type", 4)
             continue
         ctype = "datetime" if col == time else _contract_type(p)
-        line, note = _column_line(col, p, ctype, key=col == pk)
+        line, note = _column_line(
+            col, p, ctype, key=col == pk, stored_as=time_unit if col == time else None
+        )
         review(note, 4)
         out.append(f"    {line}")
 
@@ -527,7 +589,9 @@ def _write(
     key_type = _contract_type(entity.profiles[pk])
     line, note = _column_line(lab_key, lab_src.profiles[lab_key], key_type, key=True)
     out.append(f"    {line}")
-    line, note = _column_line(observed, lab_src.profiles[observed], "datetime")
+    line, note = _column_line(
+        observed, lab_src.profiles[observed], "datetime", stored_as=observed_unit
+    )
     out.append(f"    {line}")
     classify = problem != "regression"
     line, note = _column_line(

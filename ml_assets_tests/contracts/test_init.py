@@ -311,3 +311,33 @@ def test_init_on_postgres_passes_check(
     text = out.read_text(encoding="utf-8")
     assert yaml.safe_load(text)["labels"]["table"] == "orders_pg"
     assert_passes_check(out, pg_url)
+
+
+@pytest.mark.parametrize("where", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_init_reads_an_integer_year_as_the_time_and_drafts_yearly_partitions(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], request
+) -> None:
+    """The census tables keep their times as INTEGER years (2015 .. 2024; incomes observed the
+    next year, up to 2025): the draft declares both times ``stored_as: year`` and yearly
+    partitions from 2015 to 2026 (the last observation's year included), and passes check."""
+    from ml_assets_tests import census
+
+    url = (
+        request.getfixturevalue("fresh_pg_url")
+        if where == "postgres"
+        else (f"sqlite:///{tmp_path / 'census.sqlite'}")
+    )
+    census.seed(url)
+    out = tmp_path / "people.yaml"
+    init(
+        capsys, out, "--url", url, "--table", "census_people", "--labels", "census_income",
+        "--target", "income",
+    )  # fmt: skip
+    c = load_contract(out)
+    assert c.entity.event_time == "year" and c.labels.observed_at == "observed_year"
+    assert c.entity.columns["year"].stored_as.value == "year"
+    assert c.labels.columns["observed_year"].stored_as.value == "year"
+    assert c.partitioning.granularity.value == "yearly"
+    assert (c.partitioning.start, c.partitioning.end) == (dt.date(2015, 1, 1), dt.date(2026, 1, 1))
+    assert "stored_as: year" in out.read_text(encoding="utf-8")
+    assert_passes_check(out, url)
