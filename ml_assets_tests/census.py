@@ -49,15 +49,44 @@ labels:
 """
 
 
-def contract() -> Contract:
-    return parse_contract(CONTRACT, "census.yaml")
+UPPER = {
+    "census_people": "CENSUS_PEOPLE",
+    "census_income": "CENSUS_INCOME",
+    "person_id": "PERSON_ID",
+    "year": "YEAR",
+    "age": "AGEP",
+    "hours": "Hours Worked",
+    "sector": "SECTOR",
+    "observed_year": "OBSERVED_YEAR",
+    "income": "INCOME",
+}
+"""The source's names in the upper-case variant (a census extract as published): most are the
+contract's names in capitals (found by :func:`~ml_assets.contracts.model.snake_name`), two are
+other names the contract maps with ``source:``."""
+
+CONTRACT_UPPER = (
+    CONTRACT.replace("table: census_people", "table: CENSUS_PEOPLE")
+    .replace("table: census_income", "table: CENSUS_INCOME")
+    .replace(
+        "age: {type: int, min: 16, max: 100}", "age: {type: int, min: 16, max: 100, source: AGEP}"
+    )
+    .replace(
+        "hours: {type: float, min: 0, max: 80}",
+        'hours: {type: float, min: 0, max: 80, source: "Hours Worked"}',
+    )
+)
 
 
-def write_contract(folder: Path) -> Path:
-    """The contract as ``folder/census.yaml`` (a contracts folder of its own)."""
+def contract(upper: bool = False) -> Contract:
+    return parse_contract(CONTRACT_UPPER if upper else CONTRACT, "census.yaml")
+
+
+def write_contract(folder: Path, upper: bool = False) -> Path:
+    """The contract as ``folder/census.yaml`` (a contracts folder of its own); ``upper``: the
+    variant for the upper-case source of :func:`seed`."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "census.yaml"
-    path.write_text(CONTRACT, encoding="utf-8")
+    path.write_text(CONTRACT_UPPER if upper else CONTRACT, encoding="utf-8")
     return path
 
 
@@ -81,26 +110,30 @@ def records() -> tuple[list[dict], list[dict]]:
     return rows, labels
 
 
-def seed(url: str) -> int:
-    """Create and fill the two source tables (years as INTEGER); return the answers' count."""
+def seed(url: str, upper: bool = False) -> int:
+    """Create and fill the two source tables (years as INTEGER); return the answers' count.
+    ``upper``: with the source names of :data:`UPPER` (quoted identifiers on PostgreSQL)."""
+    n = (lambda name: UPPER[name]) if upper else (lambda name: name)
     md = sa.MetaData()
     people = sa.Table(
-        "census_people",
+        n("census_people"),
         md,
-        sa.Column("person_id", sa.Integer, primary_key=True),
-        sa.Column("year", sa.Integer, nullable=False),
-        sa.Column("age", sa.Integer, nullable=False),
-        sa.Column("hours", sa.Float, nullable=False),
-        sa.Column("sector", sa.Text, nullable=False),
+        sa.Column(n("person_id"), sa.Integer, primary_key=True),
+        sa.Column(n("year"), sa.Integer, nullable=False),
+        sa.Column(n("age"), sa.Integer, nullable=False),
+        sa.Column(n("hours"), sa.Float, nullable=False),
+        sa.Column(n("sector"), sa.Text, nullable=False),
     )
     income = sa.Table(
-        "census_income",
+        n("census_income"),
         md,
-        sa.Column("person_id", sa.Integer, primary_key=True),
-        sa.Column("observed_year", sa.Integer, nullable=False),
-        sa.Column("income", sa.Float, nullable=False),
+        sa.Column(n("person_id"), sa.Integer, primary_key=True),
+        sa.Column(n("observed_year"), sa.Integer, nullable=False),
+        sa.Column(n("income"), sa.Float, nullable=False),
     )
     rows, labels = records()
+    rows = [{n(k): v for k, v in r.items()} for r in rows]
+    labels = [{n(k): v for k, v in r.items()} for r in labels]
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         md.drop_all(conn)

@@ -37,10 +37,12 @@ def _cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _onboard(root: Path, url: str) -> tuple[dict[str, str], subprocess.CompletedProcess[str]]:
-    census.seed(url)
+def _onboard(
+    root: Path, url: str, upper: bool = False
+) -> tuple[dict[str, str], subprocess.CompletedProcess[str]]:
+    census.seed(url, upper=upper)
     contracts = root / "contracts"
-    path = census.write_contract(contracts)
+    path = census.write_contract(contracts, upper=upper)
     env = {
         "ML_ASSETS_HOME": str(root / "home"),
         "ML_ASSETS_CONTRACTS": str(contracts),
@@ -102,11 +104,19 @@ def test_an_integer_year_dataset_runs_end_to_end_and_serves_on_sqlite(tmp_path: 
         server.stop()
 
 
-@pytest.mark.postgres
-def test_an_integer_year_dataset_runs_end_to_end_on_postgresql(
-    tmp_path: Path, fresh_pg_url
+@pytest.mark.parametrize("where", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_upper_case_source_names_are_read_under_the_contracts_names(
+    where: str, tmp_path: Path, request
 ) -> None:
-    env, ran = _onboard(tmp_path, fresh_pg_url)
+    """The census published with upper-case tables and columns (``CENSUS_PEOPLE.AGEP``,
+    ``"Hours Worked"``, quoted identifiers on PostgreSQL): the contract names its columns in
+    snake case, two of them with ``source:``; check and the runs find every column."""
+    url = (
+        request.getfixturevalue("fresh_pg_url")
+        if where == "postgres"
+        else (f"sqlite:///{tmp_path / 'census.sqlite'}")
+    )
+    env, ran = _onboard(tmp_path, url, upper=True)
     _lake_checks(env, ran.stdout)
     assert "census_train: 1 run, succeeded" in ran.stdout and "champion: v1" in ran.stdout
     assert re.search(r"bento census_service:v1-\w+", ran.stdout), ran.stdout

@@ -450,21 +450,32 @@ def _check_table(
             found.append(_find(lines, origin, (role, "query"), f"the query fails: {reason}"))
             return
 
-    by_lower = {n.lower(): n for n in types}
     present: dict[str, str] = {}
+    located = table.source_columns(types)
+    ambiguous = table.ambiguous_columns(types)
     for col_name, col in table.columns.items():
-        actual = col_name if col_name in types else by_lower.get(col_name.lower())
+        actual = located.get(col_name)
         if actual is None:
-            found.append(
-                _find(
-                    lines,
-                    origin,
-                    (role, "columns", col_name),
-                    f"column {col_name!r} is not in {where} (its columns: {_listed(list(types))}); "
-                    "rename it to the source's name or remove it",
+            if col_name in ambiguous:
+                what = (
+                    f"column {col_name!r} could be any of {_listed(ambiguous[col_name])} in "
+                    f"{where}: say which with source: <name>"
                 )
-            )
+            elif col.source is not None:
+                what = (
+                    f"column {col_name!r} reads source column {col.source!r}, which is not in "
+                    f"{where} (its columns: {_listed(list(types))}); fix its source or remove it"
+                )
+            else:
+                what = (
+                    f"column {col_name!r} is not in {where} (its columns: "
+                    f"{_listed(list(types))}); rename it to the source's name (or declare "
+                    "source: <name>) or remove it"
+                )
+            found.append(_find(lines, origin, (role, "columns", col_name), what))
             continue
+        if actual != col_name and col.source is None:
+            report.notes.append(f"{where}.{actual} is read as {col_name}")
         present[col_name] = actual
         sql_type = types[actual]
         family = sql_family(sql_type) if sql_type is not None else None

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 import yaml
 
 from ml_assets.contracts.check import sql_family
-from ml_assets.contracts.model import NAME_RE
+from ml_assets.contracts.model import NAME_RE, snake_name
 
 MAX_CATEGORIES = 20
 """Text with at most this many distinct values (and fewer than half the rows) is a category."""
@@ -63,6 +63,8 @@ class Profile:
     """The distinct values, when there are at most MAX_CATEGORIES of them."""
     from_values: bool = False
     """The family was read from sampled values (text that holds timestamps, an untyped column)."""
+    source: str | None = None
+    """The source's name of the column, when ``name`` is the snake-case name derived from it."""
 
     @property
     def unique(self) -> bool:
@@ -84,6 +86,24 @@ class _Table:
     name: str
     profiles: dict[str, Profile]
     primary_key: list[str] = field(default_factory=list)
+
+
+def _contract_names(t: _Table) -> tuple[_Table, list[str]]:
+    """The table with each column under its contract name (:func:`snake_name` of the source's,
+    the source's kept in ``Profile.source``), and the source columns left out because an
+    earlier one already derives their name."""
+    import dataclasses
+
+    profiles: dict[str, Profile] = {}
+    clashes: list[str] = []
+    for src, p in t.profiles.items():
+        name = src if NAME_RE.match(src) else snake_name(src)
+        if name in profiles:
+            clashes.append(src)
+            continue
+        profiles[name] = p if name == src else dataclasses.replace(p, name=name, source=src)
+    key = [k if NAME_RE.match(k) else snake_name(k) for k in t.primary_key]
+    return _Table(t.name, profiles, key), clashes
 
 
 # --- profiling ----------------------------------------------------------------------------
@@ -339,6 +359,8 @@ def _column_line(
     """(YAML line of a column, what its REVIEW comment says)."""
     parts = [f"type: {ctype}", f"nullable: {'true' if p.nulls else 'false'}"]
     notes: list[str] = [f"{p.sql_type} in the source"]
+    if p.source is not None:
+        parts.append(f"source: {_scalar(p.source)}")
     if stored_as is not None:
         parts.append(f"stored_as: {stored_as}")
         notes.append(f"decoded from the stored {stored_as.replace('_', '-')} at ingestion")
@@ -454,7 +476,9 @@ def _write(
     if not NAME_RE.match(name):
         raise DraftError(f"--name {name!r} must be lower snake_case")
     reviews = 0
-    bad_names = [c for c in entity.profiles if not NAME_RE.match(c)]
+    entity, bad_names = _contract_names(entity)
+    if labels is not None:
+        labels, _ = _contract_names(labels)
     pk, pk_why = _primary_key(entity)
     time, time_why, time_unit = _time_column(entity, {pk}, "event time")
     observed_unit: str | None = None
@@ -552,14 +576,15 @@ def _write(
     review(f"{time}: {time_why}", 2)
     out.append(f"  event_time: {time}")
     out.append("  columns:")
+    for clash in bad_names:
+        review(
+            f"source column {clash!r} left out: its contract name {snake_name(clash)!r} is "
+            "another column's; declare it under a name of its own with source: " + clash,
+            4,
+        )
     for col, p in entity.profiles.items():
-        if col in bad_names:
-            review(
-                f"column {col!r} left out: contract names are lower snake_case; rename it in "
-                "the source (or a view) to include it",
-                4,
-            )
-            continue
+        if p.source is not None:
+            review(f"{col}: the contract's name of source column {p.source!r}", 4)
         if labels is None and col == tprof.name:
             continue  # the target is a label, not an input
         if p.family == "other":
@@ -604,7 +629,7 @@ def _write(
         if rest:
             out.append(f"    # not declared (not needed for {tprof.name}): {', '.join(rest)}")
     text = "\n".join(out) + "\n"
-    n_cols = len([c for c in entity.profiles if c not in bad_names]) - (labels is None)
+    n_cols = len(entity.profiles) - (labels is None)
     summary = (
         f"{name}, {problem} on {tprof.name}, {n_cols} entity columns, {granularity} partitions "
         f"{start} .. {end}, {reviews} REVIEW marks"

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -35,6 +35,17 @@ from pydantic import (
 from ml_assets.contracts.yaml_lines import Lines, line_for, line_index, load_yaml, pydantic_problems
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def snake_name(source: str) -> str:
+    """The contract name of a source column: lower case, each run of other characters one
+    underscore, none at either end, ``c_`` before a leading digit (``AGEP`` -> ``agep``,
+    ``Hours Worked`` -> ``hours_worked``, ``2nd-Job`` -> ``c_2nd_job``)."""
+    name = re.sub(r"[^a-z0-9]+", "_", source.lower()).strip("_")
+    if not name:
+        return "c_"
+    return f"c_{name}" if name[0].isdigit() else name
+
 
 Problem = tuple[tuple[Any, ...], str]
 """A broken rule: (YAML path of the field at fault, what is wrong and what to change)."""
@@ -167,6 +178,9 @@ class Column(_Strict):
     pii: bool = False
     stored_as: StoredAs | None = None
     """A ``datetime`` column the source holds as a date, an integer year or ``yyyymm``."""
+    source: str | None = None
+    """The column's name in the source, when it is not the contract's name or the one
+    :func:`snake_name` derives from it (``AGEP`` is found as ``agep`` without it)."""
 
     @model_validator(mode="after")
     def _rules_fit_type(self, info: ValidationInfo) -> Column:
@@ -273,6 +287,41 @@ class Table(_Strict):
     @property
     def key(self) -> list[str]:
         raise NotImplementedError
+
+    def source_columns(self, names: Iterable[str]) -> dict[str, str]:
+        """Contract name -> source name of the declared columns found among a source's column
+        ``names``: a column's ``source`` exactly, else its own name, else the one source column
+        whose :func:`snake_name` is its name (``AGEP``, ``Hours Worked`` -> ``agep``,
+        ``hours_worked``). A name two source columns derive is left out (see
+        :meth:`ambiguous_columns`)."""
+        present = list(names)
+        exact = set(present)
+        derived: dict[str, list[str]] = {}
+        for n in present:
+            derived.setdefault(snake_name(n), []).append(n)
+        out: dict[str, str] = {}
+        for name, col in self.columns.items():
+            if col.source is not None:
+                if col.source in exact:
+                    out[name] = col.source
+            elif name in exact:
+                out[name] = name
+            elif len(derived.get(name, [])) == 1:
+                out[name] = derived[name][0]
+        return out
+
+    def ambiguous_columns(self, names: Iterable[str]) -> dict[str, list[str]]:
+        """Declared columns (without ``source``, not in the source by their own name) that
+        more than one source column derives: the contract must say which, with ``source``."""
+        present = list(names)
+        derived: dict[str, list[str]] = {}
+        for n in present:
+            derived.setdefault(snake_name(n), []).append(n)
+        return {
+            name: derived[name]
+            for name, col in self.columns.items()
+            if col.source is None and name not in present and len(derived.get(name, [])) > 1
+        }
 
 
 class EntityTable(Table):
@@ -388,7 +437,26 @@ def table_problems(t: TableView) -> list[Problem]:
         return out
     for name in t.columns:
         if isinstance(name, str) and not NAME_RE.match(name):
-            out.append((("columns", name), f"column name {name!r} must be lower snake_case"))
+            out.append(
+                (
+                    ("columns", name),
+                    f"column name {name!r} must be lower snake_case: declare it as "
+                    f"{snake_name(name)!r} (a source column {name!r} is found by that name), or "
+                    f"give it another name with source: {name}",
+                )
+            )
+    sources: dict[str, str] = {}
+    for name, col in t.columns.items():
+        if col is not None and col.source is not None:
+            if col.source in sources:
+                out.append(
+                    (
+                        ("columns", name, "source"),
+                        f"columns {sources[col.source]!r} and {name!r} both read source column "
+                        f"{col.source!r}",
+                    )
+                )
+            sources.setdefault(col.source, name)
     if t.key is not None:
         if not t.key and t.kind is EntityTable:
             out.append(((key_field,), "primary_key must name at least one column"))

@@ -91,21 +91,31 @@ def window_params(
     }
 
 
-def window_query(table: Table) -> sa.TextClause:
-    """SELECT every column of a table (or the contract's query) within [start, end).
-
-    The time bounds are bound parameters of the time column's stored type (DateTime, or Date /
-    Integer for a column ``stored_as`` a date, year or yyyymm: :func:`window_params`), so each
-    driver formats them the way it stores them (SQLite: ISO text, PostgreSQL: timestamp).
-    """
-    quote = sa.sql.quoted_name
-    time_col = sa.column(quote(table.time_column, quote=True))
+def _source(table: Table) -> sa.FromClause | sa.TextClause:
     if table.table is not None:
         schema, _, name = table.table.rpartition(".")
-        source = sa.table(name, schema=schema or None)
-        select = sa.select(sa.text("*")).select_from(source)
-    else:
-        select = sa.select(sa.text("*")).select_from(sa.text(f"({table.query}) AS contract_query"))
+        return sa.table(name, schema=schema or None)
+    return sa.text(f"({table.query}) AS contract_query")
+
+
+def source_column_names(conn: sa.Connection, table: Table) -> list[str]:
+    """The column names the source table (or query) has, as the database spells them."""
+    probe = sa.select(sa.text("*")).select_from(_source(table)).where(sa.false())
+    return list(conn.execute(probe).keys())
+
+
+def window_query(table: Table, time_source: str | None = None) -> sa.TextClause:
+    """SELECT every column of a table (or the contract's query) within [start, end).
+
+    ``time_source``: the time column's name in the source (default: the contract's), quoted as
+    given so an upper-case PostgreSQL column is found. The time bounds are bound parameters of
+    the time column's stored type (DateTime, or Date / Integer for a column ``stored_as`` a
+    date, year or yyyymm: :func:`window_params`), so each driver formats them the way it
+    stores them (SQLite: ISO text, PostgreSQL: timestamp).
+    """
+    quote = sa.sql.quoted_name
+    time_col = sa.column(quote(time_source or table.time_column, quote=True))
+    select = sa.select(sa.text("*")).select_from(_source(table))
     stmt = select.where(
         time_col >= sa.bindparam("start", type_=time_bind_type(table)),
         time_col < sa.bindparam("end", type_=time_bind_type(table)),
@@ -238,7 +248,8 @@ def read_window(
     chunk_rows: int = 100_000,
     timezone: str = "UTC",
 ) -> Iterator[pl.DataFrame]:
-    """Stream the rows of ``table`` whose time column is in [start, end), ``chunk_rows`` at a time.
+    """Stream the rows of ``table`` whose time column is in [start, end), ``chunk_rows`` at a time,
+    each declared column under its contract name (found as :meth:`Table.source_columns` says).
 
     ``start`` and ``end`` are naive UTC datetimes, the way the sources store event times
     (``timezone``, the contract's, places a date, year or yyyymm: :func:`window_params`).
@@ -249,13 +260,21 @@ def read_window(
     iterator early stops the worker and releases its connection.
     """
     expected = raw_schema(table)
-    stmt = window_query(table)
+    with engine.connect() as conn:
+        found = table.source_columns(source_column_names(conn, table))
+    to_contract = {src: name for name, src in found.items()}
+    stmt = window_query(table, found.get(table.time_column))
     params = window_params(table, start, end, timezone)
+
+    def named(names: list[str]) -> list[str]:
+        # the contract's names for its columns, wherever the source spells them otherwise
+        return [to_contract.get(n, n) for n in names]
+
     if isinstance(engine.pool, sa.pool.SingletonThreadPool):
         # One connection per thread (SQLite in memory): a worker would see another database.
         with engine.connect() as conn:
             for names, part in _fetch(conn, stmt, params, chunk_rows):
-                yield rows_to_frame(names, part, expected)
+                yield rows_to_frame(named(names), part, expected)
         return
     handoff: queue.Queue = queue.Queue(maxsize=PREFETCH_CHUNKS)
     stop = threading.Event()
@@ -273,7 +292,7 @@ def read_window(
         try:
             with engine.connect() as conn:
                 for names, part in _fetch(conn, stmt, params, chunk_rows):
-                    frame = rows_to_frame(names, part, expected)
+                    frame = rows_to_frame(named(names), part, expected)
                     del part
                     if not put(frame):
                         return

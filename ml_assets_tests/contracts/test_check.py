@@ -82,7 +82,13 @@ def test_every_rule_of_one_table_at_once(tmp_path: Path) -> None:
             "primary key column 'application_id' is not one of the declared columns",
         ),
         (19, "entity.event_time", "time column 'filed_at' is not one of the declared columns"),
-        (23, "entity.columns.CarValue", "column name 'CarValue' must be lower snake_case"),
+        (
+            23,
+            "entity.columns.CarValue",
+            "column name 'CarValue' must be lower snake_case: declare it as 'carvalue' (a source "
+            "column 'CarValue' is found by that name), or give it another name with source: "
+            "CarValue",
+        ),
         (41, "labels.key", "labels.key must match entity.primary_key in number and types"),
     }
 

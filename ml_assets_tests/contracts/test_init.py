@@ -193,7 +193,8 @@ def assert_mixed_draft(out: Path) -> None:
     assert c.labels.table == "orders" and c.labels.observed_at == "placed_at"
     assert sorted(c.labels.columns["outcome"].allowed or []) == ["exchanged", "kept", "returned"]
     assert "outcome" not in cols and "CamelScore" not in cols
-    assert len(cols) == 18
+    assert len(cols) == 19
+    assert cols["camelscore"].source == "CamelScore"  # the contract's name, reading the source's
     assert c.entity.primary_key == ["order_id"] and c.entity.event_time == "placed_at"
     types = {n: col.type.value for n, col in cols.items()}
     assert types == {
@@ -215,6 +216,7 @@ def assert_mixed_draft(out: Path) -> None:
         "first_order": "int",
         "tier": "category",
         "visits": "int",
+        "camelscore": types["camelscore"],
     }
     nullable = {n for n, col in cols.items() if col.nullable}
     assert nullable == {"discount", "region", "shipped_at", "rating", "coupon", "visits"}
@@ -222,7 +224,9 @@ def assert_mixed_draft(out: Path) -> None:
     assert cols["quantity"].min == 1 and cols["quantity"].max == 12
     assert c.partitioning.granularity.value == "daily"
     assert c.partitioning.start == START.date()
-    assert "# REVIEW: column 'CamelScore' left out" in out.read_text(encoding="utf-8")
+    assert "# REVIEW: camelscore: the contract's name of source column 'CamelScore'" in (
+        out.read_text(encoding="utf-8")
+    )
 
 
 def test_init_on_a_mixed_table_passes_check(
@@ -313,13 +317,22 @@ def test_init_on_postgres_passes_check(
     assert_passes_check(out, pg_url)
 
 
-@pytest.mark.parametrize("where", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    ("where", "upper"),
+    [
+        ("sqlite", False),
+        ("sqlite", True),
+        pytest.param("postgres", True, marks=pytest.mark.postgres),
+    ],
+)
 def test_init_reads_an_integer_year_as_the_time_and_drafts_yearly_partitions(
-    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], request
+    where: str, upper: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str], request
 ) -> None:
     """The census tables keep their times as INTEGER years (2015 .. 2024; incomes observed the
     next year, up to 2025): the draft declares both times ``stored_as: year`` and yearly
-    partitions from 2015 to 2026 (the last observation's year included), and passes check."""
+    partitions from 2015 to 2026 (the last observation's year included), and passes check.
+    Upper-case source names (``AGEP``, ``"Hours Worked"``) become snake-case contract names
+    that say their ``source``."""
     from ml_assets_tests import census
 
     url = (
@@ -327,11 +340,12 @@ def test_init_reads_an_integer_year_as_the_time_and_drafts_yearly_partitions(
         if where == "postgres"
         else (f"sqlite:///{tmp_path / 'census.sqlite'}")
     )
-    census.seed(url)
+    census.seed(url, upper=upper)
+    name = (lambda n: census.UPPER[n]) if upper else (lambda n: n)
     out = tmp_path / "people.yaml"
     init(
-        capsys, out, "--url", url, "--table", "census_people", "--labels", "census_income",
-        "--target", "income",
+        capsys, out, "--url", url, "--table", name("census_people"), "--labels",
+        name("census_income"), "--target", "income", "--name", "people",
     )  # fmt: skip
     c = load_contract(out)
     assert c.entity.event_time == "year" and c.labels.observed_at == "observed_year"
@@ -340,4 +354,9 @@ def test_init_reads_an_integer_year_as_the_time_and_drafts_yearly_partitions(
     assert c.partitioning.granularity.value == "yearly"
     assert (c.partitioning.start, c.partitioning.end) == (dt.date(2015, 1, 1), dt.date(2026, 1, 1))
     assert "stored_as: year" in out.read_text(encoding="utf-8")
+    if upper:
+        assert c.entity.primary_key == ["person_id"]
+        assert c.entity.columns["agep"].source == "AGEP"
+        assert c.entity.columns["hours_worked"].source == "Hours Worked"
+        assert c.labels.columns["income"].source == "INCOME"
     assert_passes_check(out, url)

@@ -459,7 +459,9 @@ MALFORMED = [
         [("    car_value: {", "    CarValue: {")],
         "entity.columns.CarValue",
         "CarValue:",
-        "column name 'CarValue' must be lower snake_case",
+        "column name 'CarValue' must be lower snake_case: declare it as 'carvalue' (a source "
+        "column 'CarValue' is found by that name), or give it another name with source: "
+        "CarValue",
     ),
     (
         "table name that is not an identifier",
