@@ -196,12 +196,14 @@ class WorkerApp(HttpApp):
     """The mounted HTTP app of a worker: serves the :class:`Serving` attached at init."""
 
     def __init__(self, config: ServeConfig) -> None:
-        from ml_assets.serve import front
+        from ml_assets.serve import connections, front
         from ml_assets.serve.openapi import openapi_document
 
-        # Before BentoML builds this worker's app: bounded metric labels, unknown paths and
-        # the docs page answered by us (see ml_assets.serve.front).
+        # Before BentoML builds this worker's app and uvicorn config: bounded metric labels,
+        # unknown paths and the docs page answered by us (ml_assets.serve.front), request-head
+        # timeout and connection cap (ml_assets.serve.connections).
         front.install(MOUNT)
+        connections.install(config.header_timeout_seconds, config.max_connections)
         self.serving: Serving | None = None
         super().__init__(
             lambda: self.serving.runtime if self.serving is not None else None,

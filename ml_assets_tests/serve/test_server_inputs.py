@@ -334,3 +334,28 @@ def test_a_body_trickled_slowly_is_cut_off_with_408(server: support.ServerProces
         sock.close()
     assert data.startswith(b"HTTP/1.1 408"), data[:200]
     assert b"not received within 10 s" in data
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_stalled_request_heads_are_closed_with_408(
+    server: support.ServerProcess, http: httpx.Client
+) -> None:
+    """50 connections that never finish their request head (one sends nothing at all) are
+    answered 408 and closed after the 10 s head timeout; the service answers meanwhile."""
+    socks = [_raw(server) for _ in range(50)]
+    try:
+        for i, sock in enumerate(socks[1:]):
+            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nX-Slow-" + str(i).encode())
+        assert http.get("/v1/model").status_code == 200
+        replies = [_read_all(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    assert all(r.startswith(b"HTTP/1.1 408") for r in replies), {r[:40] for r in replies}
+    assert b"request head not received in time" in replies[0]
