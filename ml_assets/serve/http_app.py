@@ -14,8 +14,15 @@ Routes (relative to the mount):
 * ``GET /model``: what is served; ``GET /openapi.json``: the OpenAPI description.
 
 Errors are JSON ``{"error": {"code", "message", "fields"}, "request_id"}`` with a 4xx status
-(400 bad JSON, 405, 404, 413 too large, 415 not JSON, 422 invalid records) or 503 while not
-ready; an unexpected exception is a logged 500 that never leaks a traceback.
+(400 bad JSON, a key twice, not UTF-8, or a bad ``X-Request-Id``; 405 with ``Allow``; 404; 408
+body not received within the time limit; 413 too large; 415 not JSON, not UTF-8 or
+compressed; 422 invalid records) or 503 while not ready; an unexpected exception is a logged
+500 that never leaks a traceback.
+
+``request_id`` (body and ``X-Request-Id`` response header) is the server's own, unique per
+request, and is the prediction log's ``request_id``; a client's ``X-Request-Id`` (at most 128
+printable ASCII characters) is echoed as ``client_request_id`` / ``X-Client-Request-Id`` and
+logged in the ``client_request_id`` column.
 """
 
 from __future__ import annotations
