@@ -56,6 +56,17 @@ class ServeConfig:
     """Largest request body (HTTP) or message (gRPC) accepted; larger gets 413."""
     max_records: int = DEFAULT_MAX_RECORDS
     """Most records per request; more gets 413."""
+    body_timeout_seconds: float = 10.0
+    """Longest wait for a request body once its headers came; a slower client gets 408 and
+    its connection closed."""
+    header_timeout_seconds: float = 10.0
+    """Longest time a connection may take to send a request head (the request line and the
+    headers); a slower one gets 408 and is closed (:mod:`ml_assets.serve.connections`)."""
+    max_connections: int = 512
+    """Most open HTTP connections per worker; a new one beyond gets 503 and is closed."""
+    max_concurrency: int = 64
+    """Most HTTP requests in progress in the service (split over the workers, BentoML's
+    ``traffic.max_concurrency``); more get 503 at once instead of queueing."""
     prediction_log_dir: str = ""
     """Root of the prediction log; default ``$ML_ASSETS_HOME/prediction_log`` (a built Bento
     records the building platform's, absolute: see the module doc)."""

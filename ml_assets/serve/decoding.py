@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -30,6 +31,8 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     UNAVAILABLE = "unavailable"
+    BAD_HEADER = "bad_header"
+    TIMEOUT = "request_timeout"
 
 
 HTTP_STATUS = {
@@ -38,6 +41,8 @@ HTTP_STATUS = {
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.BAD_HEADER: 400,
+    ErrorCode.TIMEOUT: 408,
 }
 
 
@@ -105,13 +110,40 @@ def show(value: Any, limit: int = 60) -> str:
 
 
 def check_content_type(content_type: str | None) -> None:
-    """Only JSON is accepted (not form data, not BentoML's pickle content type)."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+    """Only JSON is accepted (not form data, not BentoML's pickle content type), and only as
+    UTF-8: a ``charset`` parameter, when given, must say so."""
+    media, _, params = (content_type or "").partition(";")
+    media = media.strip().lower()
     if media not in JSON_TYPES:
         got = f'"{content_type}"' if content_type else "none"
         raise RequestError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             [("content-type", f"expected application/json, got {got}")],
+        )
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            raise RequestError(
+                ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                [("content-type", f'charset "{value.strip()}" is not accepted: send UTF-8 JSON')],
+            )
+
+
+def check_content_encoding(encoding: str | None) -> None:
+    """Bodies are taken as sent: a compressed one (``Content-Encoding: gzip``, ...) is refused
+    with 415 rather than misread as JSON (and never inflated without bound)."""
+    if encoding is None:
+        return
+    codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+    if any(c != "identity" for c in codings):
+        raise RequestError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            [
+                (
+                    "content-encoding",
+                    f'"{encoding}" is not accepted: send the body uncompressed (identity)',
+                )
+            ],
         )
 
 
@@ -122,15 +154,107 @@ def too_large(size: int, limit: int) -> RequestError:
 
 
 def decode_json(body: bytes) -> Any:
-    """Parse a JSON body. NaN and Infinity literals (not JSON) are kept as :class:`NonFinite` so
-    that validation can name their field; anything else unparsable is a BAD_JSON error."""
+    """Parse a JSON body: UTF-8 only (RFC 8259 section 8.1), no byte order mark, no object
+    with a key twice. NaN and Infinity literals (not JSON) are kept as :class:`NonFinite` so
+    that validation can name their field; anything else is a BAD_JSON error saying what and
+    where (the byte offset of invalid UTF-8, the duplicated key and its object).
+
+    The fast path is orjson plus a duplicate-key screen that costs a few byte scans
+    (:func:`_surely_unique_keys`); a body the screen cannot clear is parsed once more by the
+    standard library with a hook that sees every key.
+    """
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        try:
-            return json.loads(body, parse_constant=NonFinite)
-        except (ValueError, RecursionError):
-            raise RequestError(ErrorCode.BAD_JSON, [("body", f"not valid JSON: {exc}")]) from None
+        return _decode_slow(body, exc)
+    if _surely_unique_keys(body, value):
+        return value
+    _decode_slow(body, None)  # raises on a duplicate key
+    return value
+
+
+def _bad(message: str) -> RequestError:
+    return RequestError(ErrorCode.BAD_JSON, [("body", message)])
+
+
+_UTF8 = "only UTF-8 JSON is accepted (RFC 8259)"
+
+
+def _decode_slow(body: bytes, orjson_error: Exception | None) -> Any:
+    """The standard library's parse of ``body`` as strict UTF-8 text, naming every problem."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        raise _bad(f"starts with a UTF-8 byte order mark: {_UTF8}, without a BOM")
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:4]:
+        raise _bad(f"looks like UTF-16 or UTF-32: {_UTF8}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _bad(
+            f"not valid UTF-8 at byte {exc.start} ({body[exc.start : exc.start + 1]!r}): {_UTF8}"
+        ) from None
+    try:
+        value = json.loads(text, parse_constant=NonFinite, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as dup:
+        raise RequestError(
+            ErrorCode.BAD_JSON, [(dup.key, "appears twice in one object: send each key once")]
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        reason = orjson_error if orjson_error is not None else exc
+        raise _bad(f"not valid JSON: {reason}") from None
+    if orjson_error is not None:
+        _check_unicode(value)
+    return value
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(key)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return out
+
+
+_SPACE_BEFORE_COLON = re.compile(rb'"\s+:')
+
+
+def _surely_unique_keys(body: bytes, value: Any) -> bool:
+    """True when ``body`` (already parsed by orjson into ``value``) certainly has no object
+    with a key twice; False when it may (then the slow path looks).
+
+    Without a backslash every ``"`` in the body delimits a string, so ``":`` ends exactly the
+    keys written without white space before their colon. When there is no ``" :`` either,
+    the count of ``":`` is the number of keys in the text; it equals the keys of the parsed
+    request object and its records only when no key was dropped (a duplicate) and nothing
+    deeper has keys (a nested object, which validation rejects anyway).
+    """
+    if type(value) is not dict or b"\\" in body or _SPACE_BEFORE_COLON.search(body):
+        return False
+    keys = len(value)
+    records = value.get("records")
+    if type(records) is list:
+        keys += sum(len(r) for r in records if type(r) is dict)
+    return body.count(b'":') == keys
+
+
+def _check_unicode(value: Any) -> None:
+    """Reject strings with an unpaired surrogate escape (``"\\ud800"``): valid JSON syntax,
+    but not Unicode text, and nothing downstream can encode it."""
+    try:
+        orjson.dumps(value, default=lambda _: None)
+    except orjson.JSONEncodeError:
+        raise _bad(
+            'a string holds an unpaired UTF-16 surrogate escape (e.g. "\\ud800"): not valid '
+            "Unicode text"
+        ) from None
 
 
 def records_of(payload: Any, max_records: int) -> list[Any]:

@@ -24,6 +24,13 @@ from ml_assets.serve.decoding import NonFinite, show
 
 MAX_FLOAT = sys.float_info.max
 INT64 = (-(2**63), 2**63 - 1)
+TIME_RANGE = (dt.datetime(1900, 1, 1, tzinfo=dt.UTC), dt.datetime(2200, 1, 1, tzinfo=dt.UTC))
+"""Datetimes and dates a request may give: [1900-01-01, 2200-01-01) UTC. A platform bound
+(contracts declare no time range): wide enough for any event a model scores, narrow enough that
+every value converts to UTC, to the log's microsecond timestamps and to pandas' nanoseconds."""
+_TIME_TEXT = f"{TIME_RANGE[0]:%Y-%m-%d} to before {TIME_RANGE[1]:%Y-%m-%d} (UTC)"
+MAX_UTC_OFFSET = dt.timedelta(hours=14)
+"""The largest UTC offset in use (Kiribati, +14:00); larger ones are typos, rejected."""
 
 
 class Kind(StrEnum):
@@ -62,16 +69,28 @@ class FieldRule:
             Kind.DATETIME: {"type": "string", "format": "date-time"},
             Kind.DATE: {"type": "string", "format": "date"},
         }[self.kind].copy()
-        if self.min is not None:
-            base["minimum"] = self.min
-        if self.max is not None:
-            base["maximum"] = self.max
+        lo, hi = self.min, self.max
+        if self.kind is Kind.INT:  # what the server (and protobuf's int64) takes at most
+            lo = INT64[0] if lo is None else lo
+            hi = INT64[1] if hi is None else hi
+        if lo is not None:
+            base["minimum"] = lo
+        if hi is not None:
+            base["maximum"] = hi
         if self.allowed is not None:
             base["enum"] = list(self.allowed)
         if self.nullable:
             base = {"anyOf": [base, {"type": "null"}]}
-        if self.description:
-            base["description"] = self.description
+        description = self.description
+        if self.kind in (Kind.DATETIME, Kind.DATE):
+            rule = f"From {_TIME_TEXT}" + (
+                "; a UTC offset within -14:00..+14:00, none meaning UTC."
+                if self.kind is Kind.DATETIME
+                else "."
+            )
+            description = f"{description} {rule}".strip()
+        if description:
+            base["description"] = description
         return base
 
 
@@ -175,10 +194,31 @@ def coerce(rule: FieldRule, v: Any) -> Any:
             when = dt.datetime.fromisoformat(v)
         except ValueError:
             raise ValueError(f"expected {_EXPECTED[kind]}, got {show(given)}") from None
-        return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+        return _in_time_range(when, given)
     if type(v) is not str:
         raise ValueError(f"expected {_EXPECTED[kind]}, got {show(given)}")
     try:
-        return dt.date.fromisoformat(v)
+        day = dt.date.fromisoformat(v)
     except ValueError:
         raise ValueError(f"expected {_EXPECTED[kind]}, got {show(given)}") from None
+    if not TIME_RANGE[0].date() <= day < TIME_RANGE[1].date():
+        raise ValueError(f"must be from {_TIME_TEXT}, got {show(given)}")
+    return day
+
+
+def _in_time_range(when: dt.datetime, given: Any) -> dt.datetime:
+    """``when`` in UTC (naive: taken as UTC), or a ValueError: an offset beyond +-14:00, or a
+    time outside :data:`TIME_RANGE` (checked before converting, which may overflow)."""
+    offset = when.utcoffset()
+    if offset is None:
+        when = when.replace(tzinfo=dt.UTC)
+    elif abs(offset) > MAX_UTC_OFFSET:
+        raise ValueError(f"UTC offset beyond -14:00..+14:00, got {show(given)}")
+    # Compare the wall time first: converting a year-9999 or year-1 time may overflow.
+    naive = when.replace(tzinfo=None)
+    lo, hi = (t.replace(tzinfo=None) for t in TIME_RANGE)
+    if lo - MAX_UTC_OFFSET <= naive < hi + MAX_UTC_OFFSET:
+        utc = when.astimezone(dt.UTC)
+        if TIME_RANGE[0] <= utc < TIME_RANGE[1]:
+            return utc
+    raise ValueError(f"must be from {_TIME_TEXT}, got {show(given)}")

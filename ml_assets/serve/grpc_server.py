@@ -32,8 +32,10 @@ from ml_assets.serve.runtime import (
     PREDICT_BY_KEYS,
     Outcome,
     ServingRuntime,
+    client_request_id,
     new_request_id,
 )
+from ml_assets.serve.wire import parse_request, records_of_request
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +46,36 @@ GRPC_CODES = {
     ErrorCode.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.BAD_HEADER: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
-def _value(v: pb.Value) -> Any:
-    kind = v.WhichOneof("kind")
-    if kind is None or kind == "null_value":
-        return None
-    return getattr(v, kind)
+def _metadata(context: Any, name: str) -> str | None:
+    for key, value in context.invocation_metadata():
+        if key == name:
+            return value if isinstance(value, str) else None
+    return None
 
 
-def records_from_proto(records: Any) -> list[dict[str, Any]]:
-    """Protobuf records as the plain dicts the validation takes."""
-    return [{k: _value(v) for k, v in r.fields.items()} for r in records]
+def predictor_handler(servicer: PredictorServicer) -> grpc.GenericRpcHandler:
+    """The Predictor service with Predict and PredictByKeys taking raw request bytes: grpcio
+    then never fails a call in its own deserializer (INTERNAL), the servicer parses and
+    answers INVALID_ARGUMENT with the reason (:mod:`ml_assets.serve.wire`)."""
+    handlers = {
+        "Predict": grpc.unary_unary_rpc_method_handler(
+            servicer.Predict, response_serializer=pb.PredictResponse.SerializeToString
+        ),
+        "PredictByKeys": grpc.unary_unary_rpc_method_handler(
+            servicer.PredictByKeys, response_serializer=pb.PredictResponse.SerializeToString
+        ),
+        "ModelInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.ModelInfo,
+            request_deserializer=lambda _: pb.ModelInfoRequest(),  # no fields: nothing to read
+            response_serializer=pb.ModelInfoResponse.SerializeToString,
+        ),
+    }
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
 def _set_value(target: pb.Value, v: Any) -> None:
@@ -96,23 +115,36 @@ class PredictorServicer(pb_grpc.PredictorServicer):
     def __init__(self, runtime: Callable[[], ServingRuntime | None]) -> None:
         self.runtime = runtime
 
-    def _call(self, endpoint: str, request: pb.PredictRequest, context: Any) -> pb.PredictResponse:
+    def _call(self, endpoint: str, data: bytes, context: Any) -> pb.PredictResponse:
+        """One Predict / PredictByKeys call on the request's raw bytes (see
+        :mod:`ml_assets.serve.wire`: a malformed message is INVALID_ARGUMENT, not INTERNAL)."""
         started = time.perf_counter_ns()
-        given = dict(context.invocation_metadata()).get("x-request-id")
-        request_id = new_request_id(given if isinstance(given, str) else None)
-        context.set_trailing_metadata((("x-request-id", request_id),))
+        request_id = new_request_id()
+        metadata = [("x-request-id", request_id)]
         runtime = self.runtime()
         if runtime is None:
+            context.set_trailing_metadata(metadata)
             context.abort(grpc.StatusCode.UNAVAILABLE, "model not loaded yet")
         assert runtime is not None
         status, message, rows = grpc.StatusCode.INTERNAL, "internal error", 0
         try:
+            given = client_request_id(_metadata(context, "x-request-id"))
+            if given is not None:
+                metadata.append(("x-client-request-id", given))
+            request = parse_request(data)
             check_count(len(request.records), runtime.max_records)
-            records = records_from_proto(request.records)
+            records = records_of_request(request)
             method = runtime.predict if endpoint == PREDICT else runtime.predict_by_keys
-            outcome = method(records, request_id=request_id, protocol="grpc", started_ns=started)
+            outcome = method(
+                records,
+                request_id=request_id,
+                protocol="grpc",
+                started_ns=started,
+                client_request_id=given,
+            )
             response = response_from_outcome(outcome)
             status, rows = grpc.StatusCode.OK, len(records)
+            context.set_trailing_metadata(metadata)
             return response
         except RequestError as exc:
             status, message = GRPC_CODES[exc.code], exc.message
@@ -122,13 +154,14 @@ class PredictorServicer(pb_grpc.PredictorServicer):
             if runtime.metrics is not None:
                 seconds = (time.perf_counter_ns() - started) / 1e9
                 runtime.metrics.observe_request(endpoint, "grpc", status.name, seconds, rows)
+        context.set_trailing_metadata(metadata)
         context.abort(status, message)
         raise AssertionError("unreachable")  # pragma: no cover - abort raises
 
-    def Predict(self, request: pb.PredictRequest, context: Any) -> pb.PredictResponse:
+    def Predict(self, request: bytes, context: Any) -> pb.PredictResponse:
         return self._call(PREDICT, request, context)
 
-    def PredictByKeys(self, request: pb.PredictRequest, context: Any) -> pb.PredictResponse:
+    def PredictByKeys(self, request: bytes, context: Any) -> pb.PredictResponse:
         return self._call(PREDICT_BY_KEYS, request, context)
 
     def ModelInfo(self, request: pb.ModelInfoRequest, context: Any) -> pb.ModelInfoResponse:
@@ -168,7 +201,7 @@ class GrpcServer:
                 ("grpc.max_send_message_length", max(max_message_bytes, 16 * 1024 * 1024)),
             ],
         )
-        pb_grpc.add_PredictorServicer_to_server(PredictorServicer(runtime), self.server)
+        self.server.add_generic_rpc_handlers((predictor_handler(PredictorServicer(runtime)),))
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -14,12 +14,20 @@ Routes (relative to the mount):
 * ``GET /model``: what is served; ``GET /openapi.json``: the OpenAPI description.
 
 Errors are JSON ``{"error": {"code", "message", "fields"}, "request_id"}`` with a 4xx status
-(400 bad JSON, 405, 404, 413 too large, 415 not JSON, 422 invalid records) or 503 while not
-ready; an unexpected exception is a logged 500 that never leaks a traceback.
+(400 bad JSON, a key twice, not UTF-8, or a bad ``X-Request-Id``; 405 with ``Allow``; 404; 408
+body not received within the time limit; 413 too large; 415 not JSON, not UTF-8 or
+compressed; 422 invalid records) or 503 while not ready; an unexpected exception is a logged
+500 that never leaks a traceback.
+
+``request_id`` (body and ``X-Request-Id`` response header) is the server's own, unique per
+request, and is the prediction log's ``request_id``; a client's ``X-Request-Id`` (at most 128
+printable ASCII characters) is echoed as ``client_request_id`` / ``X-Client-Request-Id`` and
+logged in the ``client_request_id`` column.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,12 +38,19 @@ import orjson
 from ml_assets.serve.decoding import (
     ErrorCode,
     RequestError,
+    check_content_encoding,
     check_content_type,
     decode_json,
     records_of,
     too_large,
 )
-from ml_assets.serve.runtime import PREDICT, PREDICT_BY_KEYS, ServingRuntime, new_request_id
+from ml_assets.serve.runtime import (
+    PREDICT,
+    PREDICT_BY_KEYS,
+    ServingRuntime,
+    client_request_id,
+    new_request_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +73,11 @@ class HttpApp:
         *,
         max_body_bytes: int,
         openapi: Callable[[ServingRuntime], dict[str, Any]] | None = None,
+        body_timeout: float = 10.0,
     ) -> None:
         self.runtime = runtime
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.openapi = openapi
         self._openapi_body: bytes | None = None
         self.routes: dict[str, tuple[str, str]] = {
@@ -80,27 +97,37 @@ class HttpApp:
             path = path[len(root) :]
         route = self.routes.get(path)
         headers = dict(scope["headers"])
-        request_id = new_request_id(_text(headers.get(b"x-request-id")))
+        request_id = new_request_id()
+        try:
+            given = client_request_id(_text(headers.get(b"x-request-id")))
+        except RequestError as exc:
+            await _respond(send, exc.status, _error_body(exc, request_id), request_id)
+            return
         if route is None:
-            await _error(send, 404, "not_found", f"no route {path}", request_id)
+            await _error(send, 404, "not_found", f"no route {path}", request_id, given)
             return
         method, name = route
         if scope["method"] != method:
-            await _error(send, 405, "method_not_allowed", f"use {method} {path}", request_id)
+            await _error(
+                send, 405, "method_not_allowed", f"use {method} {path}", request_id, given,
+                extra=[(b"allow", method.encode())],
+            )  # fmt: skip
             return
         runtime = self.runtime()
         if runtime is None:
-            await _error(send, 503, ErrorCode.UNAVAILABLE.value, "model not loaded yet", request_id)
+            await _error(
+                send, 503, ErrorCode.UNAVAILABLE.value, "model not loaded yet", request_id, given
+            )
             return
         if name == "model":
-            await _respond(send, 200, orjson.dumps(runtime.info()), request_id)
+            await _respond(send, 200, orjson.dumps(runtime.info()), request_id, given)
             return
         if name == "openapi":
             if self._openapi_body is None and self.openapi is not None:
                 self._openapi_body = orjson.dumps(self.openapi(runtime))
-            await _respond(send, 200, self._openapi_body or b"{}", request_id)
+            await _respond(send, 200, self._openapi_body or b"{}", request_id, given)
             return
-        await self._predict(runtime, name, headers, receive, send, request_id, started)
+        await self._predict(runtime, name, headers, receive, send, request_id, given, started)
 
     async def _predict(
         self,
@@ -110,27 +137,29 @@ class HttpApp:
         receive: Receive,
         send: Send,
         request_id: str,
+        given: str | None,
         started: int,
     ) -> None:
         status = 500
         rows = 0
         try:
             check_content_type(_text(headers.get(b"content-type")))
+            check_content_encoding(_text(headers.get(b"content-encoding")))
             body = await self._body(headers, receive)
             records = records_of(decode_json(body), runtime.max_records)
-            if endpoint == PREDICT:
-                outcome = runtime.predict(
-                    records, request_id=request_id, protocol="http", started_ns=started
-                )
-            else:
-                outcome = runtime.predict_by_keys(
-                    records, request_id=request_id, protocol="http", started_ns=started
-                )
+            method = runtime.predict if endpoint == PREDICT else runtime.predict_by_keys
+            outcome = method(
+                records,
+                request_id=request_id,
+                protocol="http",
+                started_ns=started,
+                client_request_id=given,
+            )
             payload = outcome.to_json()
             status, rows = 200, len(records)
         except RequestError as exc:
             status = exc.status
-            payload = orjson.dumps({**exc.to_json(), "request_id": request_id})
+            payload = _error_body(exc, request_id, given)
         except Exception:
             log.exception("request %s to %s failed", request_id, endpoint)
             payload = orjson.dumps(
@@ -143,52 +172,88 @@ class HttpApp:
             if runtime.metrics is not None:
                 seconds = (time.perf_counter_ns() - started) / 1e9
                 runtime.metrics.observe_request(endpoint, "http", str(status), seconds, rows)
-        await _respond(send, status, payload, request_id)
+        await _respond(send, status, payload, request_id, given)
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        """The whole body, within the size limit and the time limit (a client trickling its
+        body gets 408 and its connection closed, not a worker slot held indefinitely)."""
         limit = self.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise too_large(int(declared), limit)
-        message = await receive()
-        body = message.get("body", b"")
-        if not message.get("more_body", False):
-            if len(body) > limit:
-                raise too_large(len(body), limit)
-            return body
-        parts = [body]
-        size = len(body)
-        while message.get("more_body", False):
-            message = await receive()
+        deadline = time.monotonic() + self.body_timeout
+        parts: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(receive(), remaining)
+            except TimeoutError:
+                raise RequestError(
+                    ErrorCode.TIMEOUT,
+                    [("body", f"not received within {self.body_timeout:g} s ({size} bytes came)")],
+                ) from None
+            if message["type"] == "http.disconnect":
+                raise RequestError(ErrorCode.BAD_JSON, [("body", "client disconnected")])
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise too_large(size, limit)
             parts.append(chunk)
-        return b"".join(parts)
+            more = message.get("more_body", False)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _text(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-async def _respond(send: Send, status: int, body: bytes, request_id: str) -> None:
+def _error_body(exc: RequestError, request_id: str, given: str | None = None) -> bytes:
+    body = {**exc.to_json(), "request_id": request_id}
+    if given is not None:
+        body["client_request_id"] = given
+    return orjson.dumps(body)
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    request_id: str,
+    given: str | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [
+        *JSON_HEADERS,
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if given is not None:
+        headers.append((b"x-client-request-id", given.encode()))
+    if status in (408, 413):  # the rest of the body is not read: do not reuse the connection
+        headers.append((b"connection", b"close"))
     await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                *JSON_HEADERS,
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-            ],
-        }
+        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
     )
     await send({"type": "http.response.body", "body": body})
 
 
-async def _error(send: Send, status: int, code: str, message: str, request_id: str) -> None:
-    body = orjson.dumps(
-        {"error": {"code": code, "message": message, "fields": []}, "request_id": request_id}
-    )
-    await _respond(send, status, body, request_id)
+async def _error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    given: str | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    payload: dict[str, Any] = {
+        "error": {"code": code, "message": message, "fields": []},
+        "request_id": request_id,
+    }
+    if given is not None:
+        payload["client_request_id"] = given
+    await _respond(send, status, orjson.dumps(payload), request_id, given, extra)

@@ -104,9 +104,10 @@ def openapi_document(runtime: ServingRuntime) -> dict[str, Any]:
     errors = {
         str(code): {"description": why, "content": {"application/json": {"schema": error}}}
         for code, why in (
-            (400, "Body is not valid JSON."),
+            (400, "Body is not valid UTF-8 JSON, has a key twice, or X-Request-Id is bad."),
+            (408, "Body not received within the time limit."),
             (413, "Body or batch too large."),
-            (415, "Content type is not application/json."),
+            (415, "Not application/json, a charset other than UTF-8, or compressed."),
             (422, "A record breaks the contract; the message names the field."),
             (503, "Not ready, or the online store is unavailable."),
         )
@@ -126,7 +127,10 @@ def openapi_document(runtime: ServingRuntime) -> dict[str, Any]:
         "in": "header",
         "required": False,
         "schema": {"type": "string", "maxLength": 128},
-        "description": "Your id for the request; a random one is made otherwise.",
+        "description": (
+            "Your id for the request (printable ASCII): echoed as client_request_id and "
+            "logged with the predictions; request_id is always the server's own, unique one."
+        ),
     }
 
     def operation(op_id: str, summary: str, request_schema: str) -> dict[str, Any]:

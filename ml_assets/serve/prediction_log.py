@@ -1,7 +1,8 @@
 """The prediction log: every served prediction, durable, readable as a partitioned dataset.
 
 Layout: ``<root>/<dataset>/date=YYYY-MM-DD/part-<time>-<pid>-<seq>.parquet`` (zstd), one row per
-predicted record: request id, row within the request, time, model version, endpoint, protocol,
+predicted record: request id (the server's, unique), the client's request id (when it
+sent one), row within the request, time, model version, endpoint, protocol,
 request latency, the record's key and event time (predict by keys), every model input (the
 features the model saw, typed like the feature table) and the outputs (``probability`` /
 ``probability_<class>`` and ``prediction``, as batch scoring names them).
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 UTC_US = pl.Datetime("us", "UTC")
 BASE_SCHEMA: dict[str, pl.DataType] = {
     "request_id": pl.String(),
+    "client_request_id": pl.String(),
     "row": pl.Int32(),
     "ts": UTC_US,
     "model_version": pl.String(),
@@ -104,6 +106,9 @@ class LogEntry:
     labels: list[Any] | None = None
     keys: list[list[Any]] | None = None
     event_times: list[dt.datetime] | None = None
+    client_request_id: str | None = None
+    """The client's own id (``X-Request-Id``), when it sent one; ``request_id`` is always the
+    server's, unique per request."""
 
 
 def dataset_dir(root: str | Path, dataset: str) -> Path:
@@ -221,6 +226,9 @@ class PredictionLog:
 
         cols: dict[str, pl.Series] = {
             "request_id": pl.Series(repeat([e.request_id for e in entries]), dtype=pl.String),
+            "client_request_id": pl.Series(
+                repeat([e.client_request_id for e in entries]), dtype=pl.String
+            ),
             "row": pl.Series([i for c in counts for i in range(c)], dtype=pl.Int32),
             "ts": pl.Series(repeat([e.ts_us for e in entries]), dtype=pl.Int64).cast(UTC_US),
             "model_version": pl.Series(repeat([e.model_version for e in entries]), dtype=pl.String),

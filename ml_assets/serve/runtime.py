@@ -160,6 +160,8 @@ class Outcome:
     labels: list[Any] | None
     classes: tuple[Any, ...]
     keys: list[dict[str, Any]] | None = None
+    client_request_id: str | None = None
+    """The client's X-Request-Id, echoed when it sent one."""
 
     def predictions(self) -> list[dict[str, Any]]:
         """One object per record, shaped by the problem kind (label and probability, label and
@@ -173,13 +175,12 @@ class Outcome:
         return out
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "request_id": self.request_id,
-                "model_version": self.model_version,
-                "predictions": self.predictions(),
-            }
-        )
+        body: dict[str, Any] = {"request_id": self.request_id}
+        if self.client_request_id is not None:
+            body["client_request_id"] = self.client_request_id
+        body["model_version"] = self.model_version
+        body["predictions"] = self.predictions()
+        return orjson.dumps(body)
 
 
 def store_errors() -> tuple[type[BaseException], ...]:
@@ -199,11 +200,29 @@ def store_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def new_request_id(given: str | None = None) -> str:
-    """The client's request id when it is a sane one, else a fresh random one."""
-    if given and len(given) <= 128 and given.isprintable():
-        return given
+def new_request_id() -> str:
+    """A fresh random id for one request: unique, so the log's (request_id, row) is a key."""
     return uuid.uuid4().hex
+
+
+MAX_CLIENT_REQUEST_ID = 128
+
+
+def client_request_id(given: str | None) -> str | None:
+    """The client's ``X-Request-Id`` as kept (its own log column, echoed back), None when not
+    sent; one longer than 128 characters or with control characters is a 400, never replaced."""
+    if given is None or given == "":
+        return None
+    if len(given) > MAX_CLIENT_REQUEST_ID:
+        raise RequestError(
+            ErrorCode.BAD_HEADER,
+            [("x-request-id", f"{len(given)} characters is more than the limit of 128")],
+        )
+    if not given.isprintable() or not given.isascii():
+        raise RequestError(
+            ErrorCode.BAD_HEADER, [("x-request-id", "only printable ASCII characters")]
+        )
+    return given
 
 
 class ServingRuntime:
@@ -274,6 +293,7 @@ class ServingRuntime:
         request_id: str,
         protocol: str,
         started_ns: int | None = None,
+        client_request_id: str | None = None,
     ) -> Outcome:
         """Score feature records (the model's inputs, as the feature table holds them).
 
@@ -286,12 +306,16 @@ class ServingRuntime:
         labels = labels_of(self.bundle, scores)
         if ids is None:
             self._record(
-                PREDICT, protocol, request_id, started_ns, rows, scores, labels, None, None
-            )
-            return self._outcome(request_id, scores, labels)
+                PREDICT, protocol, request_id, started_ns, rows, scores, labels, None, None,
+                client_request_id,
+            )  # fmt: skip
+            return self._outcome(request_id, scores, labels, None, client_request_id)
         keys, times, key_dicts = self._given_ids(rows, ids)
-        self._record(PREDICT, protocol, request_id, started_ns, rows, scores, labels, keys, times)
-        return self._outcome(request_id, scores, labels, key_dicts)
+        self._record(
+            PREDICT, protocol, request_id, started_ns, rows, scores, labels, keys, times,
+            client_request_id,
+        )  # fmt: skip
+        return self._outcome(request_id, scores, labels, key_dicts, client_request_id)
 
     def _given_ids(
         self, rows: list[list[Any]], ids: list[list[Any] | None]
@@ -325,9 +349,13 @@ class ServingRuntime:
         scores: np.ndarray,
         labels: list[Any] | None,
         keys: list[dict[str, Any]] | None = None,
+        client_request_id: str | None = None,
     ) -> Outcome:
         b = self.bundle
-        return Outcome(request_id, b.version, b.problem_type, scores, labels, b.classes, keys)
+        return Outcome(
+            request_id, b.version, b.problem_type, scores, labels, b.classes, keys,
+            client_request_id,
+        )  # fmt: skip
 
     # --- predict by keys --------------------------------------------------------------------
 
@@ -359,6 +387,7 @@ class ServingRuntime:
         protocol: str,
         started_ns: int | None = None,
         now: dt.datetime | None = None,
+        client_request_id: str | None = None,
     ) -> Outcome:
         """Score entity records: the row and request-time features computed by the feature code
         (:func:`ml_assets.features.online_features`), the aggregates fetched from the online
@@ -391,14 +420,15 @@ class ServingRuntime:
         keys = [[row[k] for k in self._key_idx] for row in rows]
         times = [row[t] for row in rows]
         self._record(
-            PREDICT_BY_KEYS, protocol, request_id, started_ns, values, scores, labels, keys, times
-        )
+            PREDICT_BY_KEYS, protocol, request_id, started_ns, values, scores, labels, keys, times,
+            client_request_id,
+        )  # fmt: skip
         key_dicts = None
         if any(any(v is not None for v in k) for k in keys):
             key_dicts = [
                 {n: v for n, v in zip(self.spec.key, k, strict=True) if v is not None} for k in keys
             ]
-        return self._outcome(request_id, scores, labels, key_dicts)
+        return self._outcome(request_id, scores, labels, key_dicts, client_request_id)
 
     def _entity_frame(self, rows: list[list[Any]]) -> Any:
         import polars as pl
@@ -418,6 +448,7 @@ class ServingRuntime:
         labels: list[Any] | None,
         keys: list[list[Any]] | None,
         times: list[dt.datetime] | None,
+        client_request_id: str | None = None,
     ) -> None:
         latency_us = (time.perf_counter_ns() - started_ns) // 1000
         if self.log is not None:
@@ -435,6 +466,7 @@ class ServingRuntime:
                     labels=labels,
                     keys=keys,
                     event_times=times,
+                    client_request_id=client_request_id,
                 )
             )
         if self.metrics is not None:

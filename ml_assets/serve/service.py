@@ -55,11 +55,12 @@ def load_service(directory: Path) -> tuple[ServeConfig, FeatureSpec]:
 
 
 def service_config(config: ServeConfig) -> dict[str, Any]:
-    """``@bentoml.service`` settings: workers, and no access log, tracing span or BentoML
-    traffic metric on the prediction routes (they keep their own metrics and log)."""
+    """``@bentoml.service`` settings: workers, a concurrency limit (over it: 503 at once), and
+    no access log or tracing span on the prediction routes (they keep their own metrics and
+    log)."""
     return {
         "workers": config.workers,
-        "traffic": {"timeout": 60},
+        "traffic": {"timeout": 60, "max_concurrency": config.max_concurrency},
         "logging": {"access": {"enabled": True, "skip_paths": HOT_PATHS}},
         "tracing": {"sample_rate": 0.0, "excluded_urls": HOT_PATHS},
         "metrics": {"enabled": True},
@@ -195,13 +196,20 @@ class WorkerApp(HttpApp):
     """The mounted HTTP app of a worker: serves the :class:`Serving` attached at init."""
 
     def __init__(self, config: ServeConfig) -> None:
+        from ml_assets.serve import connections, front
         from ml_assets.serve.openapi import openapi_document
 
+        # Before BentoML builds this worker's app and uvicorn config: bounded metric labels,
+        # unknown paths and the docs page answered by us (ml_assets.serve.front), request-head
+        # timeout and connection cap (ml_assets.serve.connections).
+        front.install(MOUNT)
+        connections.install(config.header_timeout_seconds, config.max_connections)
         self.serving: Serving | None = None
         super().__init__(
             lambda: self.serving.runtime if self.serving is not None else None,
             max_body_bytes=config.max_body_bytes,
             openapi=openapi_document,
+            body_timeout=config.body_timeout_seconds,
         )
 
     def attach(self, serving: Serving) -> None:

@@ -161,6 +161,50 @@ def _log1p_bound(x: float | None, up: bool) -> float | None:
     return value + abs(value) * 1e-12 if up else value - abs(value) * 1e-12
 
 
+def _quotients(num: tuple[float, float], den: tuple[float, float]) -> tuple[float, float]:
+    """The range of n / d over n in ``num``, d in ``den`` (0 < d or d < 0 throughout; bounds
+    may be infinite): division is monotone in each argument, so the corners bound it."""
+    out = []
+    for n in num:
+        for d in den:
+            if math.isinf(n) and math.isinf(d):
+                return -math.inf, math.inf  # no corner value: give up this side (unbounded)
+            out.append(n / d if not math.isinf(d) else 0.0)
+    return min(out), max(out)
+
+
+def ratio_bounds(numerator: Column, denominator: Column) -> tuple[float | None, float | None]:
+    """What a ``ratio`` feature can be, from the contract ranges of its two columns.
+
+    The feature is null where the denominator is 0, so only nonzero denominators count; the
+    smallest nonzero magnitude of a denominator is 1 for an integer column and the smallest
+    positive double for a float one (the feature code divides in Float64). A side with no
+    bound stays open (None). E.g. a value in [0, 1e6] over a length in [1, 120] is in [0, 1e6].
+    """
+    inf = math.inf
+    num = (
+        -inf if numerator.min is None else float(numerator.min),
+        inf if numerator.max is None else float(numerator.max),
+    )
+    d_lo = -inf if denominator.min is None else float(denominator.min)
+    d_hi = inf if denominator.max is None else float(denominator.max)
+    tiny = 1.0 if denominator.type is ColumnType.INT else 5e-324
+    parts = []
+    if d_hi >= tiny:
+        parts.append((max(d_lo, tiny), d_hi))
+    if d_lo <= -tiny:
+        parts.append((d_lo, min(d_hi, -tiny)))
+    if not parts:  # the denominator is always 0: the feature is always null
+        return None, None
+    ranges = [_quotients(num, p) for p in parts]
+    lo = min(r[0] for r in ranges)
+    hi = max(r[1] for r in ranges)
+    # the bound is exact in IEEE arithmetic; a hair of slack never rejects a value on it
+    lo_b = None if math.isinf(lo) or math.isnan(lo) else lo - abs(lo) * 1e-12
+    hi_b = None if math.isinf(hi) or math.isnan(hi) else hi + abs(hi) * 1e-12
+    return lo_b, hi_b
+
+
 def feature_rules(spec: FeatureSpec) -> dict[str, FieldRule]:
     """The rule of every feature of the spec, derived from the contract columns behind it."""
     ent = spec.contract.entity
@@ -179,7 +223,10 @@ def feature_rules(spec: FeatureSpec) -> dict[str, FieldRule]:
             allowed = tuple(sorted(set(values)))
             rules[f.name] = FieldRule(f.name, kind, nullable, allowed=allowed, description=what)
         elif isinstance(f, Ratio):
-            rules[f.name] = FieldRule(f.name, Kind.FLOAT, nullable=True, description=what)
+            lo, hi = ratio_bounds(ent.columns[f.numerator], ent.columns[f.denominator])
+            rules[f.name] = FieldRule(
+                f.name, Kind.FLOAT, nullable=True, min=lo, max=hi, description=what
+            )
         elif isinstance(f, Log1p):
             col = ent.columns[f.column]
             rules[f.name] = FieldRule(
@@ -215,8 +262,10 @@ def _aggregate_rule(spec: FeatureSpec, a: Aggregate) -> FieldRule:
     table = contract.entity if a.source is Source.ENTITY else contract.labels
     assert a.column is not None
     col = table.columns[a.column]
-    if a.agg is Agg.SUM:
-        return FieldRule(a.name, Kind.FLOAT, nullable=group_nullable, description=what)
+    if a.agg is Agg.SUM:  # of any number of values: only the sign of the column's range holds
+        lo = 0 if col.min is not None and col.min >= 0 else None
+        hi = 0 if col.max is not None and col.max <= 0 else None
+        return FieldRule(a.name, Kind.FLOAT, group_nullable, min=lo, max=hi, description=what)
     if a.agg is Agg.MEAN:
         lo, hi = (col.min, col.max) if col.type is not ColumnType.BOOL else (0, 1)
         return FieldRule(a.name, Kind.FLOAT, nullable=True, min=lo, max=hi, description=what)
@@ -425,6 +474,7 @@ __all__ = [
     "feature_schema",
     "id_schema",
     "invalid",
+    "ratio_bounds",
     "records_of",
     "show",
     "too_large",

@@ -83,8 +83,9 @@ def test_columns_types_and_time_filter(tmp_path: Path) -> None:
     log.close()
     frame = read_prediction_log("toy", DAY1.date(), DAY2 + dt.timedelta(days=1), root=tmp_path)
     assert frame.schema == LAYOUT.schema()
-    assert frame.columns[:7] == [
+    assert frame.columns[:8] == [
         "request_id",
+        "client_request_id",
         "row",
         "ts",
         "model_version",

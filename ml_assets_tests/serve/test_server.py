@@ -157,17 +157,19 @@ def test_predict_by_keys_event_time_defaults_to_request_time(
     before = dt.datetime.now(dt.UTC)
     resp = post(http, "predict_by_keys", records, headers={"x-request-id": "now-test"})
     assert resp.status_code == 200, resp.text
-    assert resp.json()["request_id"] == "now-test"
+    assert resp.json()["client_request_id"] == "now-test"
     assert all("key" not in p for p in resp.json()["predictions"])
     logged = wait_for_log(serve_home, "now-test", 3)
+    assert logged["request_id"].unique().to_list() == [resp.json()["request_id"]]
     times = logged["timestamp"].to_list()
     assert all(before <= t <= dt.datetime.now(dt.UTC) for t in times)
     assert logged["id"].null_count() == 3
     assert logged["endpoint"].unique().to_list() == ["predict_by_keys"]
 
 
-def wait_for_log(home: Path, request_id: str, rows: int, timeout: float = 10) -> pl.DataFrame:
-    """The logged rows of a request once the server's writer has flushed them (it flushes every
+def wait_for_log(home: Path, client_id: str, rows: int, timeout: float = 10) -> pl.DataFrame:
+    """The logged rows of the request the client sent with ``X-Request-Id: client_id`` once
+    the server's writer has flushed them (it flushes every
     ``ML_ASSETS_PREDICTION_LOG_FLUSH_SECONDS``; a running server offers no flush hook)."""
     today = dt.datetime.now(dt.UTC)
 
@@ -179,11 +181,11 @@ def wait_for_log(home: Path, request_id: str, rows: int, timeout: float = 10) ->
             root=home / "prediction_log",
         )
         if frame.height:
-            frame = frame.filter(pl.col("request_id") == request_id)
+            frame = frame.filter(pl.col("client_request_id") == client_id)
         return frame if frame.height >= rows else None
 
     return support.wait_until(
-        flushed, timeout, interval=0.2, what=f"{rows} logged rows of request {request_id!r}"
+        flushed, timeout, interval=0.2, what=f"{rows} logged rows of request {client_id!r}"
     )
 
 
