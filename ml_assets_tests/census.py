@@ -77,16 +77,36 @@ CONTRACT_UPPER = (
 )
 
 
+CONTRACT_ONE_TABLE = (
+    CONTRACT[: CONTRACT.index("labels:")]
+    + """\
+labels:
+  table: census_people
+  key: [person_id]
+  observed_at: year
+  observed_after_days: 366
+  columns:
+    person_id: {type: int}
+    year: {type: datetime, stored_as: year}
+    income: {type: float, min: 0}
+"""
+)
+"""The variant with the income a column of the answers' table itself, known 366 days after the
+wave (a year, and a day of margin for leap years): no second table."""
+
+
 def contract(upper: bool = False) -> Contract:
     return parse_contract(CONTRACT_UPPER if upper else CONTRACT, "census.yaml")
 
 
-def write_contract(folder: Path, upper: bool = False) -> Path:
+def write_contract(folder: Path, upper: bool = False, one_table: bool = False) -> Path:
     """The contract as ``folder/census.yaml`` (a contracts folder of its own); ``upper``: the
-    variant for the upper-case source of :func:`seed`."""
+    variant for the upper-case source of :func:`seed`; ``one_table``: the labels in the
+    answers' table."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "census.yaml"
-    path.write_text(CONTRACT_UPPER if upper else CONTRACT, encoding="utf-8")
+    text = CONTRACT_ONE_TABLE if one_table else CONTRACT_UPPER if upper else CONTRACT
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -110,9 +130,12 @@ def records() -> tuple[list[dict], list[dict]]:
     return rows, labels
 
 
-def seed(url: str, upper: bool = False) -> int:
+def seed(url: str, upper: bool = False, one_table: bool = False) -> int:
     """Create and fill the two source tables (years as INTEGER); return the answers' count.
-    ``upper``: with the source names of :data:`UPPER` (quoted identifiers on PostgreSQL)."""
+    ``upper``: with the source names of :data:`UPPER` (quoted identifiers on PostgreSQL);
+    ``one_table``: the income a column of the answers' table (no labels table)."""
+    if one_table:
+        return _seed_one_table(url)
     n = (lambda name: UPPER[name]) if upper else (lambda name: name)
     md = sa.MetaData()
     people = sa.Table(
@@ -140,5 +163,28 @@ def seed(url: str, upper: bool = False) -> int:
         md.create_all(conn)
         conn.execute(people.insert(), rows)
         conn.execute(income.insert(), labels)
+    engine.dispose()
+    return len(rows)
+
+
+def _seed_one_table(url: str) -> int:
+    md = sa.MetaData()
+    people = sa.Table(
+        "census_people",
+        md,
+        sa.Column("person_id", sa.Integer, primary_key=True),
+        sa.Column("year", sa.Integer, nullable=False),
+        sa.Column("age", sa.Integer, nullable=False),
+        sa.Column("hours", sa.Float, nullable=False),
+        sa.Column("sector", sa.Text, nullable=False),
+        sa.Column("income", sa.Float, nullable=False),
+    )
+    rows, labels = records()
+    income = {r["person_id"]: r["income"] for r in labels}
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        md.drop_all(conn)
+        md.create_all(conn)
+        conn.execute(people.insert(), [{**r, "income": income[r["person_id"]]} for r in rows])
     engine.dispose()
     return len(rows)

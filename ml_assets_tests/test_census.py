@@ -38,11 +38,11 @@ def _cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def _onboard(
-    root: Path, url: str, upper: bool = False
+    root: Path, url: str, upper: bool = False, one_table: bool = False
 ) -> tuple[dict[str, str], subprocess.CompletedProcess[str]]:
-    census.seed(url, upper=upper)
+    census.seed(url, upper=upper, one_table=one_table)
     contracts = root / "contracts"
-    path = census.write_contract(contracts, upper=upper)
+    path = census.write_contract(contracts, upper=upper, one_table=one_table)
     env = {
         "ML_ASSETS_HOME": str(root / "home"),
         "ML_ASSETS_CONTRACTS": str(contracts),
@@ -120,3 +120,26 @@ def test_upper_case_source_names_are_read_under_the_contracts_names(
     _lake_checks(env, ran.stdout)
     assert "census_train: 1 run, succeeded" in ran.stdout and "champion: v1" in ran.stdout
     assert re.search(r"bento census_service:v1-\w+", ran.stdout), ran.stdout
+
+
+def test_labels_in_the_entity_table_known_a_year_later(tmp_path: Path) -> None:
+    """The income as a column of the answers' table, known 366 days after its wave: the
+    entity reads the answers without it and the labels read it, neither warning of the other's
+    columns as extra; each income lands in the partition of the year after its wave (the 2019
+    wave's in 2020, known at 2020-01-02); the features never hold it; and the training set cut
+    off at the end of 2024 holds the waves 2015 .. 2023."""
+    import dagster as dg
+
+    env, ran = _onboard(tmp_path, f"sqlite:///{tmp_path / 'census.sqlite'}", one_table=True)
+    assert "schema_conformance" not in ran.stdout, ran.stdout  # no warning, no failure
+    lake = Lake(base_path=str(Path(env["ML_ASSETS_HOME"]) / "lake"))
+    labels = lake.scan(dg.AssetKey(["census", "validated_labels"]), ["2020-01-01"]).collect()
+    assert labels.height == census.PEOPLE
+    assert labels.get_column("person_id").min() == 4 * census.PEOPLE  # the 2019 wave
+    assert labels.get_column("year").unique().to_list() == [dt.datetime(2020, 1, 2, tzinfo=dt.UTC)]
+    entity = lake.scan(dg.AssetKey(["census", "validated_entity"]), ["2019-01-01"]).collect()
+    assert "income" not in entity.columns and entity.height == census.PEOPLE
+    features = lake.scan(dg.AssetKey(["census", "features"]), ["2019-01-01"]).collect()
+    assert "income" not in features.columns
+    training = lake.scan(dg.AssetKey(["census", "training_set"]), [None]).collect()
+    assert training.height == 9 * census.PEOPLE

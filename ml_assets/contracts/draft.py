@@ -601,8 +601,9 @@ def _write(
     out.append("labels:")
     if labels is None:
         review(
-            "the labels are in the entity table, each known at its event time; if labels arrive "
-            "later, point this at a table that says when each was observed",
+            "the labels are in the entity table, each known at its event time; if each is known "
+            "a fixed time later, add observed_after_days: N; if later by a time of its own, "
+            "point observed_at at that column (or at a table that says when each was observed)",
             2,
         )
     out.append(f"  table: {lab_src.name}")

@@ -340,10 +340,18 @@ class EntityTable(Table):
 
 
 class LabelTable(Table):
-    """Late-arriving labels: keyed like the entity, stamped with when the label was observed."""
+    """Late-arriving labels: keyed like the entity, stamped with when the label was observed.
+
+    The labels may be columns of the entity's own table (``table`` the same): then each role
+    reads its own columns of it, and neither warns of the other's as extra. A label known a
+    fixed time after a time column of its row (its event time, say) says so with
+    ``observed_after_days``."""
 
     key_columns: list[str] = Field(alias="key")
     observed_at: str
+    observed_after_days: float | None = Field(default=None, gt=0)
+    """The label becomes known this many days after ``observed_at``'s time (a loan's outcome
+    90 days after its application): ingestion places each label at that later time."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -593,6 +601,16 @@ class Contract(_Strict):
     def tables(self) -> dict[str, Table]:
         """The source tables by role: ``entity`` and ``labels``."""
         return {"entity": self.entity, "labels": self.labels}
+
+    def shared_columns(self, role: str) -> list[str]:
+        """Columns of ``role``'s source that the other role declares and ``role`` does not:
+        expected in the source, read by the other role (labels in the entity table)."""
+        mine = self.tables[role]
+        other = self.tables["labels" if role == "entity" else "entity"]
+        same = (mine.table, mine.query) == (other.table, other.query)
+        if not same:
+            return []
+        return [c for c in other.columns if c not in mine.columns]
 
     @property
     def feature_columns(self) -> list[str]:

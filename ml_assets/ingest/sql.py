@@ -73,8 +73,12 @@ def window_params(
 
     A time column stored as a date, year or ``yyyymm`` places each row at the first instant of
     its period in the contract's ``timezone`` (as validation converts it), so the window
-    becomes the stored values whose period starts inside it.
+    becomes the stored values whose period starts inside it. Labels known
+    ``observed_after_days`` after their time column are read that much earlier.
     """
+    later = getattr(table, "observed_after_days", None)
+    if later is not None:  # labels known this long after their time column: read it earlier
+        start, end = start - dt.timedelta(days=later), end - dt.timedelta(days=later)
     unit = table.columns[table.time_column].stored_as
     if unit is None:
         return {"start": start, "end": end}

@@ -217,12 +217,15 @@ def build_validated_assets(dataset: Dataset, role: str) -> dg.AssetsDefinition:
         threshold = config.quarantine_threshold
         threshold = contract.quarantine_threshold if threshold is None else threshold
         total, anomalies = ValidationReport(), Anomalies()
+        shared = contract.shared_columns(role)
         per_partition: dict[str, dict] = {}
         raw_types: dict[str, str] = {}
         for i, (pk, frame) in enumerate(sorted(raw.items()), 1):
             data = frame.collect()
             raw_types.update({c: str(t) for c, t in data.schema.items()})
-            valid, quarantined, report = split_valid(data, table, partitions.timezone, schema)
+            valid, quarantined, report = split_valid(
+                data, table, partitions.timezone, schema, shared=shared
+            )
             lake.write(vkey, pk, valid)
             lake.write(qkey, pk, quarantined)
             total = total.merge(report)

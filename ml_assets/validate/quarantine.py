@@ -14,6 +14,7 @@ schema is :mod:`ml_assets.validate.rules`; this module splits the rows and write
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -87,9 +88,26 @@ def split_valid(
     table: Table,
     timezone: str = "UTC",
     schema: pa.DataFrameSchema | None = None,
+    shared: Iterable[str] = (),
 ) -> tuple[pl.DataFrame, pl.DataFrame, ValidationReport]:
-    """Return (valid rows typed per contract, quarantined rows with reasons, report)."""
-    return _split_valid(raw, table, timezone, schema or pandera_schema(table))
+    """Return (valid rows typed per contract, quarantined rows with reasons, report).
+
+    ``shared``: source columns another table of the contract reads from the same source (the
+    labels in the entity's table): dropped, but not reported as extra."""
+    known = set(shared)
+    if known & set(raw.columns):
+        raw = raw.drop([c for c in raw.columns if c in known])
+    valid, quarantined, report = _split_valid(raw, table, timezone, schema or pandera_schema(table))
+    return _observed_later(valid, table), quarantined, report
+
+
+def _observed_later(valid: pl.DataFrame, table: Table) -> pl.DataFrame:
+    """Labels known ``observed_after_days`` after their time column: that later time."""
+    days = getattr(table, "observed_after_days", None)
+    if days is None or valid.height == 0:
+        return valid
+    column = table.time_column
+    return valid.with_columns(pl.col(column) + pl.duration(microseconds=int(days * 86_400e6)))
 
 
 def _split_valid(
