@@ -621,10 +621,17 @@ class Contract(_Strict):
     def fingerprint(self) -> str:
         """A short hash of the contract's content (not its formatting)."""
         content = self.model_dump(mode="json", by_alias=True)
+        # Fields added later: unset, they leave older contracts' fingerprints as they were.
         if content.get("training") is None:
-            content.pop(
-                "training", None
-            )  # added later: unset leaves older fingerprints as they were
+            content.pop("training", None)
+        for role in ("entity", "labels"):
+            table = content[role]
+            if table.get("observed_after_days") is None:
+                table.pop("observed_after_days", None)
+            for column in table["columns"].values():
+                for added in ("stored_as", "source"):
+                    if column.get(added) is None:
+                        column.pop(added, None)
         payload = json.dumps(content, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
