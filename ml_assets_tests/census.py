@@ -19,6 +19,8 @@ from ml_assets.contracts import Contract, parse_contract
 YEARS = list(range(2015, 2025))
 PEOPLE = 150
 SECTORS = ["farming", "industry", "services"]
+OCCUPATIONS = [f"occ_{i:02d}" for i in range(55)]
+"""A high-cardinality category the contract does not list: ``categories: learned``."""
 
 CONTRACT = """\
 name: census
@@ -38,6 +40,7 @@ entity:
     age: {type: int, min: 16, max: 100}
     hours: {type: float, min: 0, max: 80}
     sector: {type: category, allowed: [farming, industry, services]}
+    occupation: {type: category, categories: learned, description: One of 55 codes.}
 labels:
   table: census_income
   key: [person_id]
@@ -57,6 +60,7 @@ UPPER = {
     "age": "AGEP",
     "hours": "Hours Worked",
     "sector": "SECTOR",
+    "occupation": "OCCUPATION",
     "observed_year": "OBSERVED_YEAR",
     "income": "INCOME",
 }
@@ -119,10 +123,19 @@ def records() -> tuple[list[dict], list[dict]]:
             pid = wave * PEOPLE + i
             age, hours = rng.randint(16, 80), round(rng.uniform(5, 60), 1)
             sector = rng.choice(SECTORS)
+            occupation = OCCUPATIONS[i % len(OCCUPATIONS)]
             rows.append(
-                {"person_id": pid, "year": year, "age": age, "hours": hours, "sector": sector}
+                {
+                    "person_id": pid,
+                    "year": year,
+                    "age": age,
+                    "hours": hours,
+                    "sector": sector,
+                    "occupation": occupation,
+                }
             )
             income = 400 * hours + 150 * min(age, 60) + 5000 * SECTORS.index(sector)
+            income += 40 * (OCCUPATIONS.index(occupation) % 10)
             income += rng.gauss(0, 1500) + 300 * wave
             labels.append(
                 {"person_id": pid, "observed_year": year + 1, "income": round(max(income, 0), 2)}
@@ -146,6 +159,7 @@ def seed(url: str, upper: bool = False, one_table: bool = False) -> int:
         sa.Column(n("age"), sa.Integer, nullable=False),
         sa.Column(n("hours"), sa.Float, nullable=False),
         sa.Column(n("sector"), sa.Text, nullable=False),
+        sa.Column(n("occupation"), sa.Text, nullable=False),
     )
     income = sa.Table(
         n("census_income"),
@@ -177,6 +191,7 @@ def _seed_one_table(url: str) -> int:
         sa.Column("age", sa.Integer, nullable=False),
         sa.Column("hours", sa.Float, nullable=False),
         sa.Column("sector", sa.Text, nullable=False),
+        sa.Column("occupation", sa.Text, nullable=False),
         sa.Column("income", sa.Float, nullable=False),
     )
     rows, labels = records()

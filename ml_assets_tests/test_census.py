@@ -12,6 +12,7 @@ waves 2015 .. 2023.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def test_an_integer_year_dataset_runs_end_to_end_and_serves_on_sqlite(tmp_path: 
     )
     try:
         server.wait_ready(180)
-        record = {"age": 40, "hours": 38.0, "sector": "services"}
+        record = {"age": 40, "hours": 38.0, "sector": "services", "occupation": "occ_07"}
         with httpx.Client(base_url=server.url, timeout=60, trust_env=False) as http:
             resp = http.post("/v1/predict", json={"records": [record]})
             assert resp.status_code == 200, resp.text
@@ -100,6 +101,13 @@ def test_an_integer_year_dataset_runs_end_to_end_and_serves_on_sqlite(tmp_path: 
             assert 20_000 < prediction["value"] < 40_000, prediction
             bad = http.post("/v1/predict", json={"records": [{**record, "sector": "mining"}]})
             assert bad.status_code == 422 and "records[0].sector" in bad.text
+            # occupation's 55 values were learned from the training data, not listed
+            unseen = {**record, "occupation": "occ_99"}
+            bad = http.post("/v1/predict", json={"records": [unseen]})
+            assert bad.status_code == 422 and "records[0].occupation" in bad.text, bad.text
+            assert 'expected one of [\\"occ_00\\"' in bad.text  # the learned values, listed
+            spec = http.get("/v1/openapi.json").json()
+            assert len(json.dumps(spec).split('"occ_')) > 55  # the values in the schema
     finally:
         server.stop()
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -181,6 +181,13 @@ class Column(_Strict):
     source: str | None = None
     """The column's name in the source, when it is not the contract's name or the one
     :func:`snake_name` derives from it (``AGEP`` is found as ``agep`` without it)."""
+    categories: Literal["declared", "learned"] = "declared"
+    """A category's values: ``declared`` in ``allowed``, or ``learned`` from the training data
+    (any text validates; the champion serves the values it was trained on)."""
+    unseen: Literal["reject", "accept"] = "reject"
+    """At serving, a learned category's value the champion never saw: ``reject`` (422 naming
+    the field and the learned values) or ``accept`` (scored as CatBoost scores an unseen
+    category, and counted by monitoring's unseen-values rate)."""
 
     @model_validator(mode="after")
     def _rules_fit_type(self, info: ValidationInfo) -> Column:
@@ -205,8 +212,21 @@ def column_problems(col: Column) -> list[Problem]:
                 f"stored_as: {col.stored_as.value}), not {col.type.value}",
             )
         )
-    if col.type is ColumnType.CATEGORY and not col.allowed:
-        out.append(((), "a category column needs its allowed values"))
+    learned = col.categories == "learned"
+    if learned and col.type is not ColumnType.CATEGORY:
+        out.append(((), f"categories: learned applies to category columns, not {col.type.value}"))
+    elif learned and col.allowed is not None:
+        out.append(((), "give allowed values or categories: learned, not both"))
+    if col.unseen != "reject" and not learned:
+        out.append(((), "unseen applies to categories: learned"))
+    if col.type is ColumnType.CATEGORY and not col.allowed and not learned:
+        out.append(
+            (
+                (),
+                "a category column needs its allowed values (or categories: learned, to take "
+                "them from the training data)",
+            )
+        )
     elif col.allowed is not None:
         if len(col.allowed) == 0:
             out.append(((), "allowed must list at least one value"))
@@ -631,6 +651,9 @@ class Contract(_Strict):
             for column in table["columns"].values():
                 for added in ("stored_as", "source"):
                     if column.get(added) is None:
+                        column.pop(added, None)
+                for added, default in (("categories", "declared"), ("unseen", "reject")):
+                    if column.get(added) == default:
                         column.pop(added, None)
         payload = json.dumps(content, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

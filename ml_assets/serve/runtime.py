@@ -42,6 +42,7 @@ from ml_assets.serve.validation import (
     entity_schema,
     feature_schema,
     id_schema,
+    learned_by_column,
     validate_feature_records,
     validate_records,
 )
@@ -70,6 +71,8 @@ class ModelBundle:
     tag: str = ""
     """BentoML model tag."""
     labels: dict[str, str] = field(default_factory=dict)
+    categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per feature, the values of a ``categories: learned`` column the model was trained on."""
 
     @property
     def kind(self) -> ProblemKind:
@@ -94,6 +97,7 @@ def load_bundle(
         version=str(labels.get("model_version", problem.get("model_version", "unknown"))),
         tag=tag,
         labels=labels,
+        categories={k: tuple(v) for k, v in (problem.get("categories") or {}).items()},
     )
 
 
@@ -245,8 +249,9 @@ class ServingRuntime:
             )
         self.spec = spec
         self.bundle = bundle
-        self.features = feature_schema(spec, bundle.features)
-        self.entities = entity_schema(spec)
+        learned = learned_by_column(spec, bundle.categories)
+        self.features = feature_schema(spec, bundle.features, learned)
+        self.entities = entity_schema(spec, learned)
         self.layout = InputLayout(bundle, self.features)
         self.log = prediction_log
         self.metrics = metrics

@@ -29,7 +29,7 @@ Body decoding and the errors are :mod:`ml_assets.serve.decoding`, one field's ru
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,11 +93,31 @@ class RecordSchema:
         return self.by_name[name]
 
 
+Learned = Mapping[str, Sequence[str]]
+"""The values a champion learned, per ``categories: learned`` entity column."""
+
+
+def learned_by_column(spec: FeatureSpec, by_feature: Mapping[str, Sequence[str]]) -> Learned:
+    """The model's learned categories (per passthrough feature) per entity column."""
+    return {
+        f.column: tuple(by_feature[f.name])
+        for f in spec.row
+        if isinstance(f, Passthrough) and f.name in by_feature
+    }
+
+
 def _column_rule(
-    name: str, column: Column, *, required: bool = True, description: str | None = None
+    name: str,
+    column: Column,
+    *,
+    required: bool = True,
+    description: str | None = None,
+    learned: Sequence[str] | None = None,
 ) -> FieldRule:
     kind = Kind(column.type.value)
     allowed = tuple(column.allowed) if column.allowed is not None else None
+    if column.categories == "learned" and column.unseen == "reject" and learned is not None:
+        allowed = tuple(learned)  # the values the champion was trained on
     return FieldRule(
         name=name,
         kind=kind,
@@ -110,7 +130,7 @@ def _column_rule(
     )
 
 
-def entity_schema(spec: FeatureSpec) -> RecordSchema:
+def entity_schema(spec: FeatureSpec, learned: Learned | None = None) -> RecordSchema:
     """Entity records (predict by keys): every contract entity column, as the contract says.
 
     Required: the columns the features read (row inputs and the group keys the online store is
@@ -121,7 +141,9 @@ def entity_schema(spec: FeatureSpec) -> RecordSchema:
     needed = set(spec.request_inputs())
     rules = []
     for name, column in ent.columns.items():
-        rule = _column_rule(name, column, required=name in needed)
+        rule = _column_rule(
+            name, column, required=name in needed, learned=(learned or {}).get(name)
+        )
         if name == ent.event_time:
             rule = FieldRule(
                 name=name,
@@ -205,15 +227,22 @@ def ratio_bounds(numerator: Column, denominator: Column) -> tuple[float | None, 
     return lo_b, hi_b
 
 
-def feature_rules(spec: FeatureSpec) -> dict[str, FieldRule]:
-    """The rule of every feature of the spec, derived from the contract columns behind it."""
+def feature_rules(spec: FeatureSpec, learned: Learned | None = None) -> dict[str, FieldRule]:
+    """The rule of every feature of the spec, derived from the contract columns behind it
+    (``learned``: the champion's values of its learned categories, per entity column)."""
     ent = spec.contract.entity
+    learned = learned or {}
     dtypes = spec.dtypes()
     rules: dict[str, FieldRule] = {}
     for f in spec.row:
         what = f.description
         if isinstance(f, Passthrough):
-            rules[f.name] = _column_rule(f.name, ent.columns[f.column], description=what or None)
+            rules[f.name] = _column_rule(
+                f.name,
+                ent.columns[f.column],
+                description=what or None,
+                learned=learned.get(f.column),
+            )
         elif isinstance(f, MapValues):
             col = ent.columns[f.column]
             values = [*f.mapping.values(), *([f.default] if f.default is not None else [])]
@@ -275,9 +304,11 @@ def _aggregate_rule(spec: FeatureSpec, a: Aggregate) -> FieldRule:
     )
 
 
-def feature_schema(spec: FeatureSpec, features: Sequence[str]) -> RecordSchema:
+def feature_schema(
+    spec: FeatureSpec, features: Sequence[str], learned: Learned | None = None
+) -> RecordSchema:
     """Feature records (predict): exactly the model's features, every one required."""
-    rules = feature_rules(spec)
+    rules = feature_rules(spec, learned)
     unknown = [f for f in features if f not in rules]
     if unknown:
         raise ValueError(

@@ -55,6 +55,9 @@ class Problem:
     categorical: list[str]
     event_time: str
     classes: list[Any] = field(default_factory=list)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    """The values learned from the training data, per feature, of the categories the contract
+    declares ``categories: learned`` (what serving accepts for them)."""
 
     @property
     def kind(self) -> ProblemKind:
@@ -84,6 +87,7 @@ class Problem:
                 "categorical": self.categorical,
                 "event_time": self.event_time,
                 "classes": self.classes,
+                **({"categories": self.categories} if self.categories else {}),
             }
         )
 
@@ -97,6 +101,7 @@ class Problem:
             d["categorical"],
             d["event_time"],
             d["classes"],
+            d.get("categories") or {},
         )
 
 

@@ -48,6 +48,21 @@ class TrainedModel:
         )
 
 
+def learned_categories(dataset: Dataset, frame: pl.DataFrame) -> dict[str, list[str]]:
+    """The values of each ``categories: learned`` column in the training frame, per feature
+    that passes it through (sorted): the only values the champion knows."""
+    from ml_assets.features.declarations import Passthrough
+
+    columns = dataset.contract.entity.columns
+    return {
+        f.name: sorted(frame.get_column(f.name).drop_nulls().cast(pl.String).unique().to_list())
+        for f in dataset.spec.row
+        if isinstance(f, Passthrough)
+        and columns[f.column].categories == "learned"
+        and f.name in frame.columns
+    }
+
+
 def train(
     dataset: Dataset, frame: pl.DataFrame, config: TrainConfig, why_empty: str | None = None
 ) -> TrainedModel:
@@ -62,6 +77,7 @@ def train(
     problem = core.Problem.from_frame(
         frame, contract.problem_type, contract.target, spec.names, spec.event_time
     )
+    problem.categories = learned_categories(dataset, frame)
     split = core.time_split(frame, spec.event_time, config.valid_share, config.test_share)
     started = dt.datetime.now(dt.UTC)
     model = core.fit(split, problem, config)

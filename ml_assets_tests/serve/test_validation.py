@@ -229,3 +229,50 @@ def test_many_problems_are_capped(features) -> None:
         validate_records(features, records)
     assert "and " in err.value.message and "more" in err.value.message
     assert len(err.value.to_json()["error"]["fields"]) == 20
+
+
+@pytest.mark.parametrize("unseen", ["reject", "accept"])
+def test_a_learned_category_serves_the_values_the_champion_learned(unseen: str) -> None:
+    """``categories: learned``: the contract lists no values; the champion's learned ones
+    (carried in its problem) are the only ones served under ``unseen: reject``; under
+    ``unseen: accept`` any text is scored (monitoring counts the unseen)."""
+    from ml_assets.contracts import parse_contract
+    from ml_assets.features.spec import FeatureSpec, default_feature_file
+    from ml_assets.serve.validation import learned_by_column
+    from ml_assets_tests import census
+
+    text = census.CONTRACT.replace(
+        "occupation: {type: category, categories: learned,",
+        f"occupation: {{type: category, categories: learned, unseen: {unseen},",
+    )
+    contract = parse_contract(text, "census.yaml")
+    spec = FeatureSpec(contract=contract, file=default_feature_file(contract))
+    learned = learned_by_column(spec, {"occupation": ["occ_00", "occ_01"]})
+    schema = feature_schema(spec, spec.names, learned)
+    record = {"age": 40, "hours": 38.0, "sector": "services", "occupation": "occ_01"}
+    assert validate_records(schema, [record])
+    other = {**record, "occupation": "occ_99"}
+    if unseen == "reject":
+        with pytest.raises(RequestError) as err:
+            validate_records(schema, [other])
+        assert 'records[0].occupation: expected one of ["occ_00","occ_01"]' in str(err.value)
+    else:
+        assert validate_records(schema, [other])[0][schema.names.index("occupation")] == "occ_99"
+
+
+def test_learned_categories_are_declared_alone_and_only_on_categories() -> None:
+    from ml_assets.contracts import ContractError, parse_contract
+    from ml_assets_tests import census
+
+    for column, message in (
+        ("{type: category, categories: learned, allowed: [a]}", "not both"),
+        ("{type: string, categories: learned}", "applies to category columns"),
+        ("{type: category, allowed: [a], unseen: accept}", "unseen applies to categories"),
+        ("{type: category}", "or categories: learned"),
+    ):
+        text = census.CONTRACT.replace(
+            "occupation: {type: category, categories: learned, description: One of 55 codes.}",
+            f"occupation: {column}",
+        )
+        with pytest.raises(ContractError, match=message):
+            parse_contract(text, "census.yaml")
