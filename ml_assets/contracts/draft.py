@@ -204,9 +204,24 @@ def _is_category(p: Profile) -> bool:
     )
 
 
+MAX_LEARNED = 5000
+"""Text with more distinct values than :data:`MAX_CATEGORIES`, up to this many and each seen
+about 20 times on average, is a category whose values are learned (``categories: learned``)."""
+
+
+def _is_learned_category(p: Profile) -> bool:
+    non_null = p.rows - p.nulls
+    return (
+        p.family == "text"
+        and p.distinct is not None
+        and MAX_CATEGORIES < p.distinct <= MAX_LEARNED
+        and p.distinct * 20 <= non_null
+    )
+
+
 def _contract_type(p: Profile) -> str:
     if p.family == "text":
-        return "category" if _is_category(p) else "string"
+        return "category" if _is_category(p) or _is_learned_category(p) else "string"
     return {
         "int": "int",
         "float": "float",
@@ -377,7 +392,13 @@ def _column_line(
         if lo is not None:
             notes.append("min/max as observed: widen them to what future rows may hold")
     allowed = None
-    if ctype == "category" or (ctype == "int" and allowed_ints):
+    if ctype == "category" and _is_learned_category(p):
+        parts.append("categories: learned")
+        notes.append(
+            f"{p.distinct:,} distinct values: too many to list, so learned from the training "
+            "data (the champion serves those); list them in allowed to fix the set instead"
+        )
+    elif ctype == "category" or (ctype == "int" and allowed_ints):
         allowed = p.values or []
         notes.append(f"allowed: the {len(allowed)} values seen; add any others it may take")
     if ctype == "string" and p.family == "text" and p.distinct is not None:

@@ -354,6 +354,9 @@ def test_init_reads_an_integer_year_as_the_time_and_drafts_yearly_partitions(
     assert c.partitioning.granularity.value == "yearly"
     assert (c.partitioning.start, c.partitioning.end) == (dt.date(2015, 1, 1), dt.date(2026, 1, 1))
     assert "stored_as: year" in out.read_text(encoding="utf-8")
+    # 55 occupation codes, each on about 27 rows: a category whose values are learned
+    occupation = c.entity.columns["occupation"]
+    assert (occupation.type.value, occupation.categories) == ("category", "learned")
     if upper:
         assert c.entity.primary_key == ["person_id"]
         assert c.entity.columns["agep"].source == "AGEP"

@@ -670,3 +670,28 @@ def test_load_contracts_from_an_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "contract.yml").write_text(CAR_LOAN, encoding="utf-8")  # wrong suffix
     with pytest.raises(ContractError, match=re.escape(f"{tmp_path}: no *.yaml contracts found")):
         load_contracts(tmp_path)
+
+
+def test_source_columns_are_found_by_name_snake_case_or_declared_source() -> None:
+    """Which source column each contract column reads: its own name, else the one source name
+    whose snake-case form it is, else its declared ``source``; a name two source columns both
+    derive is ambiguous (read by neither, reported)."""
+    from ml_assets.contracts.model import snake_name
+    from ml_assets_tests import census
+
+    assert snake_name("AGEP") == "agep" and snake_name("Hours Worked") == "hours_worked"
+    assert snake_name("2nd-Job") == "c_2nd_job" and snake_name("__") == "c_"
+    table = parse_contract(census.CONTRACT_UPPER, "census.yaml").entity
+    found = table.source_columns(
+        ["PERSON_ID", "YEAR", "AGEP", "Hours Worked", "SECTOR", "Occupation", "OCCUPATION"]
+    )
+    assert found == {
+        "person_id": "PERSON_ID",
+        "year": "YEAR",
+        "age": "AGEP",
+        "hours": "Hours Worked",
+        "sector": "SECTOR",
+    }
+    assert table.ambiguous_columns(["Occupation", "OCCUPATION"]) == {
+        "occupation": ["Occupation", "OCCUPATION"]
+    }
