@@ -60,6 +60,9 @@ def service_config(config: ServeConfig) -> dict[str, Any]:
     log)."""
     return {
         "workers": config.workers,
+        # loopback unless exposed on purpose (ML_ASSETS_SERVE_HOST; BentoML's own default is
+        # 0.0.0.0); `bentoml serve --host` still overrides it
+        "http": {"host": config.http_host},
         "traffic": {"timeout": 60, "max_concurrency": config.max_concurrency},
         "logging": {"access": {"enabled": True, "skip_paths": HOT_PATHS}},
         "tracing": {"sample_rate": 0.0, "excluded_urls": HOT_PATHS},
@@ -117,6 +120,7 @@ class Serving:
             layout_for(spec, bundle),
             config.resolved_log_dir(),
             flush_seconds=config.log_flush_seconds,
+            max_pending_rows=config.log_max_queued_rows,
         )
         runtime = ServingRuntime(
             spec,
@@ -164,22 +168,34 @@ class Serving:
         return cls(config, runtime, prediction_log, grpc_server)
 
     def ready(self) -> bool:
-        """Model loaded, log writer alive, gRPC up (when configured), not shutting down."""
+        """Model loaded, log writer alive and keeping up (queue under its bound, last write
+        succeeded), gRPC up (when configured), not shutting down."""
         grpc_ok = self.grpc_server is None or not self.grpc_server.stopped
-        return not self._closed and self.prediction_log.alive and grpc_ok
+        log_ok = self.prediction_log.alive and self.prediction_log.refusal() is None
+        return not self._closed and log_ok and grpc_ok
 
-    def close(self) -> None:
-        """Graceful stop: finish gRPC calls in flight, then write every queued prediction."""
+    def close(self, supervisor: int | None = None) -> int:
+        """Graceful stop: finish gRPC calls in flight, then write every queued prediction;
+        return how many answered rows could not be written (reported to ``supervisor``, the
+        ``bentoml serve`` pid, which then exits with an error: see
+        :mod:`ml_assets.serve.supervision`)."""
+        from ml_assets.serve import supervision
+
         with self._lock:
             if self._closed:
-                return
+                return 0
             self._closed = True
         if self.grpc_server is not None:
             self.grpc_server.stop()
-        self.prediction_log.close()
+        unwritten = self.prediction_log.close()
+        if unwritten and supervisor is not None:
+            supervision.report_unwritten(
+                supervisor, self.runtime.dataset, unwritten, self.prediction_log.failing
+            )
         store = self.runtime._store
         if store is not None:
             store.close()
+        return unwritten
 
 
 def _safe_url(url: str) -> str:
