@@ -140,22 +140,24 @@ class Serving:
                 port=config.grpc_port,
                 threads=config.grpc_threads,
                 max_message_bytes=config.max_body_bytes,
+                token=config.token,
             )
         log.info(
             "serving %s model v%s (%s) pid %d: HTTP %s, gRPC %s, prediction log %s, online "
-            "store %s, contract %s (%s), features %s; code %s",
+            "store %s, contract %s (%s), features %s; code %s; authentication %s",
             spec.dataset,
             bundle.version,
             model_tag,
             os.getpid(),
             MOUNT,
-            config.grpc_port if grpc_server else "off",
+            f"{config.grpc_host}:{config.grpc_port}" if grpc_server else "off",
             prediction_log.directory,
             _safe_url(url) if url else "none (set ML_ASSETS_ONLINE_URL)",
             contract.version,
             spec.contract.fingerprint(),
             spec.origin,
             Path(ml_assets.__file__).parent,
+            "bearer token" if config.token else "off",
         )
         # Background threads (log writer, gRPC) hand the GIL back to the event loop within
         # 1 ms instead of the default 5 ms: shorter stalls of the requests waiting for it.
@@ -226,6 +228,7 @@ class WorkerApp(HttpApp):
             max_body_bytes=config.max_body_bytes,
             openapi=openapi_document,
             body_timeout=config.body_timeout_seconds,
+            token=config.token,
         )
 
     def attach(self, serving: Serving) -> None:
