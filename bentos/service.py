@@ -23,11 +23,21 @@ import bentoml
 
 import ml_assets.settings  # noqa: F401  (telemetry off before anything else is imported)
 from ml_assets.serve import supervision
-from ml_assets.serve.service import MOUNT, Serving, WorkerApp, load_service, service_config
+from ml_assets.serve.service import (
+    MOUNT,
+    Serving,
+    WorkerApp,
+    load_service,
+    service_config,
+    verify_model,
+)
 
 # Settings and carried files are checked on import: `bentoml serve` fails before it starts any
 # worker, saying what is wrong.
 CONFIG, SPEC = load_service(Path(__file__).resolve().parent)
+# The model file must be the one registered (its sha256 was recorded with the model version).
+_MODEL = bentoml.models.get(CONFIG.resolved_model_tag)
+verify_model(CONFIG, _MODEL.path, dict(_MODEL.info.labels))
 HTTP = WorkerApp(CONFIG)
 # In `bentoml serve` itself: exit with an error if a worker stopped with rows not written.
 supervision.install_supervisor_check()

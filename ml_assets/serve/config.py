@@ -46,6 +46,9 @@ class ServeConfig:
     dataset: str = "car_loan"
     model_tag: str = ""
     """BentoML model tag (``car_loan:abc123``); default ``<dataset>:latest``."""
+    model_sha256: str = ""
+    """sha256 of the model file the Bento was built with (recorded with the registered model
+    version); the server refuses to start when the file in the model store differs."""
     workers: int = 1
     """HTTP worker processes (each also runs a gRPC server on the shared port)."""
     grpc_port: int = DEFAULT_GRPC_PORT

@@ -54,6 +54,30 @@ def load_service(directory: Path) -> tuple[ServeConfig, FeatureSpec]:
         raise ServiceStartError(message) from exc
 
 
+def verify_model(config: ServeConfig, model_dir: str | Path, labels: dict[str, Any]) -> str:
+    """Check the model file in ``model_dir`` against the sha256 recorded with the registered
+    version (the Bento's config, else the BentoML model's label); :class:`ServiceStartError`
+    when it differs. Returns the file's sha256."""
+    from ml_assets.registry.tracking import file_sha256
+    from ml_assets.serve.runtime import MODEL_FILE
+
+    expected = config.model_sha256 or str(labels.get("model_sha256") or "")
+    path = Path(model_dir) / MODEL_FILE
+    actual = file_sha256(path)
+    if expected and actual != expected:
+        message = (
+            f"cannot start the prediction service: the model file {path} has sha256 {actual}, "
+            f"not the {expected} recorded with {config.dataset} model version "
+            f"{labels.get('model_version', '?')}: it was changed or corrupted after the build; "
+            "rebuild the Bento from the registry"
+        )
+        log.error("%s", message)
+        raise ServiceStartError(message)
+    if not expected:
+        log.warning("%s: no sha256 recorded for the model file: not verified", config.dataset)
+    return actual
+
+
 def service_config(config: ServeConfig) -> dict[str, Any]:
     """``@bentoml.service`` settings: workers, a concurrency limit (over it: 503 at once), and
     no access log or tracing span on the prediction routes (they keep their own metrics and

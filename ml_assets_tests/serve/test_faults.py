@@ -270,3 +270,34 @@ def test_killed_worker_and_killed_supervisor(built, champion, tmp_path: Path) ->
                 proc.stop(signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):  # orphans of a failed run
                     os.killpg(proc.proc.pid, signal.SIGKILL)
+
+
+def test_a_changed_model_file_refuses_to_start(built, champion, tmp_path: Path) -> None:
+    """The champion's model file was served unverified: now its sha256 is recorded with the
+    registered version, carried by the Bento and checked at start."""
+    import json
+    import shutil
+
+    name, version = built.bento_tag.split(":")
+    config = json.loads(
+        (built.bentoml_home / "bentos" / name / version / "src" / "bento_config.json").read_text()
+    )
+    recorded = champion.tracking.version_tags("car_loan", champion.version)["model.sha256"]
+    assert config["model_sha256"] == recorded
+    home = tmp_path / "bentoml"
+    home.mkdir()
+    (home / "bentos").symlink_to((built.bentoml_home / "bentos").resolve())
+    shutil.copytree(built.bentoml_home / "models", home / "models", symlinks=False)
+    model_name, model_version = built.model_tag.split(":")
+    model_file = home / "models" / model_name / model_version / "model.cbm"
+    with model_file.open("ab") as f:
+        f.write(b"\0")  # one byte more: another file
+    env = support.serve_env(tmp_path / "home", home)
+    server = support.start_server(built.bento_tag, env, tmp_path / "server.log")
+    try:
+        code = server.proc.wait(120)
+    finally:
+        server.stop(signal.SIGKILL)
+    out = server.output()
+    assert code != 0, out[-3000:]
+    assert "not the " + recorded + " recorded with car_loan model version" in out, out[-3000:]
