@@ -29,15 +29,14 @@ from ml_assets.serve.service import (
     WorkerApp,
     load_service,
     service_config,
-    verify_model,
+    verify_stored_model,
 )
 
 # Settings and carried files are checked on import: `bentoml serve` fails before it starts any
 # worker, saying what is wrong.
 CONFIG, SPEC = load_service(Path(__file__).resolve().parent)
 # The model file must be the one registered (its sha256 was recorded with the model version).
-_MODEL = bentoml.models.get(CONFIG.resolved_model_tag)
-verify_model(CONFIG, _MODEL.path, dict(_MODEL.info.labels))
+verify_stored_model(CONFIG)
 HTTP = WorkerApp(CONFIG)
 # In `bentoml serve` itself: exit with an error if a worker stopped with rows not written.
 supervision.install_supervisor_check()

@@ -86,11 +86,8 @@ def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
     import hashlib
 
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def model_file_sha256(model: Any) -> str:

@@ -58,12 +58,14 @@ def verify_model(config: ServeConfig, model_dir: str | Path, labels: dict[str, A
     """Check the model file in ``model_dir`` against the sha256 recorded with the registered
     version (the Bento's config, else the BentoML model's label); :class:`ServiceStartError`
     when it differs. Returns the file's sha256."""
-    from ml_assets.registry.tracking import file_sha256
+    import hashlib
+
     from ml_assets.serve.runtime import MODEL_FILE
 
     expected = config.model_sha256 or str(labels.get("model_sha256") or "")
     path = Path(model_dir) / MODEL_FILE
-    actual = file_sha256(path)
+    with path.open("rb") as f:  # not ml_assets.registry: a worker imports no MLflow/Dagster
+        actual = hashlib.file_digest(f, "sha256").hexdigest()
     if expected and actual != expected:
         message = (
             f"cannot start the prediction service: the model file {path} has sha256 {actual}, "
@@ -76,6 +78,19 @@ def verify_model(config: ServeConfig, model_dir: str | Path, labels: dict[str, A
     if not expected:
         log.warning("%s: no sha256 recorded for the model file: not verified", config.dataset)
     return actual
+
+
+def verify_stored_model(config: ServeConfig) -> str | None:
+    """:func:`verify_model` on the served model in BentoML's model store; None when the store
+    does not have it (BentoML's own loading then fails, naming the tag)."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        stored = bentoml.models.get(config.resolved_model_tag)
+    except NotFound:
+        return None
+    return verify_model(config, stored.path, dict(stored.info.labels))
 
 
 def service_config(config: ServeConfig) -> dict[str, Any]:
