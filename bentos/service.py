@@ -22,12 +22,24 @@ from pathlib import Path
 import bentoml
 
 import ml_assets.settings  # noqa: F401  (telemetry off before anything else is imported)
-from ml_assets.serve.service import MOUNT, Serving, WorkerApp, load_service, service_config
+from ml_assets.serve import supervision
+from ml_assets.serve.service import (
+    MOUNT,
+    Serving,
+    WorkerApp,
+    load_service,
+    service_config,
+    verify_stored_model,
+)
 
 # Settings and carried files are checked on import: `bentoml serve` fails before it starts any
 # worker, saying what is wrong.
 CONFIG, SPEC = load_service(Path(__file__).resolve().parent)
+# The model file must be the one registered (its sha256 was recorded with the model version).
+verify_stored_model(CONFIG)
 HTTP = WorkerApp(CONFIG)
+# In `bentoml serve` itself: exit with an error if a worker stopped with rows not written.
+supervision.install_supervisor_check()
 
 
 @bentoml.asgi_app(HTTP, path=MOUNT, name="ml_assets")
@@ -39,6 +51,8 @@ class PredictionService:
 
     def __init__(self) -> None:
         logging.getLogger("ml_assets").setLevel(logging.INFO)  # into BentoML's server log
+        # A worker stops (gracefully: SIGTERM) when `bentoml serve` dies, even by SIGKILL.
+        self.supervisor = supervision.exit_with_parent()
         stored = self.model
         self.serving = Serving.start(
             CONFIG,
@@ -54,4 +68,4 @@ class PredictionService:
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
-        self.serving.close()
+        self.serving.close(self.supervisor)

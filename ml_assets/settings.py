@@ -141,7 +141,26 @@ class Settings(BaseModel):
     grpc_port: int | None = _setting(
         "ML_ASSETS_GRPC_PORT", None, "gRPC port; 0 turns gRPC off", "50051"
     )
-    grpc_host: str | None = _setting("ML_ASSETS_GRPC_HOST", None, "gRPC bind address", "`0.0.0.0`")
+    serve_host: str | None = _setting(
+        "ML_ASSETS_SERVE_HOST",
+        None,
+        "HTTP bind address (`0.0.0.0` exposes it on every interface; `bentoml serve --host` "
+        "overrides it)",
+        "`127.0.0.1`",
+    )
+    grpc_host: str | None = _setting(
+        "ML_ASSETS_GRPC_HOST",
+        None,
+        "gRPC bind address (`0.0.0.0` or `[::]` exposes it on every interface)",
+        "`127.0.0.1`",
+    )
+    serve_token: str | None = _setting(
+        "ML_ASSETS_SERVE_TOKEN",
+        None,
+        "bearer token required on the prediction and model endpoints, HTTP and gRPC "
+        "(`/livez`, `/readyz`, `/metrics` and gRPC health stay open); never stored in a Bento",
+        "unset (no authentication)",
+    )
     grpc_threads: int | None = _setting(
         "ML_ASSETS_GRPC_THREADS", None, "gRPC server threads per worker", "8"
     )
@@ -157,8 +176,16 @@ class Settings(BaseModel):
     prediction_log_flush_seconds: float | None = _setting(
         "ML_ASSETS_PREDICTION_LOG_FLUSH_SECONDS",
         None,
-        "how often the prediction log writes a segment",
+        "how often the prediction log writes a segment: the rows answered in the last interval "
+        "are what a killed worker (SIGKILL, OOM) loses",
         "1.0",
+    )
+    prediction_log_max_queued_rows: int | None = _setting(
+        "ML_ASSETS_PREDICTION_LOG_MAX_QUEUED_ROWS",
+        None,
+        "most prediction rows a worker holds unwritten; at the bound, or while writing fails, "
+        "predictions and `/readyz` answer 503",
+        "50000",
     )
 
     # --- monitoring: alerts and the retrain sensor ---------------------------------------------
@@ -292,12 +319,15 @@ class Settings(BaseModel):
             "serve_model": "model_tag",
             "serve_workers": "workers",
             "grpc_port": "grpc_port",
+            "serve_host": "http_host",
             "grpc_host": "grpc_host",
+            "serve_token": "token",
             "grpc_threads": "grpc_threads",
             "serve_max_body_bytes": "max_body_bytes",
             "serve_max_records": "max_records",
             "prediction_log": "prediction_log_dir",
             "prediction_log_flush_seconds": "log_flush_seconds",
+            "prediction_log_max_queued_rows": "log_max_queued_rows",
             "online_url": "online_url",
         }
         out: dict[str, Any] = {}

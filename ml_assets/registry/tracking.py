@@ -30,6 +30,9 @@ from ml_assets import settings
 log = logging.getLogger(__name__)
 
 CHALLENGER = "challenger"
+MODEL_SHA256_TAG = "model.sha256"
+"""Model version tag: sha256 of the model file as registered (checked by the Bento build and
+by the server at start)."""
 CHAMPION = "champion"
 
 STANDARD_TAGS = (
@@ -77,6 +80,24 @@ def _no_requirement_mismatch_scan():
     finally:
         for m, original in zip(modules, originals, strict=True):
             m.warn_dependency_requirement_mismatches = original
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def model_file_sha256(model: Any) -> str:
+    """sha256 of the CatBoost file ``model`` saves to (as MLflow's flavor saves it)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.cbm"
+        model.save_model(str(path))
+        return file_sha256(path)
 
 
 def git_commit() -> str:
@@ -215,6 +236,11 @@ class MlflowTracking(dg.ConfigurableResource):
             client.set_registered_model_alias(dataset, CHALLENGER, version)
             for key in ("dagster.run_id", "contract.version", "training_set.fingerprint"):
                 client.set_model_version_tag(dataset, version, key, tags[key])
+            # the bytes MLflow stored (CatBoost saves an in-memory model identically each
+            # time): what a Bento must serve, verified at build and at every start
+            client.set_model_version_tag(
+                dataset, version, MODEL_SHA256_TAG, model_file_sha256(model)
+            )
             return LoggedModel(
                 run_id=run.info.run_id,
                 experiment_id=exp_id,
@@ -235,6 +261,22 @@ class MlflowTracking(dg.ConfigurableResource):
     def load_model(self, dataset: str, version: str):
         with self._mlflow() as mlflow:
             return mlflow.catboost.load_model(f"models:/{dataset}/{version}")
+
+    def model_file(self, dataset: str, version: str, dest: Path) -> Path:
+        """Copy the registered version's CatBoost file, byte for byte, to ``dest`` (loading
+        and saving again would not give the same bytes, so no recorded sha256 could match)."""
+        import shutil
+        import tempfile
+
+        import yaml
+
+        with self._mlflow() as mlflow, tempfile.TemporaryDirectory() as tmp:
+            local = Path(
+                mlflow.artifacts.download_artifacts(f"models:/{dataset}/{version}", dst_path=tmp)
+            )
+            meta = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
+            shutil.copyfile(local / meta["flavors"]["catboost"]["data"], dest)
+        return dest
 
     def version_tags(self, dataset: str, version: str) -> dict[str, str]:
         return dict(self.client().get_model_version(dataset, version).tags)

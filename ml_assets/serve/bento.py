@@ -157,10 +157,22 @@ def stage_champion(
     tags = tracking.version_tags(dataset, version)
     if "problem" not in tags:
         raise LookupError(f"{dataset} v{version} has no 'problem' tag: cannot feed the model")
+    from ml_assets.registry.tracking import MODEL_SHA256_TAG, file_sha256
+
     run_id = tracking.client().get_model_version(dataset, version).run_id or ""
-    model = tracking.load_model(dataset, version)
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_model(str(directory / MODEL_FILE))
+    recorded = tags.get(MODEL_SHA256_TAG)
+    if recorded:
+        tracking.model_file(dataset, version, directory / MODEL_FILE)
+        sha256 = file_sha256(directory / MODEL_FILE)
+        if sha256 != recorded:
+            raise ValueError(
+                f"{dataset} v{version}: the registry's model file has sha256 {sha256}, not the "
+                f"{recorded} recorded when it was registered: refusing to build a Bento of it"
+            )
+    else:  # registered before sha256s were recorded: what is staged now is what is served
+        tracking.load_model(dataset, version).save_model(str(directory / MODEL_FILE))
+        sha256 = file_sha256(directory / MODEL_FILE)
     problem = json.loads(tags["problem"])
     (directory / PROBLEM_FILE).write_text(json.dumps(problem, indent=2), encoding="utf-8")
     labels = {
@@ -172,6 +184,7 @@ def stage_champion(
         "training_dagster_run_id": tags.get("dagster.run_id", ""),
         "contract_version": contract_version or tags.get("contract.version", ""),
         "training_set_fingerprint": tags.get("training_set.fingerprint", ""),
+        "model_sha256": sha256,
     }
     return StagedModel(dataset, str(version), run_id, directory, labels)
 
@@ -400,7 +413,7 @@ def _import_model(staged_dir: Path, labels: dict[str, str]) -> tuple[str, bool]:
     from ml_assets.serve.runtime import MODEL_FILE, PROBLEM_FILE
 
     name = labels["dataset"]
-    same = ("model_version", "mlflow_run_id", "registered_model")
+    same = ("model_version", "mlflow_run_id", "registered_model", "model_sha256")
     try:
         existing = bentoml.models.list(name)
     except bentoml.exceptions.NotFound:
@@ -451,6 +464,7 @@ def _run(request_file: Path) -> dict[str, Any]:
     config_path = ctx / CONFIG_FILE
     config = json.loads(config_path.read_text())
     config["model_tag"] = model_tag
+    config["model_sha256"] = labels.get("model_sha256", "")
     config["labels"] = labels
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
     bentofile = yaml.safe_load((ctx / "bentofile.yaml").read_text())

@@ -46,11 +46,18 @@ class ServeConfig:
     dataset: str = "car_loan"
     model_tag: str = ""
     """BentoML model tag (``car_loan:abc123``); default ``<dataset>:latest``."""
+    model_sha256: str = ""
+    """sha256 of the model file the Bento was built with (recorded with the registered model
+    version); the server refuses to start when the file in the model store differs."""
     workers: int = 1
     """HTTP worker processes (each also runs a gRPC server on the shared port)."""
     grpc_port: int = DEFAULT_GRPC_PORT
     """gRPC port; 0 or less turns gRPC off."""
-    grpc_host: str = "0.0.0.0"
+    http_host: str = "127.0.0.1"
+    """HTTP bind address: loopback unless exposed on purpose (``0.0.0.0``; BentoML's
+    ``--host`` / ``BENTOML_HOST`` override it)."""
+    grpc_host: str = "127.0.0.1"
+    """gRPC bind address: loopback unless exposed on purpose (``0.0.0.0``, ``[::]``)."""
     grpc_threads: int = 8
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest request body (HTTP) or message (gRPC) accepted; larger gets 413."""
@@ -71,6 +78,14 @@ class ServeConfig:
     """Root of the prediction log; default ``$ML_ASSETS_HOME/prediction_log`` (a built Bento
     records the building platform's, absolute: see the module doc)."""
     log_flush_seconds: float = 1.0
+    """How often the prediction log writes a segment: the window of answered rows a killed
+    worker loses (see :mod:`ml_assets.serve.prediction_log`)."""
+    log_max_queued_rows: int = 50_000
+    """Most rows a worker's prediction log holds unwritten; at the bound (or while writing
+    fails) predictions and ``/readyz`` answer 503."""
+    token: str = field(default="", repr=False)
+    """Bearer token the prediction and model endpoints require (empty: none). From
+    ``ML_ASSETS_SERVE_TOKEN`` at serve time only: never written into ``bento_config.json``."""
     online_url: str = ""
     """Online feature store URL; default a SQLite file ``online.sqlite`` under ML_ASSETS_HOME (a
     built Bento records the building platform's, absolute, unless it has a password)."""
@@ -112,7 +127,11 @@ class ServeConfig:
         return settings.current().online_store_url
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        """The config file's text: everything but the token (a Bento is no place for a
+        secret)."""
+        values = asdict(self)
+        values.pop("token", None)
+        return json.dumps(values, indent=2, sort_keys=True)
 
     @property
     def built(self) -> bool:
@@ -129,7 +148,7 @@ class ServeConfig:
             if path.exists():
                 values = json.loads(path.read_text(encoding="utf-8"))
         known = set(cls.__dataclass_fields__)
-        config = cls(**{k: v for k, v in values.items() if k in known})
+        config = cls(**{k: v for k, v in values.items() if k in known and k != "token"})
         current = settings.current()
         overrides = current.serve_overrides()
         if config.built:

@@ -192,9 +192,16 @@ class GrpcServer:
         port: int,
         threads: int = 8,
         max_message_bytes: int = 4 * 1024 * 1024,
+        token: str = "",
     ) -> None:
+        interceptors = []
+        if token:  # the predictor needs the bearer token; health and reflection stay open
+            from ml_assets.serve.auth import GrpcTokenInterceptor, TokenCheck
+
+            interceptors.append(GrpcTokenInterceptor(TokenCheck(token), SERVICE_NAME))
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+            interceptors=interceptors,
             options=[
                 ("grpc.so_reuseport", 1),
                 ("grpc.max_receive_message_length", max_message_bytes),

@@ -14,9 +14,12 @@ Routes (relative to the mount):
 * ``GET /model``: what is served; ``GET /openapi.json``: the OpenAPI description.
 
 Errors are JSON ``{"error": {"code", "message", "fields"}, "request_id"}`` with a 4xx status
-(400 bad JSON, a key twice, not UTF-8, or a bad ``X-Request-Id``; 405 with ``Allow``; 404; 408
+(400 bad JSON, a key twice, not UTF-8, or a bad ``X-Request-Id``; 401 with ``WWW-Authenticate``
+without the bearer token when one is configured (:mod:`ml_assets.serve.auth`); 405 with
+``Allow``; 404; 408
 body not received within the time limit; 413 too large; 415 not JSON, not UTF-8 or
-compressed; 422 invalid records) or 503 while not ready; an unexpected exception is a logged
+compressed; 422 invalid records) or 503 while not ready or while the prediction log cannot take
+more (:class:`~ml_assets.serve.prediction_log.PredictionLog`); an unexpected exception is a logged
 500 that never leaks a traceback.
 
 ``request_id`` (body and ``X-Request-Id`` response header) is the server's own, unique per
@@ -35,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from ml_assets.serve.auth import CHALLENGE
 from ml_assets.serve.decoding import (
     ErrorCode,
     RequestError,
@@ -74,8 +78,12 @@ class HttpApp:
         max_body_bytes: int,
         openapi: Callable[[ServingRuntime], dict[str, Any]] | None = None,
         body_timeout: float = 10.0,
+        token: str = "",
     ) -> None:
+        from ml_assets.serve.auth import TokenCheck
+
         self.runtime = runtime
+        self.auth = TokenCheck(token) if token else None
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.openapi = openapi
@@ -102,6 +110,13 @@ class HttpApp:
             given = client_request_id(_text(headers.get(b"x-request-id")))
         except RequestError as exc:
             await _respond(send, exc.status, _error_body(exc, request_id), request_id)
+            return
+        if self.auth is not None and not self.auth.allows(headers.get(b"authorization")):
+            # before routing: without the token nothing of the API is revealed, not even 404
+            await _error(
+                send, 401, "unauthenticated", "a bearer token is required", request_id, given,
+                extra=[(b"www-authenticate", CHALLENGE)],
+            )  # fmt: skip
             return
         if route is None:
             await _error(send, 404, "not_found", f"no route {path}", request_id, given)

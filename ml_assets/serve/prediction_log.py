@@ -116,7 +116,14 @@ def dataset_dir(root: str | Path, dataset: str) -> Path:
 
 
 class PredictionLog:
-    """Appends predictions from any thread; a background thread writes parquet segments."""
+    """Appends predictions from any thread; a background thread writes parquet segments.
+
+    The queue is bounded: :meth:`refusal` says why a new prediction must be refused (the
+    runtime answers it 503 before scoring it, and readiness goes 503) while the queue holds
+    ``max_pending_rows`` or more, or while the last write failed (a full or read-only disk),
+    until a write succeeds again. Rows already answered stay queued and are retried every
+    ``flush_seconds``; a failed write leaves no temporary file behind.
+    """
 
     def __init__(
         self,
@@ -131,14 +138,21 @@ class PredictionLog:
         self.directory = dataset_dir(root, layout.dataset)
         self.flush_seconds = flush_seconds
         self.max_pending_rows = max_pending_rows
+        # write early once a tenth of the bound waits, not only every flush_seconds
+        self._wake_rows = max(1, max_pending_rows // 10)
         self._pending: collections.deque[LogEntry] = collections.deque()
         self._pending_rows = 0
+        self._count_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
         self._seq = 0
         self.rows_written = 0
         self.segments_written = 0
+        self.failing: str | None = None
+        """The error of the last write, while writing fails (None once one succeeds)."""
+        self.unwritten_rows = 0
+        """Rows not written when :meth:`close` returned (reported, never silently dropped)."""
         self.closed = False
         self._thread = threading.Thread(
             target=self._run, name=f"prediction-log-{layout.dataset}", daemon=True
@@ -149,12 +163,32 @@ class PredictionLog:
     # --- the hot path ---------------------------------------------------------------------
 
     def append(self, entry: LogEntry) -> None:
-        """Queue one request's predictions (O(1), no I/O)."""
+        """Queue one request's predictions (O(1), no I/O). Never refuses: the request was
+        admitted (:meth:`refusal`) before it was scored."""
         self._pending.append(entry)
-        rows = entry.rows
-        self._pending_rows += len(rows)
-        if self._pending_rows >= self.max_pending_rows:
+        with self._count_lock:
+            self._pending_rows += len(entry.rows)
+            wake = self._pending_rows >= self._wake_rows
+        if wake:
             self._wake.set()
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows answered and not written yet."""
+        return self._pending_rows
+
+    def refusal(self) -> str | None:
+        """Why a new prediction must be refused now, or None to accept it (O(1))."""
+        if self.failing is not None:
+            return f"the prediction log cannot be written ({self.failing})"
+        if self._pending_rows >= self.max_pending_rows:
+            return (
+                f"the prediction log is {self._pending_rows} rows behind (limit "
+                f"{self.max_pending_rows})"
+            )
+        if self._stop.is_set():
+            return "the prediction log is closing"
+        return None
 
     # --- the writer -----------------------------------------------------------------------
 
@@ -170,10 +204,14 @@ class PredictionLog:
                 self.flush()
             except Exception:  # keep the writer alive; entries stay queued for the next try
                 log.exception("prediction log: writing a segment failed; retrying")
-        self.flush()
+        try:
+            self.flush()
+        except Exception as exc:  # close() reports what is left
+            log.error("prediction log: the final write failed: %s: %s", type(exc).__name__, exc)
 
     def flush(self) -> int:
-        """Write everything queued so far; return the number of rows written."""
+        """Write everything queued so far; return the number of rows written. On a failure
+        the entries not written go back to the front of the queue and the error is raised."""
         with self._flush_lock:
             entries: list[LogEntry] = []
             pop = self._pending.popleft
@@ -184,33 +222,53 @@ class PredictionLog:
                     break
             if not entries:
                 return 0
-            self._pending_rows = max(0, self._pending_rows - sum(len(e.rows) for e in entries))
+            groups = self._by_date(entries)
+            written_rows = 0
             try:
-                written = self._write(entries)
-            except Exception:
-                self._pending.extendleft(reversed(entries))
+                while groups:
+                    day, group = groups[0]
+                    written_rows += self._write(day, group)
+                    groups.pop(0)
+                    with self._count_lock:
+                        self._pending_rows -= sum(len(e.rows) for e in group)
+            except Exception as exc:
+                self._pending.extendleft(reversed([e for _, g in groups for e in g]))
+                self.failing = f"{type(exc).__name__}: {exc}"
                 raise
-            self.rows_written += written
-            return written
+            finally:
+                self.rows_written += written_rows
+            self.failing = None
+            return written_rows
 
-    def _write(self, entries: list[LogEntry]) -> int:
+    @staticmethod
+    def _by_date(entries: list[LogEntry]) -> list[tuple[dt.date, list[LogEntry]]]:
         by_date: dict[dt.date, list[LogEntry]] = {}
         for e in entries:
             day = dt.datetime.fromtimestamp(e.ts_us / 1e6, dt.UTC).date()
             by_date.setdefault(day, []).append(e)
-        total = 0
-        for day, group in sorted(by_date.items()):
-            frame = self.frame(group)
-            folder = self.directory / f"date={day.isoformat()}"
-            folder.mkdir(parents=True, exist_ok=True)
-            self._seq += 1
-            name = f"part-{time.time_ns() // 1000}-{os.getpid()}-{self._seq:06d}.parquet"
-            tmp = folder / f".{name}.tmp"
-            frame.write_parquet(tmp, compression="zstd")
+        return sorted(by_date.items(), key=lambda item: item[0])
+
+    def _write(self, day: dt.date, group: list[LogEntry]) -> int:
+        """One segment of one date: written to a temporary name, synced, renamed (a reader
+        never sees half a file), the folder synced; a failed write removes its temp file."""
+        frame = self.frame(group)
+        folder = self.directory / f"date={day.isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        name = f"part-{time.time_ns() // 1000}-{os.getpid()}-{self._seq:06d}.parquet"
+        tmp = folder / f".{name}.tmp"
+        try:
+            with open(tmp, "wb") as out:
+                frame.write_parquet(out, compression="zstd")
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(tmp, folder / name)
-            self.segments_written += 1
-            total += frame.height
-        return total
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(folder)
+        self.segments_written += 1
+        return frame.height
 
     def frame(self, entries: list[LogEntry]) -> pl.DataFrame:
         """The log rows of some queued requests, typed by the layout."""
@@ -261,24 +319,61 @@ class PredictionLog:
         assert frame.height == n
         return frame
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the writer after it has written everything queued (idempotent)."""
+    def close(self, timeout: float = 30.0) -> int:
+        """Stop the writer after it has written everything queued (idempotent); return the
+        number of rows that could not be written (0 when all are), each such row reported
+        in the log with the count and the error."""
         if self.closed:
-            return
+            return self.unwritten_rows
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
-        if self._pending:  # the writer died or timed out: write the rest here
-            self.flush()
+        if self._pending:  # the writer died, timed out or failed: try the rest here
+            try:
+                self.flush()
+            except Exception as exc:
+                log.error(
+                    "prediction log: writing at close failed: %s: %s", type(exc).__name__, exc
+                )
         self.closed = True
         atexit.unregister(self.close)
-        log.info(
-            "prediction log %s closed: %d rows in %d segments",
-            self.layout.dataset,
-            self.rows_written,
-            self.segments_written,
-        )
+        left = list(self._pending)
+        self.unwritten_rows = sum(len(e.rows) for e in left)
+        if self.unwritten_rows:
+            log.error(
+                "prediction log %s closed with %d answered rows of %d requests NOT written to "
+                "%s (%s); %d rows in %d segments were written",
+                self.layout.dataset,
+                self.unwritten_rows,
+                len(left),
+                self.directory,
+                self.failing or "writer stopped",
+                self.rows_written,
+                self.segments_written,
+            )
+        else:
+            log.info(
+                "prediction log %s closed: %d rows in %d segments",
+                self.layout.dataset,
+                self.rows_written,
+                self.segments_written,
+            )
+        return self.unwritten_rows
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - not on Linux
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on a folder
+        pass
+    finally:
+        os.close(fd)
 
 
 # --- reading -----------------------------------------------------------------------------------

@@ -289,6 +289,15 @@ class ServingRuntime:
     def model_version(self) -> str:
         return self.bundle.version
 
+    def admit(self) -> None:
+        """Refuse a new prediction (503 / UNAVAILABLE, before any scoring) while the prediction
+        log cannot take it: its queue is at the bound or writing fails (a full disk). Nothing
+        is answered that cannot be logged."""
+        if self.log is not None:
+            refusal = self.log.refusal()
+            if refusal is not None:
+                raise RequestError(ErrorCode.UNAVAILABLE, [("prediction log", refusal)])
+
     # --- predict on feature rows ------------------------------------------------------------
 
     def predict(
@@ -305,6 +314,7 @@ class ServingRuntime:
         A record may also give the entity key and event time (:attr:`ids`): they are logged as
         the prediction's key and event time and the key is echoed in the response."""
         started_ns = started_ns or time.perf_counter_ns()
+        self.admit()
         check_count(len(records), self.max_records)
         rows, ids = validate_feature_records(self.features, self.ids, records)
         scores = score(self.bundle, self.layout.matrix(rows))
@@ -401,6 +411,7 @@ class ServingRuntime:
         from ml_assets.features.online import online_features
 
         started_ns = started_ns or time.perf_counter_ns()
+        self.admit()
         check_count(len(records), self.max_records)
         rows = validate_records(self.entities, records)
         now = now or dt.datetime.now(dt.UTC)

@@ -54,12 +54,54 @@ def load_service(directory: Path) -> tuple[ServeConfig, FeatureSpec]:
         raise ServiceStartError(message) from exc
 
 
+def verify_model(config: ServeConfig, model_dir: str | Path, labels: dict[str, Any]) -> str:
+    """Check the model file in ``model_dir`` against the sha256 recorded with the registered
+    version (the Bento's config, else the BentoML model's label); :class:`ServiceStartError`
+    when it differs. Returns the file's sha256."""
+    import hashlib
+
+    from ml_assets.serve.runtime import MODEL_FILE
+
+    expected = config.model_sha256 or str(labels.get("model_sha256") or "")
+    path = Path(model_dir) / MODEL_FILE
+    with path.open("rb") as f:  # not ml_assets.registry: a worker imports no MLflow/Dagster
+        actual = hashlib.file_digest(f, "sha256").hexdigest()
+    if expected and actual != expected:
+        message = (
+            f"cannot start the prediction service: the model file {path} has sha256 {actual}, "
+            f"not the {expected} recorded with {config.dataset} model version "
+            f"{labels.get('model_version', '?')}: it was changed or corrupted after the build; "
+            "rebuild the Bento from the registry"
+        )
+        log.error("%s", message)
+        raise ServiceStartError(message)
+    if not expected:
+        log.warning("%s: no sha256 recorded for the model file: not verified", config.dataset)
+    return actual
+
+
+def verify_stored_model(config: ServeConfig) -> str | None:
+    """:func:`verify_model` on the served model in BentoML's model store; None when the store
+    does not have it (BentoML's own loading then fails, naming the tag)."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        stored = bentoml.models.get(config.resolved_model_tag)
+    except NotFound:
+        return None
+    return verify_model(config, stored.path, dict(stored.info.labels))
+
+
 def service_config(config: ServeConfig) -> dict[str, Any]:
     """``@bentoml.service`` settings: workers, a concurrency limit (over it: 503 at once), and
     no access log or tracing span on the prediction routes (they keep their own metrics and
     log)."""
     return {
         "workers": config.workers,
+        # loopback unless exposed on purpose (ML_ASSETS_SERVE_HOST; BentoML's own default is
+        # 0.0.0.0); `bentoml serve --host` still overrides it
+        "http": {"host": config.http_host},
         "traffic": {"timeout": 60, "max_concurrency": config.max_concurrency},
         "logging": {"access": {"enabled": True, "skip_paths": HOT_PATHS}},
         "tracing": {"sample_rate": 0.0, "excluded_urls": HOT_PATHS},
@@ -117,6 +159,7 @@ class Serving:
             layout_for(spec, bundle),
             config.resolved_log_dir(),
             flush_seconds=config.log_flush_seconds,
+            max_pending_rows=config.log_max_queued_rows,
         )
         runtime = ServingRuntime(
             spec,
@@ -136,22 +179,24 @@ class Serving:
                 port=config.grpc_port,
                 threads=config.grpc_threads,
                 max_message_bytes=config.max_body_bytes,
+                token=config.token,
             )
         log.info(
             "serving %s model v%s (%s) pid %d: HTTP %s, gRPC %s, prediction log %s, online "
-            "store %s, contract %s (%s), features %s; code %s",
+            "store %s, contract %s (%s), features %s; code %s; authentication %s",
             spec.dataset,
             bundle.version,
             model_tag,
             os.getpid(),
             MOUNT,
-            config.grpc_port if grpc_server else "off",
+            f"{config.grpc_host}:{config.grpc_port}" if grpc_server else "off",
             prediction_log.directory,
             _safe_url(url) if url else "none (set ML_ASSETS_ONLINE_URL)",
             contract.version,
             spec.contract.fingerprint(),
             spec.origin,
             Path(ml_assets.__file__).parent,
+            "bearer token" if config.token else "off",
         )
         # Background threads (log writer, gRPC) hand the GIL back to the event loop within
         # 1 ms instead of the default 5 ms: shorter stalls of the requests waiting for it.
@@ -164,22 +209,34 @@ class Serving:
         return cls(config, runtime, prediction_log, grpc_server)
 
     def ready(self) -> bool:
-        """Model loaded, log writer alive, gRPC up (when configured), not shutting down."""
+        """Model loaded, log writer alive and keeping up (queue under its bound, last write
+        succeeded), gRPC up (when configured), not shutting down."""
         grpc_ok = self.grpc_server is None or not self.grpc_server.stopped
-        return not self._closed and self.prediction_log.alive and grpc_ok
+        log_ok = self.prediction_log.alive and self.prediction_log.refusal() is None
+        return not self._closed and log_ok and grpc_ok
 
-    def close(self) -> None:
-        """Graceful stop: finish gRPC calls in flight, then write every queued prediction."""
+    def close(self, supervisor: int | None = None) -> int:
+        """Graceful stop: finish gRPC calls in flight, then write every queued prediction;
+        return how many answered rows could not be written (reported to ``supervisor``, the
+        ``bentoml serve`` pid, which then exits with an error: see
+        :mod:`ml_assets.serve.supervision`)."""
+        from ml_assets.serve import supervision
+
         with self._lock:
             if self._closed:
-                return
+                return 0
             self._closed = True
         if self.grpc_server is not None:
             self.grpc_server.stop()
-        self.prediction_log.close()
+        unwritten = self.prediction_log.close()
+        if unwritten and supervisor is not None:
+            supervision.report_unwritten(
+                supervisor, self.runtime.dataset, unwritten, self.prediction_log.failing
+            )
         store = self.runtime._store
         if store is not None:
             store.close()
+        return unwritten
 
 
 def _safe_url(url: str) -> str:
@@ -210,6 +267,7 @@ class WorkerApp(HttpApp):
             max_body_bytes=config.max_body_bytes,
             openapi=openapi_document,
             body_timeout=config.body_timeout_seconds,
+            token=config.token,
         )
 
     def attach(self, serving: Serving) -> None:

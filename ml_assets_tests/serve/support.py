@@ -4,7 +4,10 @@ serving bench uses them too) and are re-exported here; the rest are test-only. N
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +47,21 @@ __all__ = [
     "entity_records",
     "feature_records",
     "feature_table",
+    "fill",
     "free_port",
+    "listening_addresses",
     "proto_label",
     "proto_records",
     "seed_online_store",
     "serve_env",
     "server_home",
+    "server_processes",
+    "start_default_server",
     "start_server",
+    "tmpfs",
     "train_champion",
     "wait_until",
+    "worker_pids",
     "write_json",
 ]
 
@@ -69,3 +78,103 @@ def proto_label(value: Any) -> Any:
     """The Python value of a ``ml_assets.serving.v1.Value`` (None for null)."""
     kind = value.WhichOneof("kind")
     return None if kind in (None, "null_value") else getattr(value, kind)
+
+
+def start_default_server(
+    target: str,
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    cwd: Path | None = None,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    workers: int = 1,
+) -> ServerProcess:
+    """``bentoml serve <target>`` with NO bind address given (neither ``--host`` nor
+    ``ML_ASSETS_GRPC_HOST``): the Bento's own defaults decide where it listens (unlike
+    :func:`start_server`, which pins loopback)."""
+    http_port = http_port or free_port()
+    grpc_port = grpc_port or free_port()
+    full_env = {
+        **{k: v for k, v in env.items() if k not in ("ML_ASSETS_GRPC_HOST", "BENTOML_HOST")},
+        "ML_ASSETS_GRPC_PORT": str(grpc_port),
+        "ML_ASSETS_SERVE_WORKERS": str(workers),
+    }
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [str(BENTOML), "serve", target, "--port", str(http_port)],
+            env=full_env,
+            cwd=str(cwd) if cwd else None,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ServerProcess(proc, http_port, grpc_port, log_path, full_env)
+
+
+def server_processes(server: ServerProcess) -> list[Any]:
+    """The supervisor (``bentoml serve``) and its descendants, as psutil processes."""
+    import psutil
+
+    root = psutil.Process(server.proc.pid)
+    return [root, *root.children(recursive=True)]
+
+
+def worker_pids(server: ServerProcess) -> list[int]:
+    """The pids of the server's HTTP/gRPC worker processes (children running BentoML's worker
+    entry point)."""
+    import psutil
+
+    out = []
+    for p in psutil.Process(server.proc.pid).children(recursive=True):
+        try:
+            if any("_bentoml_impl.worker" in part for part in p.cmdline()):
+                out.append(p.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def listening_addresses(server: ServerProcess, port: int) -> set[str]:
+    """The local addresses the server's processes listen on at ``port`` (TCP; IPv4-mapped IPv6
+    addresses as their IPv4 address)."""
+    import psutil
+
+    found: set[str] = set()
+    for p in server_processes(server):
+        try:
+            conns = p.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        for c in conns:
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port:
+                # grpcio binds 127.0.0.1 on a dual-stack socket: ::ffff:127.0.0.1 is the same
+                found.add(c.laddr.ip.removeprefix("::ffff:"))
+    return found
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "1m") -> Iterator[Path]:
+    """A small tmpfs mounted at ``path`` (needs root), unmounted afterwards: a disk that fills."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Fill the filesystem of ``disk`` with one file until it refuses more (ENOSPC)."""
+    import errno
+
+    filler = disk / "filler.bin"
+    chunk = b"\0" * 4096
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(chunk)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    return filler

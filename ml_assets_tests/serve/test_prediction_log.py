@@ -129,3 +129,31 @@ def test_writer_failure_keeps_entries_queued(
     blocker.unlink()
     log.close()
     assert read_prediction_log("toy", DAY1.date(), DAY2, root=tmp_path).height == 2
+
+
+def test_bounded_queue_refuses_at_the_bound_and_while_writing_fails(tmp_path: Path) -> None:
+    """The queue grew without bound while nothing could be written; now it refuses new
+    predictions at its bound and while the last write failed, and a failed write leaves no
+    temporary file."""
+    log = PredictionLog(LAYOUT, tmp_path, flush_seconds=3600, max_pending_rows=100)
+    with log._flush_lock:  # the writer cannot write while we fill the queue
+        append(log, "a", DAY1, 60, keys=False)
+        assert log.refusal() is None
+        append(log, "b", DAY1, 60, keys=False)
+        assert log.refusal() == "the prediction log is 120 rows behind (limit 100)"
+    wait_until(lambda: log.pending_rows == 0, 30, what="the queue written")
+    assert log.refusal() is None
+    blocker = tmp_path / "toy" / f"date={DAY2.date().isoformat()}"
+    blocker.write_text("a file where the date folder should be")
+    append(log, "c", DAY2, 3, keys=False)
+    with pytest.raises(OSError):
+        log.flush()
+    refusal = log.refusal()
+    assert refusal is not None and refusal.startswith("the prediction log cannot be written")
+    assert log.pending_rows == 3 and not list(tmp_path.rglob("*.tmp"))
+    blocker.unlink()
+    assert log.close() == 0  # writable again: every answered row is written
+    assert (
+        read_prediction_log("toy", DAY1.date(), DAY2 + dt.timedelta(days=1), root=tmp_path).height
+        == 123
+    )
