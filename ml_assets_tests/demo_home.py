@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,5 +86,11 @@ def fresh_home_from(demo: Demo, home: Path) -> Path:
     """A new, empty home whose demo source is a copy of the demo's seeded one: the jobs can run
     there from scratch without seeding again, and without touching the demo's state."""
     home.mkdir(parents=True)
-    shutil.copy2(demo.home / "source.sqlite", home / "source.sqlite")
+    # SQLite's backup, not a file copy: the source is in WAL mode (its -wal file holds pages
+    # a copy of the main file alone would miss)
+    with (
+        closing(sqlite3.connect(demo.home / "source.sqlite")) as src,
+        closing(sqlite3.connect(home / "source.sqlite")) as dst,
+    ):
+        src.backup(dst)
     return home
