@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 
+from ml_assets_tests.demo_home import DEMO_TIMEOUT
+
 if TYPE_CHECKING:
     from ml_assets_tests.demo_home import Demo
 
@@ -19,6 +21,8 @@ POSTGRES_FIXTURES = frozenset({"pg_url", "fresh_pg_url"})
 UI_TESTS = Path(__file__).parent / "ui"
 DEMO_FIXTURE = "car_loan_demo"
 DEMO_GROUP = "demo"
+TEST_TIMEOUT = 900
+"""pyproject.toml's pytest-timeout, per test (setup, call and teardown)."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -31,7 +35,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     A test using ``car_loan_demo`` without ``pytest.mark.xdist_group("demo")`` is an error:
     under ``--dist loadgroup`` it could land on the other worker and run the 7-minute demo a
     second time (the mark is written, not added here, because xdist reads it in a hook of its
-    own whose order relative to this one is not promised).
+    own whose order relative to this one is not promised). Each such test gets the demo's time
+    on top of its own timeout: whichever runs first builds the demo in its setup.
     """
     unmarked = []
     for item in items:
@@ -41,8 +46,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if UI_TESTS in item.path.parents:
             item.add_marker(pytest.mark.ui)
         groups = {m.args[0] if m.args else None for m in item.iter_markers("xdist_group")}
-        if DEMO_FIXTURE in names and DEMO_GROUP not in groups:
-            unmarked.append(item.nodeid)
+        if DEMO_FIXTURE in names:
+            if DEMO_GROUP not in groups:
+                unmarked.append(item.nodeid)
+            # pytest-timeout counts fixture setup: the test that builds the shared demo runs
+            # the demo first (its own subprocess timeout, DEMO_TIMEOUT), then itself
+            item.add_marker(pytest.mark.timeout(DEMO_TIMEOUT + TEST_TIMEOUT))
     if unmarked:
         raise pytest.UsageError(
             f"these tests use {DEMO_FIXTURE} but are not marked "

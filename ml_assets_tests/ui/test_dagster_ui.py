@@ -270,6 +270,7 @@ def test_lineage_runs_from_the_bento_through_the_prediction_log_to_monitoring(
     page.close()
     page = _page(browser, f"{url}/assets/car_loan/monitoring?view=lineage&lineageScope=downstream")
     page.get_by_text("monitoring_summary", exact=True).first.wait_for()
+    assert not _exact(page, "champion")  # the loop back to training is the sensor's, not an edge
     page.close()
     # the README's picture: from the champion down to the monitoring summary
     page = _page(
@@ -321,6 +322,30 @@ def test_the_sensor_launched_retrain_promoted_v2(webserver: Webserver, browser: 
     page.get_by_text("Materialized in run").first.wait_for()
     expect(page.get_by_text("Materialized in run").first).to_contain_text(short)
     expect(page.get_by_text(re.compile(r"car_loan_service:v2-")).first).to_be_visible()
+    page.close()
+
+
+def test_the_model_links_to_mlflow_and_the_stages_show_their_checks(
+    webserver: Webserver, browser: Browser
+) -> None:
+    """The latest model (v2, the sensor's retrain): its metrics against the baseline, its
+    MLflow run, and the promotion gate's reason; the validated entity's data checks."""
+    url = webserver.url
+    page = _page(browser, f"{url}/assets/car_loan/model")
+    # metadata and check results load after the page: wait for the values themselves
+    page.get_by_text("http://127.0.0.1:5000/#/experiments/").first.wait_for()
+    body = page.inner_text("body")
+    assert "test_roc_auc" in body and "baseline_roc_auc" in body
+    page.close()
+    page = _page(browser, f"{url}/assets/car_loan/model?view=checks")
+    page.get_by_text("promotion_gate", exact=True).first.wait_for()
+    expect(page.get_by_text("roc_auc 0.").first).to_contain_text("vs champion")  # v2 vs v1
+    page.close()
+    page = _page(browser, f"{url}/assets/car_loan/validated_entity?view=checks")
+    page.get_by_text("quarantine_rate", exact=True).first.wait_for()
+    for check in ("schema_conformance", "primary_key_unique", "quarantine_rate", "null_rate"):
+        expect(page.get_by_text(check, exact=True).first).to_be_visible()
+    assert "Succeeded" in page.inner_text("body")
     page.close()
 
 
