@@ -283,6 +283,7 @@ def test_lineage_runs_from_the_bento_through_the_prediction_log_to_monitoring(
         assert _exact(page, asset), asset
     page.get_by_text("Hide navigation").click()
     expect(page.get_by_text("Latest event").first).to_be_visible()  # full nodes, not minimal
+    expect(page.get_by_text("Loading...", exact=True)).to_have_count(0, timeout=UI_TIMEOUT)
     page.wait_for_timeout(1500)  # the graph re-centres once the navigation is hidden
     page.screenshot(path=str(shots / "lineage.png"))
     assert 20_000 < (shots / "lineage.png").stat().st_size < 300_000
