@@ -1,9 +1,11 @@
 """What ``ml-assets demo`` prints: a short summary on stdout, the detail in a log file.
 
 The slow tests run the real CLI in a subprocess (one dataset, a fresh ``ML_ASSETS_HOME``, no
-``DAGSTER_HOME``) and compare the structure of its stdout with a known-good transcript,
-``data/demo_transcript.txt``: paths, hashes and numbers are masked (:func:`mask`), so a new
-timing or metric does not break it but a new, missing or reordered line does. To refresh the
+``DAGSTER_HOME``): the demo is the session's shared ``car_loan_demo`` (``conftest.py``, run once
+for these tests and the Dagster UI's). They compare the structure of its stdout with a
+known-good transcript, ``data/demo_transcript.txt``: paths, hashes and numbers are masked
+(:func:`mask`), so a new timing or metric does not break it but a new, missing or reordered
+line does. To refresh the
 transcript after a deliberate change of the output, run the demo the same way and write
 ``mask(stdout)`` to the file. The fast tests drive :mod:`ml_assets.progress` with stand-ins.
 """
@@ -14,8 +16,6 @@ import difflib
 import io
 import logging
 import re
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,10 +24,11 @@ import polars as pl
 import pytest
 
 from ml_assets.progress import JobProgress, check_lines, failure_lines, with_file_logger
-from ml_assets.settings import child_env
+from ml_assets_tests.demo_home import Demo, cli, fresh_home_from
 
 TRANSCRIPT = Path(__file__).parent / "data" / "demo_transcript.txt"
-CLI = Path(sys.executable).parent / "ml-assets"
+# The shared demo (conftest.py): every test reading it runs on the worker that built it.
+ON_THE_DEMO = pytest.mark.xdist_group("demo")
 
 # Order matters: URLs and paths first (they contain digits), then hashes, then numbers.
 MASKS = [
@@ -53,33 +54,19 @@ def mask(text: str) -> list[str]:
     return lines
 
 
-def cli(home: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``ml-assets ARGV`` with only ``home`` as state: no ``DAGSTER_HOME``, telemetry off."""
-    environ = child_env(drop_prefixes=("ML_ASSETS_", "DAGSTER_", "MLFLOW_"))
-    environ.update(ML_ASSETS_HOME=str(home), **env)
-    return subprocess.run(
-        [str(CLI), *argv], capture_output=True, text=True, env=environ, timeout=1800
-    )
-
-
 def log_path(stdout: str) -> Path:
     found = re.search(r"^log: (\S+)", stdout, re.MULTILINE)
     assert found, stdout
     return Path(found.group(1))
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    home = tmp_path_factory.mktemp("cli_output") / "home"
-    return home, cli(home, "demo", "car_loan")
-
-
 # --- the real demo -------------------------------------------------------------------------
 
 
+@ON_THE_DEMO
 @pytest.mark.slow
-def test_demo_output_matches_the_transcript(demo) -> None:
-    _, out = demo
+def test_demo_output_matches_the_transcript(car_loan_demo: Demo) -> None:
+    out = car_loan_demo.out
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     got, want = mask(out.stdout), TRANSCRIPT.read_text(encoding="utf-8").splitlines()
     diff = "\n".join(difflib.unified_diff(want, got, "transcript", "stdout", lineterm=""))
@@ -88,9 +75,10 @@ def test_demo_output_matches_the_transcript(demo) -> None:
     assert out.stderr == ""  # Dagster's events, logs and warnings all went to the log file
 
 
+@ON_THE_DEMO
 @pytest.mark.slow
-def test_demo_log_file_has_the_detail(demo) -> None:
-    home, out = demo
+def test_demo_log_file_has_the_detail(car_loan_demo: Demo) -> None:
+    home, out = car_loan_demo.home, car_loan_demo.out
     path = log_path(out.stdout)
     assert path.parent == home / "logs"
     assert f"log file:         {path}" in out.stdout  # named again in the closing summary
@@ -125,9 +113,12 @@ def _home_state(home: Path):
     return conf, dataset, lake, results, instance
 
 
+@ON_THE_DEMO
 @pytest.mark.slow
 @pytest.mark.serve
-def test_the_demo_replay_detects_the_shift_retrains_once_and_serves_the_new_champion(demo):
+def test_the_demo_replay_detects_the_shift_retrains_once_and_serves_the_new_champion(
+    car_loan_demo: Demo,
+) -> None:
     """Expectations from NannyML's description of the car-loan data (the shift starts at the end
     of March 2019; STACK_NOTES: reconstruction error flags the later chunks), not from the code:
     under the first champion the inputs' reconstruction error alerts in every shifted week and
@@ -136,7 +127,7 @@ def test_the_demo_replay_detects_the_shift_retrains_once_and_serves_the_new_cham
     known (a stable-period incident that recovered before its labels came launches nothing);
     the challenger is promoted and its Bento served, and the weeks after it are monitored
     against the new champion."""
-    home, out = demo
+    home, out = car_loan_demo.home, car_loan_demo.out
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     conf, dataset, _, results, instance = _home_state(home)
     recon = results.filter(calculator="multivariate_drift").sort("partition")
@@ -173,9 +164,13 @@ def test_the_demo_replay_detects_the_shift_retrains_once_and_serves_the_new_cham
     assert re.search(r"serving car_loan_service:v2-\S+ from ", out.stdout), out.stdout
 
 
+@ON_THE_DEMO
 @pytest.mark.slow
-def test_verbose_shows_every_partition(demo) -> None:
-    home, _ = demo  # seeded by the demo: run the jobs again, verbosely
+def test_verbose_shows_every_partition(car_loan_demo: Demo, tmp_path: Path) -> None:
+    # The jobs, verbosely, in a home of their own seeded with a copy of the demo's source: run
+    # in the demo's home they would train v3 and re-score every week under the tests (and the
+    # Dagster UI) that read the replay's state.
+    home = fresh_home_from(car_loan_demo, tmp_path / "home")
     out = cli(home, "run", "--verbose", "car_loan")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     console = out.stdout + out.stderr
