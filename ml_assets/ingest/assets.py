@@ -1,5 +1,9 @@
 """Raw assets: one per source table of each contract, time-partitioned, loaded incrementally."""
 
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import dagster as dg
 import polars as pl
 import sqlalchemy as sa
@@ -9,6 +13,8 @@ from ml_assets.contracts.model import Contract
 from ml_assets.dataset import Dataset
 from ml_assets.ingest.sql import engine_for, raw_schema, read_window, to_naive_utc
 from ml_assets.storage import LAKE_IO, Chunks, Lake, column_schema, schema_hash
+
+T = TypeVar("T")
 
 
 class SqlSource(dg.ConfigurableResource):
@@ -20,12 +26,53 @@ class SqlSource(dg.ConfigurableResource):
 
     url: str | None = None
     chunk_rows: int = 100_000
+    outage_retries: int = 4
+    """How often a partition's read is retried when the source is down (unreachable, or the
+    connection dropped mid-read): a transient outage does not fail the run."""
+    outage_backoff_seconds: float = 2.0
+    """The first wait before a retry; each next one doubles (2, 4, 8, 16 s by default)."""
 
     def engine(self, contract: Contract) -> sa.Engine:
         url = self.url or settings.current().source_url_for(
             contract.source.url_env, contract.source.url
         )
         return engine_for(url)
+
+
+def reachable(engine: sa.Engine) -> bool:
+    """Whether the database answers a trivial query now."""
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return True
+    except sa.exc.DBAPIError:
+        return False
+
+
+def with_outage_retries(
+    read: Callable[[], T], engine: sa.Engine, source: SqlSource, log: Any, what: str
+) -> T:
+    """``read()``, retried with doubling waits while the failure is an outage of the source.
+
+    A database error is an outage when the connection was lost or the database does not answer
+    ``SELECT 1`` afterwards; any other error (a missing table, a bad query) fails at once, and
+    so does an outage that outlasts :attr:`SqlSource.outage_retries` retries. ``read`` must be
+    safe to repeat (a partition's write to the lake is atomic)."""
+    for attempt in range(source.outage_retries + 1):
+        try:
+            return read()
+        except sa.exc.DBAPIError as exc:
+            outage = exc.connection_invalidated or not reachable(engine)
+            if not outage or attempt == source.outage_retries:
+                raise
+            wait = source.outage_backoff_seconds * 2**attempt
+            log.warning(
+                f"{what}: the source is down ({type(exc.orig).__name__}: "
+                f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}); retry "
+                f"{attempt + 1} of {source.outage_retries} in {wait:g} s"
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 class _WindowStats:
@@ -82,20 +129,26 @@ def build_raw_asset(dataset: Dataset, role: str) -> dg.AssetsDefinition:
         hashes = set()
         for i, pk in enumerate(keys, 1):
             start, end = partitions.window(pk)
-            stats = _WindowStats(table.time_column)
-            chunks = Chunks(
-                read_window(
-                    engine,
-                    table,
-                    to_naive_utc(start),
-                    to_naive_utc(end),
-                    source.chunk_rows,
-                    timezone=partitions.timezone,
-                ),
-                empty_schema=raw_schema(table),
-                on_chunk=stats,
+
+            def land(pk: str = pk, start: Any = start, end: Any = end) -> tuple[dict, Any]:
+                stats = _WindowStats(table.time_column)  # afresh on a retry
+                chunks = Chunks(
+                    read_window(
+                        engine,
+                        table,
+                        to_naive_utc(start),
+                        to_naive_utc(end),
+                        source.chunk_rows,
+                        timezone=partitions.timezone,
+                    ),
+                    empty_schema=raw_schema(table),
+                    on_chunk=stats,
+                )
+                return lake.write(context.asset_key, pk, chunks), stats
+
+            written, stats = with_outage_retries(
+                land, engine, source, context.log, f"{source_name} {pk}"
             )
-            written = lake.write(context.asset_key, pk, chunks)
             per_partition[pk] = written["rows"]
             hashes.add(written["schema_hash"])
             if stats.low is not None:
