@@ -451,6 +451,32 @@ def _readable(annotation: Any, value: Any) -> Any:
         return None
 
 
+_WRITES = re.compile(
+    r"\b(insert|update|delete|merge|upsert|drop|alter|create|truncate|grant|revoke|copy|"
+    r"call|execute|vacuum|attach|detach|pragma)\b",
+    re.IGNORECASE,
+)
+
+
+def query_problems(query: str) -> list[str]:
+    """A contract's ``query`` must be ONE read-only SELECT (or WITH ... SELECT): the platform
+    wraps it as a subquery, and a source's credentials should be read-only anyway. Comments and
+    quoted text and identifiers are ignored when looking for statements and writes (a column
+    named like a write keyword, ``update`` say, must be quoted)."""
+    text = re.sub(r"--[^\n]*|/\*.*?\*/", " ", query, flags=re.S)
+    text = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", text)
+    body = text.strip().rstrip(";").strip()
+    out = []
+    if ";" in body:
+        out.append("query must be a single statement (no ';' inside it)")
+    first = body.split(None, 1)[0].lower() if body else ""
+    if first not in ("select", "with"):
+        out.append(f"query must be a SELECT (or WITH ... SELECT), not {first.upper() or 'empty'}")
+    elif found := _WRITES.search(body):
+        out.append(f"query must only read: it contains {found.group(1).upper()}")
+    return out
+
+
 def table_problems(t: TableView) -> list[Problem]:
     """The rules across a table's fields: source, column names, key and time column."""
     out: list[Problem] = []
@@ -459,6 +485,8 @@ def table_problems(t: TableView) -> list[Problem]:
         out.append(
             (("query",) if t.query is not None else (), "give exactly one of 'table' or 'query'")
         )
+    if t.query is not None:
+        out += [(("query",), m) for m in query_problems(t.query)]
     if t.table is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", t.table):
         out.append((("table",), f"table name {t.table!r} is not a plain SQL identifier"))
     if t.columns is None:

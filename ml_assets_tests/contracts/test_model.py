@@ -695,3 +695,28 @@ def test_source_columns_are_found_by_name_snake_case_or_declared_source() -> Non
     assert table.ambiguous_columns(["Occupation", "OCCUPATION"]) == {
         "occupation": ["Occupation", "OCCUPATION"]
     }
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("SELECT * FROM a; DROP TABLE a", "query must be a single statement"),
+        ("DELETE FROM a", "query must be a SELECT (or WITH ... SELECT), not DELETE"),
+        ("WITH d AS (DELETE FROM a RETURNING *) SELECT * FROM d", "it contains DELETE"),
+        ("SELECT * FROM a /* ; */ ; INSERT INTO b VALUES (1)", "single statement"),
+    ],
+)
+def test_a_query_must_be_one_read_only_select(query: str, message: str) -> None:
+    from ml_assets_tests import census
+
+    text = census.CONTRACT.replace("  table: census_people\n", f"  query: {query!r}\n")
+    with pytest.raises(ContractError, match=re.escape(message)):
+        parse_contract(text, "census.yaml")
+
+
+def test_a_select_with_semicolons_in_text_and_comments_is_accepted() -> None:
+    from ml_assets_tests import census
+
+    query = "SELECT *, 'a; DROP' AS note FROM census_people -- ; delete\n;"
+    text = census.CONTRACT.replace("  table: census_people\n", f"  query: {query!r}\n")
+    assert parse_contract(text, "census.yaml").entity.query == query
