@@ -8,6 +8,8 @@ mid-write leaves the previous version of the partition intact and readers never 
 import hashlib
 import itertools
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -75,6 +77,86 @@ class Chunks:
             yield frame
 
 
+TEMP_OWNER = f"{socket.gethostname()}-{os.getpid()}"
+"""Who writes a temporary lake file (host and pid, in its name), so a later write can tell a
+killed writer's leftovers from a live writer's file."""
+STALE_TEMP_SECONDS = 24 * 3600
+"""A temporary file of another host (or on object storage) this old is a leftover."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(target: UPath) -> list[str]:
+    """Delete the temporary files of ``target`` whose writer is gone: a process of this host
+    that no longer runs, or (another host's, or one without an owner) older than
+    :data:`STALE_TEMP_SECONDS`. Returns the names removed."""
+    import time
+
+    removed = []
+    prefix = f".{target.name}."
+    host = socket.gethostname()
+    try:
+        candidates = [p for p in target.parent.iterdir() if p.name.startswith(prefix)]
+    except FileNotFoundError:
+        return removed
+    for path in candidates:
+        if not path.name.endswith(".tmp"):
+            continue
+        owner = path.name[len(prefix) :].split(".", 1)[0]
+        who, _, pid = owner.rpartition("-")
+        if who == host and pid.isdigit():
+            stale = not _alive(int(pid))
+        else:
+            try:
+                mtime = path.stat().st_mtime
+            except (FileNotFoundError, AttributeError):
+                continue
+            stale = time.time() - mtime > STALE_TEMP_SECONDS
+        if stale:
+            try:
+                path.unlink()
+                removed.append(path.name)
+                log.info("removed %s, left by a writer that is gone", path)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+@dataclass
+class LakeBatch:
+    """Partition files staged by :meth:`Lake.write` and renamed into place together."""
+
+    staged: list[tuple[UPath, UPath]] = field(default_factory=list)
+
+    def commit(self) -> None:
+        for tmp, target in self.staged:
+            tmp.rename(target)
+        self.staged.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self.staged:
+            if tmp.exists():
+                tmp.unlink()
+        self.staged.clear()
+
+    def __enter__(self) -> "LakeBatch":
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
 class Lake(dg.ConfigurableResource):
     """Where assets' partitions live: a local folder by default, any fsspec URL (``s3://...``)."""
 
@@ -91,11 +173,23 @@ class Lake(dg.ConfigurableResource):
     def exists(self, asset_key: dg.AssetKey, partition: str | None) -> bool:
         return self.path(asset_key, partition).exists()
 
-    def write(self, asset_key: dg.AssetKey, partition: str | None, data: Any) -> dict[str, Any]:
-        """Write a DataFrame, LazyFrame or Chunks atomically; return rows and schema hash."""
+    def write(
+        self,
+        asset_key: dg.AssetKey,
+        partition: str | None,
+        data: Any,
+        batch: LakeBatch | None = None,
+    ) -> dict[str, Any]:
+        """Write a DataFrame, LazyFrame or Chunks atomically; return rows and schema hash.
+
+        With ``batch`` the file is only staged: :meth:`LakeBatch.commit` renames every staged
+        file of a run into place at the end, so a run over a range of partitions that fails
+        part-way changes no partition (the lake keeps agreeing with the catalog). Temporary
+        files a killed writer left behind for this partition are removed first."""
         target = self.path(asset_key, partition)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        remove_stale_temps(target)
+        tmp = target.with_name(f".{target.name}.{TEMP_OWNER}.{uuid.uuid4().hex}.tmp")
         try:
             if isinstance(data, pl.LazyFrame):
                 data = data.collect(engine="streaming")
@@ -110,12 +204,21 @@ class Lake(dg.ConfigurableResource):
                     f"the lake stores polars frames or Chunks, not {type(data).__name__}"
                 )
             # The rename is the commit point: until here the old partition is untouched.
-            tmp.rename(target)
+            if batch is None:
+                tmp.rename(target)
+            else:
+                batch.staged.append((tmp, target))
         except BaseException:
             if tmp.exists():
                 tmp.unlink()
             raise
         return {"rows": rows, "schema_hash": schema_hash(schema), "path": str(target)}
+
+    def batch(self) -> LakeBatch:
+        """A batch of partition writes committed together (``with lake.batch() as b:`` then
+        ``lake.write(..., batch=b)``): all renamed into place when the block ends cleanly,
+        none when it raises."""
+        return LakeBatch()
 
     def _write_chunks(self, tmp: UPath, chunks: Chunks) -> tuple[int, pl.Schema]:
         writer: pq.ParquetWriter | None = None

@@ -127,34 +127,36 @@ def build_raw_asset(dataset: Dataset, role: str) -> dg.AssetsDefinition:
         per_partition: dict[str, int] = {}
         low = high = None
         hashes = set()
-        for i, pk in enumerate(keys, 1):
-            start, end = partitions.window(pk)
+        # a range is committed together: a run that fails part-way changes no partition
+        with lake.batch() as batch:
+            for i, pk in enumerate(keys, 1):
+                start, end = partitions.window(pk)
 
-            def land(pk: str = pk, start: Any = start, end: Any = end) -> tuple[dict, Any]:
-                stats = _WindowStats(table.time_column)  # afresh on a retry
-                chunks = Chunks(
-                    read_window(
-                        engine,
-                        table,
-                        to_naive_utc(start),
-                        to_naive_utc(end),
-                        source.chunk_rows,
-                        timezone=partitions.timezone,
-                    ),
-                    empty_schema=raw_schema(table),
-                    on_chunk=stats,
+                def land(pk: str = pk, start: Any = start, end: Any = end) -> tuple[dict, Any]:
+                    stats = _WindowStats(table.time_column)  # afresh on a retry
+                    chunks = Chunks(
+                        read_window(
+                            engine,
+                            table,
+                            to_naive_utc(start),
+                            to_naive_utc(end),
+                            source.chunk_rows,
+                            timezone=partitions.timezone,
+                        ),
+                        empty_schema=raw_schema(table),
+                        on_chunk=stats,
+                    )
+                    return lake.write(context.asset_key, pk, chunks, batch=batch), stats
+
+                written, stats = with_outage_retries(
+                    land, engine, source, context.log, f"{source_name} {pk}"
                 )
-                return lake.write(context.asset_key, pk, chunks), stats
-
-            written, stats = with_outage_retries(
-                land, engine, source, context.log, f"{source_name} {pk}"
-            )
-            per_partition[pk] = written["rows"]
-            hashes.add(written["schema_hash"])
-            if stats.low is not None:
-                low = stats.low if low is None or stats.low < low else low
-                high = stats.high if high is None or stats.high > high else high
-            context.log.info(f"[{i}/{len(keys)}] {source_name} {pk}: {written['rows']} rows")
+                per_partition[pk] = written["rows"]
+                hashes.add(written["schema_hash"])
+                if stats.low is not None:
+                    low = stats.low if low is None or stats.low < low else low
+                    high = stats.high if high is None or stats.high > high else high
+                context.log.info(f"[{i}/{len(keys)}] {source_name} {pk}: {written['rows']} rows")
         total = sum(per_partition.values())
         return dg.MaterializeResult(
             metadata={

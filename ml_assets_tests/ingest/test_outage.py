@@ -127,3 +127,28 @@ def test_an_error_that_is_not_an_outage_fails_at_once(fresh_pg_url: str, tmp_pat
     result, down = _ingest(fresh_pg_url, tmp_path, parse_contract(missing, "census.yaml"))
     assert not result.success
     assert down == []  # the database answers: a missing table is not waited for
+
+
+def test_a_range_run_that_fails_part_way_changes_no_partition(fresh_pg_url: str, tmp_path) -> None:
+    """A run over ten yearly partitions whose read fails at the sixth (PostgreSQL raises
+    "division by zero" only for the 2020 rows of this query) leaves the five partitions it had
+    already read as they were: the lake still agrees with the catalog, which records no
+    materialization for a failed run. No temporary file is left."""
+    from ml_assets.contracts import parse_contract
+
+    census.seed(fresh_pg_url)
+    first, _ = _ingest(fresh_pg_url, tmp_path, census.contract())
+    assert first.success
+    lake = Lake(base_path=str(tmp_path / "lake"))
+    raw = dg.AssetKey(["census", "raw_entity"])
+    keys: list[str] = Dataset.build(census.contract()).partitions.keys()
+    before = {k: lake.path(raw, k).read_bytes() for k in keys}
+    query = '"SELECT *, 1 / (year - 2020) AS boom FROM census_people"'
+    boom = census.CONTRACT.replace("  table: census_people\n", f"  query: {query}\n")
+    failed, _ = _ingest(fresh_pg_url, tmp_path, parse_contract(boom, "census.yaml"))
+    assert not failed.success
+    [failure] = [e for e in failed.all_events if e.is_step_failure]
+    assert "division by zero" in str(failure.step_failure_data.error)
+    assert {k: lake.path(raw, k).read_bytes() for k in keys} == before
+    folder = tmp_path / "lake" / "census" / "raw_entity"
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
