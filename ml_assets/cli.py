@@ -78,6 +78,57 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+OWNER_TAG = "ml_assets/owner"
+"""Tag of an in-process run: the host and pid of the process running it."""
+
+
+def run_owner() -> str:
+    import socket
+
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_runs(instance: Any) -> list[str]:
+    """Mark failed the runs this host's killed processes left STARTED (or STARTING).
+
+    An in-process run lives and dies with the process that executes it: killed (SIGKILL, OOM),
+    it can never report its end, and Dagster's run monitoring cannot see it (the default run
+    launcher has no worker health check). Each run :func:`execute` starts is tagged with its
+    owner (host and pid); a run of this host whose owner no longer runs is reported failed,
+    naming it. Returns the run ids marked."""
+    import socket
+
+    import dagster as dg
+
+    host = socket.gethostname()
+    statuses = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]
+    marked = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=statuses)):
+        who, _, pid = run.tags.get(OWNER_TAG, "").rpartition("-")
+        if who != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        instance.report_run_failed(
+            run,
+            message=f"the process running it (pid {pid} on {host}) is gone: it was killed or "
+            "crashed before the run could end",
+        )
+        marked.append(run.run_id)
+        log.warning(
+            "run %s of %s: its process %s is gone; marked failed", run.run_id, run.job_name, pid
+        )
+    return marked
+
+
 def execute(
     job_name: str,
     instance=None,
@@ -100,7 +151,7 @@ def execute(
 
     view = view or RunView()
     job = defs.resolve_job_def(job_name)
-    run_tags = dict(tags or {})
+    run_tags = {**(tags or {}), OWNER_TAG: run_owner()}
     partition_key = None
     if job.partitions_def is not None:
         keys = partitions or job.partitions_def.get_partition_keys()
@@ -110,6 +161,7 @@ def execute(
             run_tags["dagster/asset_partition_range_start"] = keys[0]
             run_tags["dagster/asset_partition_range_end"] = keys[-1]
     instance = instance or dg.DagsterInstance.get()
+    reap_dead_runs(instance)
     show_bar = bar and not view.verbose and is_terminal(sys.stdout)
     progress = JobProgress(job_name, steps=len(job.nodes), stream=sys.stdout, show_bar=show_bar)
     handlers = [h for h in (view.file_handler, progress) if h is not None]

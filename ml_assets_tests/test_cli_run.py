@@ -305,3 +305,69 @@ def test_the_documented_dagster_cli_command_runs_a_partition_range(
         run.job_name == "survey_pipeline"
         and run.tags["dagster/asset_partition_range_end"] == "2019-04-01"
     )
+
+
+@pytest.mark.slow
+def test_a_run_whose_process_was_killed_is_marked_failed_by_the_next_command(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """``ml-assets run`` SIGKILLed while its pipeline run is STARTED: the run cannot report its
+    end and stays STARTED; the next command that runs a job marks it failed, naming the dead
+    process, and runs its own job."""
+    import signal
+    import time
+
+    from dagster._core.instance.ref import InstanceRef
+
+    env = _home(tmp_path, monkeypatch)
+    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    environ = child_env(drop_prefixes=("ML_ASSETS_", "DAGSTER_", "MLFLOW_"))
+    environ.update(env)
+    cli = Path(sys.executable).parent / "ml-assets"
+    proc = subprocess.Popen(
+        [str(cli), "run", "survey", "--only", "pipeline"],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(env["DAGSTER_HOME"]))
+    started = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+    deadline = time.monotonic() + 300
+    try:
+        while not instance.get_runs(filters=started) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [killed] = instance.get_runs(filters=started)
+    assert killed.tags["ml_assets/owner"].endswith(f"-{proc.pid}")
+
+    again = subprocess.run(
+        [
+            str(cli),
+            "run",
+            "survey",
+            "--only",
+            "pipeline",
+            "--from",
+            "2019-01-01",
+            "--to",
+            "2019-01-01",
+        ],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    run = instance.get_run_by_id(killed.run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
+    failure = [
+        e.dagster_event.message or e.user_message
+        for e in instance.all_logs(killed.run_id)
+        if e.dagster_event is not None and e.dagster_event.is_run_failure
+    ]
+    assert failure and f"pid {proc.pid}" in failure[0] and "is gone" in failure[0], failure
