@@ -63,7 +63,7 @@ def _zipf_codes(rng: np.random.Generator, rows: int, cardinality: int) -> np.nda
 
 def categorical_frame(rows: int = 140_000, seed: int = 0) -> pl.DataFrame:
     """The dataset: ``event_time`` (one row a minute), the 15 categoricals (strings), the
-    numerics and ``label`` (0/1, about a quarter positive)."""
+    numerics and ``label`` (0/1, about a fifth positive)."""
     # The effects come from their own generator, so they are the same whatever ``rows``:
     # a small sample (a test's) and the full benchmark share one underlying structure.
     effects_rng = np.random.default_rng([seed, 1])

@@ -58,7 +58,7 @@ class TrainConfig(dg.Config):
     Each tree tries combining every categorical it splits on with every other one, computing
     the combination's target statistics over all training rows: with many categoricals that
     was most of the training time (issue 10: minutes for 140k rows x 15 categoricals). Pairs
-    keep the interactions that matter (1, no combinations, lost 0.015 ROC AUC there)."""
+    keep the interactions that matter (1, no combinations, lost 0.018 ROC AUC there)."""
     simple_ctr: list[str] | None = ["Borders:Prior=0.5/1", "Counter"]
     """Target statistics per categorical feature: the smoothed target mean with one prior,
     and the value's frequency. CatBoost's default (None) computes the mean with three priors,
@@ -75,9 +75,10 @@ class TrainConfig(dg.Config):
         set has at least :data:`CATEGORICAL_HEAVY` categorical features, 0.08 otherwise. Each
         boosting round costs several times more there (target statistics of the categoricals
         and their pairs), and at 0.08 a 140k-row, 15-categorical set had not converged in 500
-        rounds; 0.2 reached the same held-out ROC AUC in about half the rounds. On the bundled
-        datasets (1-3 categoricals, converging well within 500 rounds at 0.08) 0.2 cost 0.7%
-        of RMSE / macro F1, so they keep 0.08 (BENCHMARKS.md, "Categorical-heavy training").
+        rounds; 0.2 came within 0.0015 held-out ROC AUC of it in about half the rounds. On the
+        bundled datasets (1-3 categoricals, converging well within 500 rounds at 0.08) 0.2 cost
+        about 0.8% of RMSE / macro F1, so they keep 0.08 (BENCHMARKS.md, "Categorical-heavy
+        training").
         """
         fields = self.model_dump(exclude=set(NOT_CATBOOST))
         if fields["learning_rate"] is None:
