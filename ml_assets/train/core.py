@@ -170,7 +170,9 @@ def fit(split: Split, problem: Problem, config: TrainConfig):
     """Fit CatBoost with early stopping on the validation set. Same inputs, same model."""
     from catboost import Pool
 
-    model = problem.kind.estimator(**config.catboost_params())
+    model = problem.kind.estimator(
+        **config.catboost_params(categorical_features=len(problem.categorical))
+    )
     train = Pool(
         to_pool_frame(split.train, problem),
         _labels(split.train, problem),
