@@ -115,6 +115,7 @@ def test_validation_turns_stored_years_into_datetimes_and_quarantines_what_names
             "age": [30, 30, 30, 30],
             "hours": [40.0, 40.0, 40.0, 40.0],
             "sector": ["farming"] * 4,
+            "occupation": ["occ_01"] * 4,
         }
     )
     valid, quarantined, report = split_valid(raw, table, timezone="Europe/Amsterdam")
