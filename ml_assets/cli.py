@@ -505,6 +505,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ok = True
     beside = None
     if replayed and others:
+        from ml_assets.registry.tracking import MlflowTracking
+
+        # both processes use one MLflow store: create and migrate it once, before they start
+        MlflowTracking().prepare()
         # the others run in a process of their own beside the replay; their lines follow its
         beside = _start_others(others, args.verbose)
         others = []

@@ -165,6 +165,13 @@ class MlflowTracking(dg.ConfigurableResource):
         uri = self.resolved_tracking_uri()
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
+    def prepare(self) -> None:
+        """Create (and migrate) the tracking store now. MLflow migrates a new SQL store on first
+        use, and two processes doing that at once on one SQLite file collide (alembic: "Online
+        migration expected to match one row"): call this once before starting processes that
+        share the store."""
+        self.client().search_experiments(max_results=1)
+
     def experiment_id(self, name: str) -> str:
         client = self.client()
         exp = client.get_experiment_by_name(name)
