@@ -79,23 +79,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 OWNER_TAG = "ml_assets/owner"
-"""Tag of an in-process run: the host and pid of the process running it."""
-
-
-def run_owner() -> str:
-    import socket
-
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+"""Tag of an in-process run: the host and pid of the process running it
+(:data:`ml_assets.storage.TEMP_OWNER`)."""
 
 
 def reap_dead_runs(instance: Any) -> list[str]:
@@ -106,17 +91,17 @@ def reap_dead_runs(instance: Any) -> list[str]:
     launcher has no worker health check). Each run :func:`execute` starts is tagged with its
     owner (host and pid); a run of this host whose owner no longer runs is reported failed,
     naming it. Returns the run ids marked."""
-    import socket
-
     import dagster as dg
 
-    host = socket.gethostname()
+    from ml_assets.storage import owner_gone
+
     statuses = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]
     marked = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=statuses)):
-        who, _, pid = run.tags.get(OWNER_TAG, "").rpartition("-")
-        if who != host or not pid.isdigit() or _alive(int(pid)):
+        owner = run.tags.get(OWNER_TAG, "")
+        if not owner_gone(owner):
             continue
+        host, _, pid = owner.rpartition("-")
         instance.report_run_failed(
             run,
             message=f"the process running it (pid {pid} on {host}) is gone: it was killed or "
@@ -151,7 +136,9 @@ def execute(
 
     view = view or RunView()
     job = defs.resolve_job_def(job_name)
-    run_tags = {**(tags or {}), OWNER_TAG: run_owner()}
+    from ml_assets.storage import TEMP_OWNER
+
+    run_tags = {**(tags or {}), OWNER_TAG: TEMP_OWNER}
     partition_key = None
     if job.partitions_def is not None:
         keys = partitions or job.partitions_def.get_partition_keys()

@@ -84,14 +84,19 @@ STALE_TEMP_SECONDS = 24 * 3600
 """A temporary file of another host (or on object storage) this old is a leftover."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def owner_gone(owner: str) -> bool:
+    """Whether the process an owner string (``<host>-<pid>``, :data:`TEMP_OWNER`'s form) names
+    ran on this host and no longer runs; False for another host's or an unreadable owner."""
+    host, _, pid = owner.rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
         return False
-    except PermissionError:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
         return True
-    return True
+    except PermissionError:
+        return False
+    return False
 
 
 def remove_stale_temps(target: UPath) -> list[str]:
@@ -111,9 +116,8 @@ def remove_stale_temps(target: UPath) -> list[str]:
         if not path.name.endswith(".tmp"):
             continue
         owner = path.name[len(prefix) :].split(".", 1)[0]
-        who, _, pid = owner.rpartition("-")
-        if who == host and pid.isdigit():
-            stale = not _alive(int(pid))
+        if owner.rpartition("-")[0] == host:
+            stale = owner_gone(owner)
         else:
             try:
                 mtime = path.stat().st_mtime

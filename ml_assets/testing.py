@@ -359,20 +359,26 @@ def start_server(
     http_port: int | None = None,
     grpc_port: int | None = None,
     workers: int = 1,
+    loopback: bool = True,
 ) -> ServerProcess:
     """Start ``bentoml serve <target>`` (a Bento tag, or ``service:PredictionService`` in
-    ``cwd``) in a session of its own, output to ``log_path``; it is not yet ready."""
+    ``cwd``) in a session of its own, output to ``log_path``; it is not yet ready.
+
+    ``loopback``: pin both protocols to 127.0.0.1; False gives no bind address at all
+    (neither ``--host`` nor ``ML_ASSETS_GRPC_HOST``), so the Bento's own defaults decide."""
     http_port = http_port or free_port()
     grpc_port = grpc_port or free_port()
+    unset = () if loopback else ("ML_ASSETS_GRPC_HOST", "BENTOML_HOST")
     full_env = {
-        **env,
+        **{k: v for k, v in env.items() if k not in unset},
         "ML_ASSETS_GRPC_PORT": str(grpc_port),
-        "ML_ASSETS_GRPC_HOST": "127.0.0.1",
+        **({"ML_ASSETS_GRPC_HOST": "127.0.0.1"} if loopback else {}),
         "ML_ASSETS_SERVE_WORKERS": str(workers),
     }
+    host = ["--host", "127.0.0.1"] if loopback else []
     log_file = log_path.open("w")
     proc = subprocess.Popen(
-        [str(BENTOML), "serve", target, "--host", "127.0.0.1", "--port", str(http_port)],
+        [str(BENTOML), "serve", target, *host, "--port", str(http_port)],
         env=full_env,
         cwd=str(cwd) if cwd else None,
         stdout=log_file,

@@ -37,6 +37,14 @@ from ml_assets.contracts.yaml_lines import Lines, line_for, line_index, load_yam
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+def _by_snake_name(names: Iterable[str]) -> dict[str, list[str]]:
+    """Source column names grouped by the contract name each derives (:func:`snake_name`)."""
+    derived: dict[str, list[str]] = {}
+    for n in names:
+        derived.setdefault(snake_name(n), []).append(n)
+    return derived
+
+
 def snake_name(source: str) -> str:
     """The contract name of a source column: lower case, each run of other characters one
     underscore, none at either end, ``c_`` before a leading digit (``AGEP`` -> ``agep``,
@@ -316,9 +324,7 @@ class Table(_Strict):
         :meth:`ambiguous_columns`)."""
         present = list(names)
         exact = set(present)
-        derived: dict[str, list[str]] = {}
-        for n in present:
-            derived.setdefault(snake_name(n), []).append(n)
+        derived = _by_snake_name(present)
         out: dict[str, str] = {}
         for name, col in self.columns.items():
             if col.source is not None:
@@ -334,9 +340,7 @@ class Table(_Strict):
         """Declared columns (without ``source``, not in the source by their own name) that
         more than one source column derives: the contract must say which, with ``source``."""
         present = list(names)
-        derived: dict[str, list[str]] = {}
-        for n in present:
-            derived.setdefault(snake_name(n), []).append(n)
+        derived = _by_snake_name(present)
         return {
             name: derived[name]
             for name, col in self.columns.items()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ __all__ = [
     "serve_env",
     "server_home",
     "server_processes",
-    "start_default_server",
     "start_server",
     "tmpfs",
     "train_champion",
@@ -78,38 +77,6 @@ def proto_label(value: Any) -> Any:
     """The Python value of a ``ml_assets.serving.v1.Value`` (None for null)."""
     kind = value.WhichOneof("kind")
     return None if kind in (None, "null_value") else getattr(value, kind)
-
-
-def start_default_server(
-    target: str,
-    env: Mapping[str, str],
-    log_path: Path,
-    *,
-    cwd: Path | None = None,
-    http_port: int | None = None,
-    grpc_port: int | None = None,
-    workers: int = 1,
-) -> ServerProcess:
-    """``bentoml serve <target>`` with NO bind address given (neither ``--host`` nor
-    ``ML_ASSETS_GRPC_HOST``): the Bento's own defaults decide where it listens (unlike
-    :func:`start_server`, which pins loopback)."""
-    http_port = http_port or free_port()
-    grpc_port = grpc_port or free_port()
-    full_env = {
-        **{k: v for k, v in env.items() if k not in ("ML_ASSETS_GRPC_HOST", "BENTOML_HOST")},
-        "ML_ASSETS_GRPC_PORT": str(grpc_port),
-        "ML_ASSETS_SERVE_WORKERS": str(workers),
-    }
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            [str(BENTOML), "serve", target, "--port", str(http_port)],
-            env=full_env,
-            cwd=str(cwd) if cwd else None,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return ServerProcess(proc, http_port, grpc_port, log_path, full_env)
 
 
 def server_processes(server: ServerProcess) -> list[Any]:

@@ -80,7 +80,7 @@ def guarded(built, online_url: str, tmp_path_factory: pytest.TempPathFactory) ->
             ML_ASSETS_PREDICTION_LOG_MAX_QUEUED_ROWS="5000",
             ML_ASSETS_SERVE_TOKEN=TOKEN,
         )
-        server = support.start_default_server(built.bento_tag, env, base / "server.log")
+        server = support.start_server(built.bento_tag, env, base / "server.log", loopback=False)
         try:
             server.wait_ready()
             yield Guarded(server, disk, log_root)
