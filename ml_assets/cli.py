@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -58,7 +57,8 @@ def _contracts(folder: str | None):
 def cmd_seed(args: argparse.Namespace) -> int:
     from ml_assets.ingest.demo import seed_demo
 
-    url = args.url or settings.current().demo_source_url
+    s = settings.current()
+    url = args.url or s.source_url or s.demo_source_url
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     contracts = _contracts(args.contracts)
@@ -149,6 +149,18 @@ def execute(
             run_tags["dagster/asset_partition_range_end"] = keys[-1]
     instance = instance or dg.DagsterInstance.get()
     reap_dead_runs(instance)
+    from ml_assets import execution
+
+    if execution.submits_runs():
+        # The production profile: the run goes through the webserver, the queue and the
+        # daemon to the Celery workers, like a run launched in the UI (ml_assets.execution).
+        # Not tagged with this process as its owner: the daemon's run worker runs it.
+        submitted = {k: v for k, v in run_tags.items() if k != OWNER_TAG}
+        if partition_key is not None:
+            submitted["dagster/partition"] = partition_key
+        run_id = execution.submit(job_name, tags=submitted, run_config=run_config)
+        log.info("%s: submitted as run %s", job_name, run_id)
+        return execution.wait(instance, run_id)
     show_bar = bar and not view.verbose and is_terminal(sys.stdout)
     progress = JobProgress(job_name, steps=len(job.nodes), stream=sys.stdout, show_bar=show_bar)
     handlers = [h for h in (view.file_handler, progress) if h is not None]
@@ -460,18 +472,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _dagster_home() -> Path:
-    """``DAGSTER_HOME``, by default under ``ML_ASSETS_HOME``, with a telemetry-off instance."""
-    dagster_home = settings.current().dagster_home_path
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    instance = dagster_home / "dagster.yaml"
-    if not instance.exists():
-        # The checkout's dagster.yaml is the local default; an installed package has none.
-        local = Path(__file__).resolve().parents[1] / "dagster.yaml"
-        instance.write_text(
-            local.read_text() if local.exists() else "telemetry:\n  enabled: false\n"
-        )
-    return dagster_home
+    """``DAGSTER_HOME`` prepared for this profile (:func:`ml_assets.execution.prepare_dagster_home`)."""
+    from ml_assets.execution import prepare_dagster_home
+
+    return prepare_dagster_home()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -554,6 +558,33 @@ def cmd_settings(args: argparse.Namespace) -> int:
     _out()
     for what, where in s.summary().items():
         _out(f"{what + ':':<17} {where}")
+    return 0
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    """Start, stop or list the profile's services on this machine (:mod:`ml_assets.services`)."""
+    from ml_assets import services
+
+    s = settings.current()
+    if args.action == "up":
+        try:
+            services.up(s, say=_out)
+        except services.ServiceError as exc:
+            _out(f"error: {exc}")
+            _out("stopping what was started (`ml-assets services down`)")
+            services.down(s)
+            return 1
+        _out(f"services up (profile {s.profile}); logs in {services.state_dir(s)}")
+        return 0
+    if args.action == "down":
+        stopped = services.down(s)
+        _out(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+        return 0
+    alive = services.running(s)
+    for name, pid in alive.items():
+        _out(f"{name:<20} running, pid {pid}, log {services.log_file(s, name)}")
+    if not alive:
+        _out(f"no service started here is running (profile {s.profile})")
     return 0
 
 
@@ -640,7 +671,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("seed", help="seed a database with the demo tables")
-    p.add_argument("--url", help="SQLAlchemy URL (default: the embedded SQLite file)")
+    p.add_argument(
+        "--url",
+        help="SQLAlchemy URL (default: ML_ASSETS_SOURCE_URL, else the embedded SQLite file)",
+    )
     p.add_argument("--contracts", help="folder of contract YAML files")
     p.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
     p.add_argument(
@@ -694,6 +728,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dataset")
     p.add_argument("version", nargs="?", help="default: the champion before the current one")
     p.set_defaults(fn=cmd_rollback)
+
+    p = sub.add_parser(
+        "services",
+        help="start, stop or list the profile's services (MLflow server, S3 stand-in, Dagster "
+        "webserver and daemon, Celery workers) on this machine",
+    )
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(fn=cmd_services)
 
     p = sub.add_parser("settings", help="print every setting and the paths in effect")
     p.set_defaults(fn=cmd_settings)

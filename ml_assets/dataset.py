@@ -135,6 +135,11 @@ class Dataset:
         """The tags every asset of the dataset carries."""
         return {"stage": stage, "dataset": self.name}
 
+    def run_tags(self, stage: str) -> dict[str, str]:
+        """The tags of the dataset's jobs' runs: what the production instance's queued run
+        coordinator limits concurrency by (``deploy/production/dagster.yaml``)."""
+        return {"ml_assets/dataset": self.name, "ml_assets/stage": stage}
+
     def asset_args(self, stage: str) -> dict[str, Any]:
         """What every asset of the dataset declares: its group (the dataset, one per lineage
         graph in the UI), owners and the stage tags."""

@@ -14,6 +14,7 @@ import dagster as dg
 
 from ml_assets import settings
 from ml_assets.dataset import Dataset, load_datasets
+from ml_assets.execution import executor
 from ml_assets.features.assets import OnlineStore, build_feature_definitions
 from ml_assets.ingest.assets import SqlSource, build_raw_asset
 from ml_assets.monitor.assets import monitoring_definitions
@@ -58,26 +59,31 @@ def dataset_definitions(dataset: Dataset) -> dg.Definitions:
     job_defs = [
         dg.define_asset_job(
             jobs.pipeline,
+            tags=dataset.run_tags("ingest"),
             selection=dg.AssetSelection.assets(*ingest, keys.features),
             description=f"{name} from the SQL source to validated data and features.",
         ),
         dg.define_asset_job(
             jobs.train,
+            tags=dataset.run_tags("train"),
             selection=dg.AssetSelection.assets(*train),
             description=f"Training set, online store, model, champion and Bento of {name}.",
         ),
         dg.define_asset_job(
             jobs.score,
+            tags=dataset.run_tags("score"),
             selection=dg.AssetSelection.assets(keys.predictions),
             description=f"Batch predictions of {name} by its champion.",
         ),
         dg.define_asset_job(
             jobs.monitor,
+            tags=dataset.run_tags("monitor"),
             selection=dg.AssetSelection.assets(keys.monitoring),
             description=f"NannyML monitoring of {name}, one partition per run.",
         ),
         dg.define_asset_job(
             jobs.monitoring_summary,
+            tags=dataset.run_tags("monitor"),
             selection=dg.AssetSelection.assets(keys.monitoring_summary),
             description=f"The monitoring summary of {name}: every monitored partition over time.",
         ),
@@ -130,6 +136,7 @@ def build_definitions(datasets: dict[str, Dataset] | None = None) -> dg.Definiti
         dg.Definitions(
             sensors=[freshness_sensor, automation_sensor, *retrain_sensors, *late_labels_sensors],
             resources=resources(),
+            executor=executor(),
         ),
     )
 

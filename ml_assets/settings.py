@@ -14,7 +14,7 @@ environment); it costs microseconds and is never on a request's path.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,64 @@ TELEMETRY_OFF = {
 }
 
 BUNDLED_CONTRACTS = Path(__file__).resolve().parent / "contracts"
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+"""The checkout's ``deploy/``: the profiles (``deploy/<name>/profile.yaml``)."""
+EXECUTORS = ("default", "celery")
+PROFILE_APPLIED = "ML_ASSETS_PROFILE_APPLIED"
+"""Set to the profile's name by :func:`apply_profile`, for its child processes."""
+
+
+def profile_folder(profile: str) -> Path | None:
+    """The folder of a profile (``embedded`` has none): ``deploy/<name>/`` or a file's folder."""
+    if profile in ("", "embedded"):
+        return None
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml"):
+        return path.resolve().parent
+    return DEPLOY / profile
+
+
+def profile_defaults(profile: str) -> dict[str, str]:
+    """The variables a profile sets (its ``profile.yaml``'s ``env:`` block), as strings."""
+    folder = profile_folder(profile)
+    if folder is None:
+        return {}
+    path = Path(profile) if Path(profile).suffix in (".yaml", ".yml") else folder / "profile.yaml"
+    if not path.exists():
+        raise SettingsError(
+            f"ML_ASSETS_PROFILE={profile!r}: no profile file {path} (profiles: embedded, "
+            + "".join(", " + p.parent.name for p in sorted(DEPLOY.glob("*/profile.yaml")))
+            + ", or the path of a profile.yaml)"
+        )
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    env = data.get("env") if isinstance(data, dict) else None
+    if not isinstance(env, dict):
+        raise SettingsError(f"ML_ASSETS_PROFILE={profile!r}: {path} has no `env:` mapping")
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def apply_profile(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Set the defaults of the profile named by ``ML_ASSETS_PROFILE`` into the environment
+    (a variable already set wins) and return what was set. Run at import, so every process of
+    the platform (CLI, code server, daemon, Celery workers, ``bentoml serve``) sees one profile,
+    and the libraries that read their own variables (botocore, Dagster's ``DAGSTER_PG_URL``)
+    see them too."""
+    environ = os.environ if environ is None else environ
+    profile = environ.get("ML_ASSETS_PROFILE", "")
+    if environ.get(PROFILE_APPLIED) == profile:
+        # A child process of one that applied it (a Bento build, `bentoml serve`, a Celery
+        # worker's task): the variables are inherited, and the profile file need not exist
+        # where the child runs (a Bento's build context has no deploy/).
+        return {}
+    applied = {}
+    for key, value in profile_defaults(profile).items():
+        if environ.get(key) in (None, ""):
+            environ[key] = applied[key] = value
+    if profile:
+        environ[PROFILE_APPLIED] = profile
+    return applied
 
 
 def disable_telemetry() -> None:
@@ -188,6 +246,88 @@ class Settings(BaseModel):
         "50000",
     )
 
+    # --- the production profile: execution and shared services (deploy/production/) ---------
+    profile: str = _setting(
+        "ML_ASSETS_PROFILE",
+        "embedded",
+        "`embedded` (SQLite, local files, in-process runs) or `production` (every store and the "
+        "execution on shared services: `deploy/production/profile.yaml`), or the path of a "
+        "profile file; a profile only sets defaults, the environment wins",
+        "`embedded`",
+    )
+    executor: str = _setting(
+        "ML_ASSETS_EXECUTOR",
+        "default",
+        "how runs execute: `default` (the CLI runs a job in its own process; a run launched from "
+        "the UI uses Dagster's multiprocess executor) or `celery` (runs are submitted to the "
+        "Dagster webserver, queued by the daemon, and each step is a Celery task on a worker)",
+        "`default`",
+    )
+    celery_broker: str = _setting(
+        "ML_ASSETS_CELERY_BROKER",
+        "pyamqp://guest:guest@127.0.0.1:5672//",
+        "the Celery broker URL (RabbitMQ; `redis://` works too)",
+        "`pyamqp://guest:guest@127.0.0.1:5672//`",
+    )
+    celery_backend: str = _setting(
+        "ML_ASSETS_CELERY_BACKEND", "rpc://", "the Celery result backend", "`rpc://`"
+    )
+    celery_workers: int = _setting(
+        "ML_ASSETS_CELERY_WORKERS",
+        2,
+        "Celery worker processes `ml-assets services up` starts (one task at a time each)",
+    )
+    dagster_url: str = _setting(
+        "ML_ASSETS_DAGSTER_URL",
+        "http://127.0.0.1:3000",
+        "the Dagster webserver runs are submitted to with the `celery` executor",
+        "`http://127.0.0.1:3000`",
+    )
+    dagster_pg_url: str | None = _setting(
+        "DAGSTER_PG_URL",
+        None,
+        "the Dagster instance's PostgreSQL (production profile; a `postgresql+psycopg2://` URL)",
+        "unset (SQLite under `DAGSTER_HOME`)",
+    )
+    mlflow_backend_store: str | None = _setting(
+        "ML_ASSETS_MLFLOW_BACKEND_STORE",
+        None,
+        "the backend store of the MLflow tracking server `ml-assets services up` starts",
+        "`sqlite:///$ML_ASSETS_HOME/mlflow.db`",
+    )
+    mlflow_artifacts_destination: str | None = _setting(
+        "ML_ASSETS_MLFLOW_ARTIFACTS",
+        None,
+        "where that server stores artifacts (`--artifacts-destination`, e.g. `s3://bucket/mlflow`)",
+        "`$ML_ASSETS_HOME/mlartifacts`",
+    )
+    bento_store: str | None = _setting(
+        "ML_ASSETS_BENTO_STORE",
+        None,
+        "where each built Bento is also exported (`bentoml export`; any fsspec URL)",
+        "unset (the Bento stays in `BENTOML_HOME`)",
+    )
+    s3_standin: str | None = _setting(
+        "ML_ASSETS_S3_STANDIN",
+        None,
+        "`moto`: `ml-assets services up` runs moto's S3 server at `AWS_ENDPOINT_URL_S3` (loopback "
+        "only) as the object store",
+        "unset",
+    )
+    s3_endpoint: str | None = _setting(
+        "AWS_ENDPOINT_URL_S3",
+        None,
+        "the S3 endpoint of the lake, MLflow's artifacts and the Bento store (read by botocore)",
+        "unset (AWS)",
+    )
+
+    @field_validator("executor")
+    @classmethod
+    def _an_executor(cls, value: str) -> str:
+        if value not in EXECUTORS:
+            raise ValueError(f"must be one of {', '.join(EXECUTORS)}")
+        return value
+
     # --- monitoring: alerts and the retrain sensor ---------------------------------------------
     alert_webhook: str | None = _setting(
         "ML_ASSETS_ALERT_WEBHOOK",
@@ -223,7 +363,7 @@ class Settings(BaseModel):
             raise ValueError("must be between 0 and 1")
         return value
 
-    @field_validator("alert_attempts", "retrain_consecutive")
+    @field_validator("alert_attempts", "retrain_consecutive", "celery_workers")
     @classmethod
     def _at_least_one(cls, value: int) -> int:
         if value < 1:
@@ -271,7 +411,27 @@ class Settings(BaseModel):
 
     @property
     def dagster_home_path(self) -> Path:
-        return (self.dagster_home or self.root / "dagster_home").resolve()
+        """``DAGSTER_HOME``; by default one per profile, so that switching profiles never points
+        a profile's runs at the other's instance."""
+        default = (
+            "dagster_home" if self.profile == "embedded" else f"dagster_home_{self.profile_name}"
+        )
+        return (self.dagster_home or self.root / default).resolve()
+
+    @property
+    def profile_name(self) -> str:
+        """The profile's short name (a profile given as a file: its folder's name)."""
+        path = Path(self.profile)
+        return path.parent.name if path.suffix in (".yaml", ".yml") else self.profile
+
+    @property
+    def instance_yaml(self) -> Path:
+        """The ``dagster.yaml`` of the profile's Dagster instance: the profile folder's, else
+        the checkout's local default."""
+        folder = profile_folder(self.profile)
+        if folder is not None and (folder / "dagster.yaml").exists():
+            return folder / "dagster.yaml"
+        return Path(__file__).resolve().parents[1] / "dagster.yaml"
 
     @property
     def bentoml_home(self) -> Path:
@@ -412,3 +572,4 @@ def markdown_table() -> str:
 
 
 disable_telemetry()
+apply_profile()

@@ -110,7 +110,7 @@ def remove_stale_temps(target: UPath) -> list[str]:
     host = socket.gethostname()
     try:
         candidates = [p for p in target.parent.iterdir() if p.name.startswith(prefix)]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # an object store has no empty folders
         return removed
     for path in candidates:
         if not path.name.endswith(".tmp"):
