@@ -241,6 +241,10 @@ def model_lines(result) -> list[str]:
         if "serve_command" in meta:
             lines.append(f"  bento {meta['bento_tag'].value}; serve it with:")
             lines.append(f"    {meta['serve_command'].value}")
+        if "bento_export" in meta:
+            url = meta["bento_export"].value
+            lines.append(f"  exported to {url}; on a serving host:")
+            lines.append(f"    bentoml import {url} && bentoml serve {meta['bento_tag'].value}")
     return lines
 
 

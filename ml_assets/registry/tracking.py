@@ -177,6 +177,10 @@ class MlflowTracking(dg.ConfigurableResource):
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
+        if self.artifact_root is None and self.resolved_tracking_uri().startswith("http"):
+            # A tracking server: its own artifact store, proxied (`mlflow-artifacts:/`), so
+            # clients need no credentials for, or even knowledge of, the object store.
+            return client.create_experiment(name)
         root = self.resolved_artifact_root()
         if "://" not in root:
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -184,7 +188,9 @@ class MlflowTracking(dg.ConfigurableResource):
         return client.create_experiment(name, artifact_location=f"{root}/{name}")
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+        uri = self.resolved_tracking_uri()
+        base = uri.rstrip("/") if uri.startswith("http") else self.ui_url
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def log_training(
         self,

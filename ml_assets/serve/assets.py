@@ -10,9 +10,16 @@ from pathlib import Path
 
 import dagster as dg
 
+from ml_assets import settings
 from ml_assets.dataset import Dataset
 from ml_assets.registry.tracking import CHAMPION, MlflowTracking
-from ml_assets.serve.bento import build_bento, default_home, default_service_dir, stage_champion
+from ml_assets.serve.bento import (
+    build_bento,
+    default_home,
+    default_service_dir,
+    export_bento,
+    stage_champion,
+)
 from ml_assets.serve.config import DEFAULT_GRPC_PORT, ServeConfig
 
 BENTO_BUILDER = "bento_builder"
@@ -84,6 +91,10 @@ def build_bento_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 ),
                 isolate_network=bento_builder.isolate_network,
             )
+        store = settings.current().bento_store
+        exported = export_bento(built, store, contract.name) if store else None
+        if exported:
+            context.log.info(f"exported {built.bento_tag} to {exported}")
         context.log.info(
             f"built {built.bento_tag} serving {contract.name} v{built.model_version} "
             f"({'reused' if built.reused_model else 'imported'} model {built.model_tag}; "
@@ -102,6 +113,7 @@ def build_bento_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 "serve_command": dg.MetadataValue.text(built.serve_command),
                 "grpc_port": bento_builder.grpc_port,
                 "build_seconds": round(built.seconds, 2),
+                **({"bento_export": dg.MetadataValue.url(exported)} if exported else {}),
             }
         )
 

@@ -403,6 +403,41 @@ def build_bento(
     )
 
 
+def export_url(store: str, dataset: str, bento_tag: str) -> str:
+    """Where :func:`export_bento` puts a Bento in a store (``<store>/<dataset>/<name>-<version>.bento``)."""
+    return f"{store.rstrip('/')}/{dataset}/{bento_tag.replace(':', '-')}.bento"
+
+
+def _bentoml_cli(args: list[str], home: Path, timeout: float = 300) -> str:
+    """Run ``bentoml <args>`` with ``BENTOML_HOME`` set (a subprocess: BentoML fixes its stores
+    once per process); its stdout, or a RuntimeError with the end of its stderr."""
+    env = settings.child_env()
+    env["BENTOML_HOME"] = str(home)
+    exe = str(Path(sys.executable).parent / "bentoml")
+    proc = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"bentoml {args[0]} failed (exit {proc.returncode}): {proc.stderr[-2000:]}"
+        )
+    return proc.stdout
+
+
+def export_bento(built: BuiltBento, store: str, dataset: str) -> str:
+    """Export a built Bento (service, model, contract) as one archive into ``store`` (any
+    fsspec URL: ``s3://bucket/bentos``), where every serving host imports it from; its URL."""
+    url = export_url(store, dataset, built.bento_tag)
+    _bentoml_cli(["export", built.bento_tag, url], built.home)
+    return url
+
+
+def import_bento(url: str, home: Path) -> str:
+    """Import an exported Bento into the BentoML home ``home`` (a serving host's); its tag."""
+    home.mkdir(parents=True, exist_ok=True)
+    _bentoml_cli(["import", url], home)
+    name, _, version = Path(url).name.removesuffix(".bento").rpartition("-v")
+    return f"{name}:v{version}"
+
+
 # --- the subprocess ---------------------------------------------------------------------------
 
 
