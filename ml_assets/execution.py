@@ -138,7 +138,6 @@ def wait(
     *,
     timeout_seconds: float = 6 * 3600,
     poll_seconds: float = 0.5,
-    on_poll: Any = None,
 ) -> SubmittedRun:
     """Wait until the run has finished (succeeded, failed or canceled), then read it."""
     deadline = time.monotonic() + timeout_seconds
@@ -146,8 +145,6 @@ def wait(
         run = instance.get_run_by_id(run_id)
         if run is not None and run.is_finished:
             return SubmittedRun.read(instance, run_id)
-        if on_poll is not None:
-            on_poll(run)
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} not finished after {timeout_seconds:.0f} s")
         time.sleep(poll_seconds)

@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -55,7 +55,6 @@ class Service:
     argv: list[str]
     ready: Callable[[], bool]
     timeout_seconds: float = 120.0
-    env: dict[str, str] = field(default_factory=dict)
 
 
 def _bin(name: str) -> str:
@@ -340,7 +339,6 @@ def _start(s: settings.Settings, service: Service) -> subprocess.Popen:
     state_dir(s).mkdir(parents=True, exist_ok=True)
     env = settings.child_env()
     env["DAGSTER_HOME"] = str(prepare_dagster_home())
-    env.update(service.env)
     log = log_file(s, service.name).open("ab")
     proc = subprocess.Popen(
         service.argv,

@@ -37,6 +37,11 @@ ROWS = "40000"
 STAGES = ("raw_entity", "raw_labels", "validated_entity", "validated_labels", "features")
 
 
+def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a process of the platform in the checkout, its output captured."""
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
 @dataclass
 class Stack:
     """The running profile: its environment and the names it made."""
@@ -48,30 +53,21 @@ class Stack:
 
     def cli(self, *args: str, timeout: float = 900, env: dict[str, str] | None = None) -> str:
         """Run ``ml-assets <args>`` on the profile; its output (a failure shows it all)."""
-        proc = subprocess.run(
-            [CLI, *args],
-            env=env or self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=REPO,
-        )
+        proc = _run([CLI, *args], env or self.env, timeout)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, f"ml-assets {' '.join(args)} failed:\n{out[-6000:]}"
         return proc.stdout
 
     def python(self, code: str, timeout: float = 300) -> str:
         """Run ``code`` in a process on the profile (stdout's last line is its answer)."""
-        proc = subprocess.run(
-            [sys.executable, "-c", code],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=REPO,
-        )
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-        return proc.stdout.strip().splitlines()[-1]
+        return _python(code, self.env, timeout)
+
+
+def _python(code: str, env: dict[str, str], timeout: float = 300) -> str:
+    """Run ``code`` in a process with ``env``; the last line of its stdout."""
+    proc = _run([sys.executable, "-c", code], env, timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def _profile_env(home: Path, suffix: str) -> tuple[dict[str, str], list[str], str]:
@@ -178,11 +174,7 @@ for stage in {list(STAGES)!r}:
         out[f"{{stage}}/{{p}}"] = fingerprint(frame, [frame.columns[0]])
 print(json.dumps(out))
 """
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(_python(code, env))
 
 
 def test_the_main_job_runs_end_to_end_on_the_profile_and_the_exported_bento_serves(
@@ -325,14 +317,7 @@ def test_a_piece_that_cannot_start_is_named_with_its_setting(tmp_path: Path) -> 
         ),
         ("MLFLOW_TRACKING_URI", "http://10.1.2.3:5001", "MLFLOW_TRACKING_URI"),
     ):
-        proc = subprocess.run(
-            [CLI, "services", "up"],
-            env={**env, setting: value},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=REPO,
-        )
+        proc = _run([CLI, "services", "up"], {**env, setting: value}, 300)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         error = next(line for line in proc.stdout.splitlines() if line.startswith("error:"))
         assert needle in error, error
