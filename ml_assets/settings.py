@@ -55,10 +55,10 @@ def profile_defaults(profile: str) -> dict[str, str]:
         return {}
     path = Path(profile) if Path(profile).suffix in (".yaml", ".yml") else folder / "profile.yaml"
     if not path.exists():
+        known = ["embedded", *(p.parent.name for p in sorted(DEPLOY.glob("*/profile.yaml")))]
         raise SettingsError(
-            f"ML_ASSETS_PROFILE={profile!r}: no profile file {path} (profiles: embedded, "
-            + "".join(", " + p.parent.name for p in sorted(DEPLOY.glob("*/profile.yaml")))
-            + ", or the path of a profile.yaml)"
+            f"ML_ASSETS_PROFILE={profile!r}: no profile file {path} (profiles: "
+            f"{', '.join(known)}, or the path of a profile.yaml)"
         )
     import yaml
 

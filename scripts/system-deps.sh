@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # System services and packages the tests need: PostgreSQL running on 127.0.0.1:5432 (trust auth),
+# RabbitMQ on 127.0.0.1:5672 (guest/guest, the production profile's Celery broker),
 # Debian's Chromium for the headless UI check and promtool (from Debian's prometheus package) for
 # the checks of deploy/prometheus/. Idempotent: does nothing when all is there.
 set -euo pipefail
@@ -50,3 +51,17 @@ if ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1;
 fi
 psql -h 127.0.0.1 -U postgres -d postgres -Atqc "select 1 from pg_database where datname='test'" | grep -q 1 \
   || psql -h 127.0.0.1 -U postgres -d postgres -qc 'create database test'
+
+# RabbitMQ, the Celery broker of the production profile's test (ml_assets_tests/deploy/).
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  echo "installing rabbitmq-server from Debian's packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq rabbitmq-server >/dev/null
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+  echo "starting RabbitMQ"
+  rabbitmq-server -detached
+  for _ in $(seq 1 60); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done
+  (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null || { echo "RabbitMQ did not start on 127.0.0.1:5672" >&2; exit 1; }
+fi

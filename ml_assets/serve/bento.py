@@ -237,6 +237,12 @@ def prepare_context(
             shutil.copytree(src, pkg / part, ignore=shutil.ignore_patterns(*EXCLUDE))
         else:
             shutil.copy(src, pkg / part)
+    for profile in sorted(settings.DEPLOY.glob("*/profile.yaml")):
+        # The profiles travel with the code: a serving host that sets ML_ASSETS_PROFILE gets
+        # the profile's defaults (online store, prediction log, ...) without a checkout.
+        target = context / "deploy" / profile.parent.name / profile.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(profile, target)
     carried = write_dataset_files(context, spec, settings.current().contracts_path)
     config = replace(config, **carried.config_fields())
     (context / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
@@ -257,6 +263,7 @@ def prepare_context(
             "openapi.json",
             "ml_assets/**",
             f"{DATASET_DIR}/**",
+            "deploy/*/profile.yaml",
         ],
         "exclude": ["**/__pycache__", "**/*.pyc"],
         "python": {"packages": requirements(), "lock_packages": lock_packages},

@@ -12,8 +12,10 @@ champion is the session's car-loan model registered under that name (same column
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -402,3 +404,32 @@ def test_an_edited_carried_contract_fails_the_start(exported: Exported, tmp_path
     assert f"{contract}: the contract this Bento carries has fingerprint" in out, out[-3000:]
     assert exported.dataset.contract.fingerprint() in out
     assert "changed after the build" in out
+
+
+def test_the_bento_carries_the_profiles_so_a_serving_host_can_pick_one(
+    exported: Exported, tmp_path: Path
+) -> None:
+    """A serving host sets ML_ASSETS_PROFILE and has no checkout: the Bento's own code finds
+    the profile's file in the Bento and applies its defaults (the production test serves
+    the Bento that way)."""
+    home = fresh_import(exported, tmp_path)
+    cwd, _ = elsewhere(tmp_path)
+    src = bento_src(home, exported.bento_tag)
+    shipped = sorted(p.parent.name for p in settings.DEPLOY.glob("*/profile.yaml"))
+    assert "production" in shipped
+    for name in shipped:
+        carried = src / "deploy" / name / "profile.yaml"
+        assert carried.read_bytes() == (settings.DEPLOY / name / "profile.yaml").read_bytes()
+    env = settings.child_env(drop_prefixes=("ML_ASSETS_",))
+    env.update({"ML_ASSETS_PROFILE": "production", "PYTHONPATH": str(src)})
+    code = (
+        "import json, os, ml_assets.settings as s; "
+        "print(json.dumps([s.__file__, os.environ.get('ML_ASSETS_EXECUTOR')]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    module, executor = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert module == str(src / "ml_assets" / "settings.py")
+    assert executor == settings.profile_defaults("production")["ML_ASSETS_EXECUTOR"]
