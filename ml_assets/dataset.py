@@ -20,6 +20,16 @@ from ml_assets.features.spec import FeatureSpec, load_feature_spec
 from ml_assets.partitions import Partitions
 from ml_assets.problems import ProblemKind, problem_kind
 
+POOLS: dict[str, frozenset[str]] = {
+    "ml_assets/ingest": frozenset({"raw", "validated", "features"}),
+    "ml_assets/train": frozenset({"training_set", "online", "model", "champion", "reference"}),
+    "ml_assets/serve": frozenset({"serving"}),
+    "ml_assets/score": frozenset({"predictions"}),
+    "ml_assets/monitor": frozenset({"monitoring"}),
+}
+"""Concurrency pools by the stages of :meth:`Dataset.asset_args`: the kinds of work whose steps
+compete for the same executors (a step of each waits for a free slot of its pool, across runs)."""
+
 
 @dataclass(frozen=True)
 class DatasetKeys:
@@ -140,10 +150,22 @@ class Dataset:
         coordinator limits concurrency by (``deploy/production/dagster.yaml``)."""
         return {"ml_assets/dataset": self.name, "ml_assets/stage": stage}
 
-    def asset_args(self, stage: str) -> dict[str, Any]:
+    @staticmethod
+    def pool(stage: str) -> str:
+        """The Dagster concurrency pool of an asset of ``stage``: one per kind of work (see
+        :data:`POOLS`), shared by every dataset, whose limits the production instance sets
+        (``ML_ASSETS_POOL_LIMITS``) so an ingestion backfill leaves a worker to training."""
+        for pool, stages in POOLS.items():
+            if stage in stages:
+                return pool
+        raise ValueError(f"no pool for the stage {stage!r} (known: {sorted(POOLS)})")
+
+    def asset_args(self, stage: str, *, executed: bool = True) -> dict[str, Any]:
         """What every asset of the dataset declares: its group (the dataset, one per lineage
-        graph in the UI), owners and the stage tags."""
-        return {"group_name": self.name, "owners": self.owners, "tags": self.tags(stage)}
+        graph in the UI), owners, the stage tags and, for an asset Dagster executes (not an
+        ``AssetSpec`` of something written elsewhere), the stage's concurrency pool."""
+        args = {"group_name": self.name, "owners": self.owners, "tags": self.tags(stage)}
+        return {**args, "pool": self.pool(stage)} if executed else args
 
 
 def load_datasets(

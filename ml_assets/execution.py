@@ -168,3 +168,23 @@ def prepare_dagster_home() -> Path:
     if not instance.exists() or (s.profile != "embedded" and instance.read_text() != wanted):
         instance.write_text(wanted)
     return dagster_home
+
+
+def apply_pool_limits(s: settings.Settings | None = None) -> dict[str, int]:
+    """Set ``ML_ASSETS_POOL_LIMITS`` in the Dagster instance (its concurrency pools' slots);
+    what was set. A step of an asset in a pool waits, in any run, until a slot is free; a pool
+    not named keeps the instance's ``default_limit``. With the production profile's two
+    workers, ``ml_assets/ingest=1`` leaves one worker to training, scoring and monitoring
+    steps while an ingestion backfill runs, and ``ml_assets/train=1`` keeps two trainings
+    from sharing the cores."""
+    s = s or settings.current()
+    if not s.pool_limits:
+        return {}
+    prepare_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        for pool, limit in s.pool_limits.items():
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
+        return {
+            pool: instance.event_log_storage.get_concurrency_info(pool).slot_count
+            for pool in s.pool_limits
+        }

@@ -389,6 +389,11 @@ def up(s: settings.Settings | None = None, say: Callable[[str], None] | None = N
     made = ensure_buckets(s) if bucket_urls(s) else []
     if made:
         say(f"object store: created bucket {', '.join(made)}")
+    if s.executor == "celery" and s.pool_limits:
+        from ml_assets.execution import apply_pool_limits
+
+        limits = apply_pool_limits(s)
+        say("Dagster pools: " + ", ".join(f"{k} {v} at a time" for k, v in limits.items()))
     return started
 
 

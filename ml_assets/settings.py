@@ -277,6 +277,14 @@ class Settings(BaseModel):
         2,
         "Celery worker processes `ml-assets services up` starts (one task at a time each)",
     )
+    pool_limits: dict[str, int] = _setting(
+        "ML_ASSETS_POOL_LIMITS",
+        {},
+        "steps that may run at once per concurrency pool, across runs (`pool=limit,...`; pools "
+        "`ml_assets/ingest`, `ml_assets/train`, `ml_assets/serve`, `ml_assets/score`, "
+        "`ml_assets/monitor`); `ml-assets services up` sets them in the Dagster instance",
+        "unset (the instance's `default_limit`); production: `ml_assets/ingest=1,ml_assets/train=1`",
+    )
     dagster_url: str = _setting(
         "ML_ASSETS_DAGSTER_URL",
         "http://127.0.0.1:3000",
@@ -362,6 +370,19 @@ class Settings(BaseModel):
         if not 0.0 <= value <= 1.0:
             raise ValueError("must be between 0 and 1")
         return value
+
+    @field_validator("pool_limits", mode="before")
+    @classmethod
+    def _pool_limits(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        limits: dict[str, int] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            pool, sep, limit = item.rpartition("=")
+            if not sep or not pool or not limit.strip().isdigit():
+                raise ValueError(f"{item!r} is not `pool=limit` (a whole number)")
+            limits[pool.strip()] = int(limit)
+        return limits
 
     @field_validator("alert_attempts", "retrain_consecutive", "celery_workers")
     @classmethod

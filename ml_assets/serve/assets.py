@@ -140,7 +140,7 @@ def prediction_log_spec(dataset: Dataset) -> dg.AssetSpec:
                 str(settings.current().prediction_log_path / dataset.name)
             )
         },
-        **dataset.asset_args("prediction_log"),
+        **dataset.asset_args("prediction_log", executed=False),
     )
 
 

@@ -207,6 +207,7 @@ def build_validated_assets(dataset: Dataset, role: str) -> dg.AssetsDefinition:
         partitions_def=partitions.definition,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=contract.name,
+        pool=dataset.pool("validated"),
     )
     def validate(
         context: dg.AssetExecutionContext,

@@ -232,8 +232,13 @@ def test_the_main_job_runs_end_to_end_on_the_profile_and_the_exported_bento_serv
             {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in r.items()}
             for r in rows.to_dicts()
         ]
+        # Entity records: the features are computed by the Bento's spec, its aggregates read
+        # from the profile's online store on PostgreSQL.
         resp = httpx.post(
-            f"{server.url}/v1/predict", json={"records": records}, timeout=30, trust_env=False
+            f"{server.url}/v1/predict_by_keys",
+            json={"records": records},
+            timeout=30,
+            trust_env=False,
         )
         assert resp.status_code == 200, resp.text
         body = resp.json()
