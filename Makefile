@@ -29,7 +29,7 @@ test: install
 	bash scripts/system-deps.sh
 	.venv/bin/ruff check ml_assets ml_assets_tests bench bentos
 	.venv/bin/ruff format --check ml_assets ml_assets_tests bench bentos
-	.venv/bin/pytest -n 2 --dist loadgroup -p no:cacheprovider --durations=25 -m "not production"
+	.venv/bin/pytest -n 2 --dist loadgroup -p no:cacheprovider --durations=25
 
 # The fast core: no PostgreSQL, no Chromium, no Bento build or server, nothing slow (README, Tests).
 test-fast: install

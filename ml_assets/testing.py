@@ -43,6 +43,7 @@ __all__ = [
     "feature_table",
     "features_of",
     "free_port",
+    "production_profile",
     "proto_records",
     "seed_online_store",
     "serve_env",
@@ -96,6 +97,64 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+"""The local PostgreSQL server (trust auth) the production profile's tests and bench use."""
+
+
+@dataclass
+class ProductionProfile:
+    """The production profile made private to one test or benchmark: its own PostgreSQL
+    databases, bucket and loopback ports, so it can run beside anything else."""
+
+    env: dict[str, str]
+    databases: list[str]
+    bucket: str
+
+    def drop_databases(self) -> None:
+        """Drop the profile's databases (after ``ml-assets services down``)."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            for db in self.databases:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        engine.dispose()
+
+
+def production_profile(home: Path, suffix: str) -> ProductionProfile:
+    """The environment of ``ML_ASSETS_PROFILE=production`` with everything it names private:
+    databases ``mla_<suffix>_*`` on the local server, bucket ``mla-<suffix>`` on moto's S3
+    server, free ports for MLflow, the Dagster webserver and S3; nothing of the caller's
+    platform variables inherited."""
+    dbs = {
+        "DAGSTER_PG_URL": f"mla_{suffix}_dagster",
+        "ML_ASSETS_MLFLOW_BACKEND_STORE": f"mla_{suffix}_mlflow",
+        "ML_ASSETS_SOURCE_URL": f"mla_{suffix}_source",
+        "ML_ASSETS_ONLINE_URL": f"mla_{suffix}_online",
+    }
+    bucket = f"mla-{suffix}"
+    env = settings.child_env(drop_prefixes=("ML_ASSETS_", "MLFLOW_", "DAGSTER_", "AWS_"))
+    env.update(
+        {
+            "ML_ASSETS_PROFILE": "production",
+            "ML_ASSETS_HOME": str(home),
+            **{k: f"{PG_SERVER}/{db}" for k, db in dbs.items()},
+            "DAGSTER_PG_URL": (
+                f"postgresql+psycopg2://postgres@127.0.0.1:5432/{dbs['DAGSTER_PG_URL']}"
+            ),
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+            "ML_ASSETS_DAGSTER_URL": f"http://127.0.0.1:{free_port()}",
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}",
+            "ML_ASSETS_LAKE": f"s3://{bucket}/lake",
+            "ML_ASSETS_MLFLOW_ARTIFACTS": f"s3://{bucket}/mlflow",
+            "ML_ASSETS_BENTO_STORE": f"s3://{bucket}/bentos",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+    )
+    return ProductionProfile(env=env, databases=list(dbs.values()), bucket=bucket)
 
 
 # --- the car-loan demo data ------------------------------------------------------------------

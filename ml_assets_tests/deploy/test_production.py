@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ml_assets import settings
-from ml_assets.testing import free_port, serve_env, start_server
+from ml_assets.testing import PG_SERVER, free_port, production_profile, serve_env, start_server
 
 pytestmark = [
     pytest.mark.production,
@@ -31,7 +30,7 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "ml-assets")
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+PG = PG_SERVER
 DATASET = "car_price"
 ROWS = "40000"
 STAGES = ("raw_entity", "raw_labels", "validated_entity", "validated_labels", "features")
@@ -70,55 +69,20 @@ def _python(code: str, env: dict[str, str], timeout: float = 300) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def _profile_env(home: Path, suffix: str) -> tuple[dict[str, str], list[str], str]:
-    dbs = {
-        "DAGSTER_PG_URL": f"mla_{suffix}_dagster",
-        "ML_ASSETS_MLFLOW_BACKEND_STORE": f"mla_{suffix}_mlflow",
-        "ML_ASSETS_SOURCE_URL": f"mla_{suffix}_source",
-        "ML_ASSETS_ONLINE_URL": f"mla_{suffix}_online",
-    }
-    bucket = f"mla-{suffix}"
-    env = settings.child_env(drop_prefixes=("ML_ASSETS_", "MLFLOW_", "DAGSTER_", "AWS_"))
-    env.update(
-        {
-            "ML_ASSETS_PROFILE": "production",
-            "ML_ASSETS_HOME": str(home),
-            **{k: f"{PG}/{db}" for k, db in dbs.items()},
-            "DAGSTER_PG_URL": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{dbs['DAGSTER_PG_URL']}",
-            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
-            "ML_ASSETS_DAGSTER_URL": f"http://127.0.0.1:{free_port()}",
-            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}",
-            "ML_ASSETS_LAKE": f"s3://{bucket}/lake",
-            "ML_ASSETS_MLFLOW_ARTIFACTS": f"s3://{bucket}/mlflow",
-            "ML_ASSETS_BENTO_STORE": f"s3://{bucket}/bentos",
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-        }
-    )
-    return env, list(dbs.values()), bucket
-
-
-def _drop(databases: list[str]) -> None:
-    engine = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        for db in databases:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The services up (and the source seeded), for the module; everything torn down after."""
     home = tmp_path_factory.mktemp("production")
-    env, databases, bucket = _profile_env(home, uuid.uuid4().hex[:8])
-    s = Stack(env=env, home=home, databases=databases, bucket=bucket)
+    profile = production_profile(home, uuid.uuid4().hex[:8])
+    env = profile.env
+    s = Stack(env=env, home=home, databases=profile.databases, bucket=profile.bucket)
     try:
         s.cli("services", "up", timeout=300)
         s.cli("seed", "--dataset", DATASET, "--rows", ROWS)
         yield s
     finally:
         subprocess.run([CLI, "services", "down"], env=env, cwd=REPO, timeout=120)
-        _drop(databases)
+        profile.drop_databases()
 
 
 def _run_facts(stack: Stack, run_ids: list[str]) -> list[dict]:
@@ -243,7 +207,7 @@ def test_the_main_job_runs_end_to_end_on_the_profile_and_the_exported_bento_serv
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert len(body["predictions"]) == 3, body
-        assert body["model"]["version"] == "1", body
+        assert body["model_version"] == "1", body
     finally:
         server.stop()
 
@@ -307,7 +271,8 @@ def test_two_training_runs_requested_at_once_run_one_after_the_other(stack: Stac
 
 
 def test_a_piece_that_cannot_start_is_named_with_its_setting(tmp_path: Path) -> None:
-    env, databases, _ = _profile_env(tmp_path, uuid.uuid4().hex[:8])
+    profile = production_profile(tmp_path, uuid.uuid4().hex[:8])
+    env = profile.env
     closed = free_port()
     for setting, value, needle in (
         (
@@ -327,5 +292,5 @@ def test_a_piece_that_cannot_start_is_named_with_its_setting(tmp_path: Path) -> 
         error = next(line for line in proc.stdout.splitlines() if line.startswith("error:"))
         assert needle in error, error
     subprocess.run([CLI, "services", "down"], env=env, cwd=REPO, timeout=120)
-    _drop(databases)
+    profile.drop_databases()
     assert not list((tmp_path / "services").glob("*.pid"))
