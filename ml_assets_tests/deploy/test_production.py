@@ -141,10 +141,16 @@ print(json.dumps(out))
     return json.loads(_python(code, env))
 
 
+@pytest.fixture(scope="module")
+def main_job(stack: Stack) -> str:
+    """The README's main job on the profile, once for the module: its output."""
+    return stack.cli("run", DATASET, timeout=1500)
+
+
 def test_the_main_job_runs_end_to_end_on_the_profile_and_the_exported_bento_serves(
-    stack: Stack, tmp_path: Path
+    stack: Stack, main_job: str, tmp_path: Path
 ) -> None:
-    out = stack.cli("run", DATASET, timeout=1500)
+    out = main_job
     assert f"{DATASET}_pipeline:" in out and "FAILED" not in out, out
     assert f"{DATASET}_train: 1 run, succeeded" in out, out
     assert f"{DATASET}_score:" in out and "champion: v1" in out, out
@@ -259,7 +265,9 @@ def test_a_backfill_fans_out_over_both_workers_with_the_embedded_results(
     assert len(ours) == len(STAGES) * len(partitions)
 
 
-def test_two_training_runs_requested_at_once_run_one_after_the_other(stack: Stack) -> None:
+def test_two_training_runs_requested_at_once_run_one_after_the_other(
+    stack: Stack, main_job: str
+) -> None:
     config = {"ops": {f"{DATASET}__model": {"config": {"iterations": 30}}}}
     ids = _submit(stack, f"{DATASET}_train", [{}, {}], run_config=config)
     facts = _run_facts(stack, ids)
