@@ -38,7 +38,12 @@ def executor(s: settings.Settings | None = None) -> dg.ExecutorDefinition | None
     from dagster_celery import celery_executor
 
     return celery_executor.configured(
-        {"broker": s.celery_broker, "backend": s.celery_backend}, name="celery"
+        {
+            "broker": s.celery_broker,
+            "backend": s.celery_backend,
+            "config_source": {"task_default_queue": s.celery_queue},
+        },
+        name="celery",
     )
 
 

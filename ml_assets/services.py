@@ -193,10 +193,17 @@ def _worker_answers(name: str) -> Callable[[], bool]:
     return ready
 
 
+def _node(s: settings.Settings, i: int) -> str:
+    """A worker's node name before ``@host``: unique per queue, since Celery's control channel
+    (ping, shutdown) addresses workers by node name across the whole broker."""
+    return f"worker{i}" if s.celery_queue == "dagster" else f"worker{i}-{s.celery_queue}"
+
+
 def worker_names(s: settings.Settings) -> list[str]:
-    """The Celery workers' node names (``worker<i>@<host>``), as the event log records them."""
+    """The Celery workers' node names (``worker<i>[-<queue>]@<host>``), as the event log
+    records them."""
     host = socket.gethostname()
-    return [f"worker{i}@{host}" for i in range(1, s.celery_workers + 1)]
+    return [f"{_node(s, i)}@{host}" for i in range(1, s.celery_workers + 1)]
 
 
 def plan(s: settings.Settings, started_at: float | None = None) -> list[list[Service]]:
@@ -278,9 +285,9 @@ def plan(s: settings.Settings, started_at: float | None = None) -> list[list[Ser
                         "worker",
                         "--pool=solo",
                         "-n",
-                        f"worker{i}@%h",
+                        f"{_node(s, i)}@%h",
                         "-Q",
-                        "dagster",
+                        s.celery_queue,
                         "-l",
                         "INFO",
                     ],

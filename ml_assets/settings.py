@@ -272,6 +272,13 @@ class Settings(BaseModel):
     celery_backend: str = _setting(
         "ML_ASSETS_CELERY_BACKEND", "rpc://", "the Celery result backend", "`rpc://`"
     )
+    celery_queue: str = _setting(
+        "ML_ASSETS_CELERY_QUEUE",
+        "dagster",
+        "the Celery queue the steps go to and the workers consume; one per deployment sharing a "
+        "broker (the workers' node names carry it)",
+        "`dagster`",
+    )
     celery_workers: int = _setting(
         "ML_ASSETS_CELERY_WORKERS",
         2,

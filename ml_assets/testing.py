@@ -147,6 +147,7 @@ def production_profile(home: Path, suffix: str) -> ProductionProfile:
             "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
             "ML_ASSETS_DAGSTER_URL": f"http://127.0.0.1:{free_port()}",
             "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}",
+            "ML_ASSETS_CELERY_QUEUE": f"mla_{suffix}",
             "ML_ASSETS_LAKE": f"s3://{bucket}/lake",
             "ML_ASSETS_MLFLOW_ARTIFACTS": f"s3://{bucket}/mlflow",
             "ML_ASSETS_BENTO_STORE": f"s3://{bucket}/bentos",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -230,7 +231,8 @@ def test_a_backfill_fans_out_over_both_workers_with_the_embedded_results(
     facts = _run_facts(stack, ids)
     assert [f["status"] for f in facts] == ["SUCCESS"] * len(partitions), facts
     workers = {w for f in facts for w in f["workers"].values()}
-    assert len(workers) == 2 and all(w.startswith(("worker1@", "worker2@")) for w in workers)
+    queue = stack.env["ML_ASSETS_CELERY_QUEUE"]
+    assert workers == {f"worker{i}-{queue}@{socket.gethostname()}" for i in (1, 2)}, workers
     for f in facts:  # every step of every run went through Celery
         assert f["steps"] and sorted(f["workers"]) == f["steps"], f
 
