@@ -16,7 +16,100 @@ import hashlib
 import polars as pl
 
 from ml_assets.features.spec import FeatureSpec
-from ml_assets.features.windows import ROW, TIME, UTC_US, to_utc
+from ml_assets.features.windows import ROW, STREAMING, TIME, UTC_US, to_utc
+
+COLUMNS_PER_READ = 4
+"""Columns a lazy feature table is read in at a time by :func:`build_training_set`: the wide
+window rows are never all in memory at once, only the output and this many full columns."""
+
+
+def known_labels(
+    spec: FeatureSpec, labels: pl.DataFrame | pl.LazyFrame, cutoff: dt.datetime
+) -> pl.DataFrame:
+    """The labels known at the cutoff: key (named as the entity's), ``__t`` (observed at),
+    target. A label counts only if observed strictly before the cutoff and has a target."""
+    lab = spec.contract.labels
+    target = spec.contract.target
+    renamed = dict(zip(lab.key_columns, spec.key, strict=True))
+    return (
+        labels.lazy()
+        .filter(
+            pl.col(lab.observed_at) < pl.lit(to_utc(cutoff), UTC_US),
+            pl.col(target).is_not_null(),
+        )
+        .select(
+            *[pl.col(k).alias(renamed[k]) for k in lab.key_columns],
+            pl.col(lab.observed_at).alias(TIME),
+            target,
+        )
+        .collect(engine=STREAMING)
+    )
+
+
+def _sorted_unique(column: pl.Series) -> bool:
+    """Sorted ascending without repeats (a cheap check: no hash table over the column)."""
+    return column.is_sorted() and not (column.diff() == 0).any()
+
+
+def labelled_rows(
+    spec: FeatureSpec,
+    rows: pl.DataFrame | pl.LazyFrame,
+    labels: pl.DataFrame | pl.LazyFrame,
+    cutoff: dt.datetime,
+    window: dt.timedelta,
+) -> pl.DataFrame:
+    """Positions in ``rows`` (``__row``, in order) of the rows with event time in
+    [cutoff - window, cutoff) and a label known at the cutoff, with that label's target.
+
+    Only the key and event time of ``rows`` are read. A key labelled more than once takes its
+    latest label observed before the cutoff. One integer key, sorted in the rows and sorted
+    without repeats in the labels (the usual case: both written in key order), is matched by a
+    binary search of the labels' keys (several times faster than hashing ten million keys, and
+    next to no memory); any other keys by a hash join.
+    """
+    cutoff = to_utc(cutoff)
+    target = spec.contract.target
+    key = spec.key
+    t = pl.col(spec.event_time)
+    keys = (
+        rows.lazy()
+        .select(*key, spec.event_time)
+        .with_row_index(ROW)
+        .filter(t >= pl.lit(cutoff - window, UTC_US), t < pl.lit(cutoff, UTC_US))
+        .select(ROW, *key)
+        .collect(engine=STREAMING)
+        .rechunk()  # the streaming engine hands over many chunks; their positions gather faster
+    )
+    known = known_labels(spec, labels, cutoff).rechunk()
+    k = key[0]
+    if (
+        len(key) == 1
+        and keys.schema[k].is_integer()
+        and keys.get_column(k).is_sorted()
+        and _sorted_unique(known.get_column(k))
+    ):
+        # A binary search of each row's key among the labels' (unique) keys: where it lands
+        # holds the equal key, or the row has no label.
+        theirs, mine = known.get_column(k), keys.get_column(k)
+        if theirs.is_empty():
+            return pl.DataFrame([keys.get_column(ROW).head(0), known.get_column(target)])
+        at = theirs.search_sorted(mine, side="left")
+        hit = theirs.gather(at.clip(upper_bound=theirs.len() - 1)) == mine
+        return pl.DataFrame(
+            [
+                keys.get_column(ROW).filter(hit),
+                known.get_column(target).gather(at.filter(hit)),
+            ]
+        )
+    # A plain hash join, then a sort of one integer column: cheaper than an order-keeping join.
+    match = keys.join(known, on=key, how="inner").select(ROW, TIME, target).sort(ROW)
+    position = match.get_column(ROW)
+    if match.height and (position.diff() == 0).any():
+        # A key labelled more than once: its latest label observed before the cutoff counts.
+        match = match.sort(ROW, TIME, maintain_order=True).filter(
+            pl.col(ROW).ne_missing(pl.col(ROW).shift(-1))
+        )
+    return match.select(ROW, target)
 
 
 def build_training_set(
@@ -25,6 +118,7 @@ def build_training_set(
     labels: pl.DataFrame | pl.LazyFrame,
     cutoff: dt.datetime,
     window: dt.timedelta,
+    columns_per_read: int = COLUMNS_PER_READ,
 ) -> pl.DataFrame:
     """Rows with event time in [cutoff - window, cutoff), their features, their labels as known
     at the cutoff.
@@ -33,47 +127,25 @@ def build_training_set(
     only if observed strictly before the cutoff; rows without one are dropped, so no label from
     after the cutoff reaches training. A key labelled more than once takes its latest label
     observed before the cutoff. Rows keep the feature table's order (deterministic).
+
+    Memory: the labelled rows are found from the key and event time alone, then the feature
+    columns are gathered at their positions, each straight into the output. A lazy feature table
+    (the lake's scans; its row order must not change between reads, as a scan's does not) is read
+    ``columns_per_read`` columns at a time, so the wide window rows are never all in memory.
     """
-    cutoff = to_utc(cutoff)
-    start = cutoff - window
-    lab = spec.contract.labels
     target = spec.contract.target
-    renamed = dict(zip(lab.key_columns, spec.key, strict=True))
-    t = pl.col(spec.event_time)
-    # Read (or keep) only the rows in the window, then pick the labelled ones by position: the
-    # wide feature rows are copied once.
-    rows = (
-        features.lazy()
-        .filter(t >= pl.lit(start, UTC_US), t < pl.lit(cutoff, UTC_US))
-        .collect()
-        .rechunk()
-    )
-    known = (
-        labels.lazy()
-        .filter(pl.col(lab.observed_at) < pl.lit(cutoff, UTC_US), pl.col(target).is_not_null())
-        .select(
-            *[pl.col(k).alias(renamed[k]) for k in lab.key_columns],
-            pl.col(lab.observed_at).alias(TIME),
-            target,
-        )
-    )
-    # Positions of the labelled rows, in row order (a plain hash join, then a sort of one
-    # integer column: much cheaper than an order-keeping join).
-    picked = (
-        rows.lazy()
-        .select(spec.key)
-        .with_row_index(ROW)
-        .join(known, on=spec.key, how="inner")
-        .select(ROW, TIME, target)
-        .sort(ROW)
-        .collect()
-    )
+    picked = labelled_rows(spec, features, labels, cutoff, window)
     position = picked.get_column(ROW)
-    if picked.height and (position.diff() == 0).any():
-        # A key labelled more than once: its latest label observed before the cutoff counts.
-        picked = picked.sort(ROW, TIME).filter(pl.col(ROW).ne_missing(pl.col(ROW).shift(-1)))
-        position = picked.get_column(ROW)
-    out = rows.select(*spec.key, spec.event_time, *spec.names)[position]
+    columns = [*spec.key, spec.event_time, *spec.names]
+    if isinstance(features, pl.DataFrame):
+        out = features.select(columns)[position]
+    else:
+        step = max(1, columns_per_read)
+        parts = [
+            features.select(columns[i : i + step]).collect(engine=STREAMING)[position]
+            for i in range(0, len(columns), step)
+        ]
+        out = pl.concat(parts, how="horizontal")
     return out.with_columns(picked.get_column(target))
 
 
