@@ -159,18 +159,18 @@ def compute_training_set(
     without the feature table.
 
     Features are computed only for the rows that make it into the training set (in the window,
-    labelled at the cutoff), one output column at a time: the labelled rows are found from the
-    rows' key and event time, then the aggregates are computed at those rows' points, and each
-    row feature from just its input columns, ``chunk_rows`` rows at a time. Nothing as wide as
-    the feature table or the entity rows is built; lazy ``rows`` (scans) are read a few columns
-    at a time (their row order must not change between reads, as a scan's does not). Any chunk
-    size gives exactly the same frame.
+    labelled at the cutoff): the labelled rows are found from the rows' key and event time,
+    then the aggregates are computed at those rows' points, then each row feature from just its
+    input columns (lazy ``rows``, scans, are read a few columns at a time; their row order must
+    not change between reads, as a scan's does not), ``chunk_rows`` rows at a time. Nothing as
+    wide as the feature table or the entity rows is built besides the output. Any chunk size
+    gives exactly the same frame.
     """
     picked = labelled_rows(spec, rows, labels, cutoff, window)
     position = picked.get_column(ROW)
 
     def read(columns: list[str]) -> pl.DataFrame:
-        """Full columns of ``rows`` (no copy of an in-memory frame's)."""
+        """Whole columns of ``rows`` (an in-memory frame's are not copied)."""
         frame = rows.select(columns)
         return frame if isinstance(frame, pl.DataFrame) else frame.collect(engine=STREAMING)
 
@@ -181,15 +181,16 @@ def compute_training_set(
         out.update(window_aggregates(spec, queries, events or {}, chunk_rows=chunk_rows).to_dict())
         del queries
     base = read([*spec.key, spec.event_time])[position]
-    features = [*spec.row, *spec.request]
-    for f, expr in zip(features, row_expressions(spec), strict=True):
+    # One feature at a time, from just its input columns, ``chunk_rows`` rows at a time: each
+    # output column is allocated once, whole, and the temporaries stay chunk-sized.
+    for f, expr in zip([*spec.row, *spec.request], row_expressions(spec), strict=True):
         source = read(_inputs(spec, f))
         parts = [
             source[position[i : i + chunk_rows]].select(expr).to_series()
-            for i in range(0, position.len(), chunk_rows)
+            for i in range(0, max(position.len(), 1), chunk_rows)
         ]
         del source
-        out[f.name] = pl.concat(parts, rechunk=True) if parts else base.select(expr).to_series()
+        out[f.name] = pl.concat(parts, rechunk=True)
         del parts
     target = picked.get_column(spec.contract.target)
     return pl.DataFrame([*base.get_columns(), *(out[n] for n in spec.names), target])

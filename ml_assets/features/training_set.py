@@ -12,15 +12,43 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterable, Iterator
 
 import polars as pl
 
 from ml_assets.features.spec import FeatureSpec
-from ml_assets.features.windows import ROW, STREAMING, TIME, UTC_US, to_utc
+from ml_assets.features.windows import CHUNK_ROWS, ROW, STREAMING, TIME, UTC_US, to_utc
 
-COLUMNS_PER_READ = 4
-"""Columns a lazy feature table is read in at a time by :func:`build_training_set`: the wide
-window rows are never all in memory at once, only the output and this many full columns."""
+
+def gather_chunks(
+    rows: pl.DataFrame | pl.LazyFrame, position: pl.Series, columns: list[str], chunk_rows: int
+) -> Iterator[pl.DataFrame]:
+    """``columns`` of ``rows`` at ``position`` (ascending row numbers), ``chunk_rows`` positions
+    at a time. Each chunk reads only the range of rows it spans: a scan reads just those row
+    groups, so a lazy table is streamed through, never all read at once (its row order must not
+    change between reads, as a scan's does not). No positions: one empty frame."""
+    if isinstance(rows, pl.DataFrame):
+        frame = rows.select(columns)
+        for i in range(0, max(position.len(), 1), chunk_rows):
+            yield frame[position[i : i + chunk_rows]]
+        return
+    lazy = rows.select(columns)
+    if position.is_empty():
+        yield lazy.head(0).collect()
+    for i in range(0, position.len(), chunk_rows):
+        at = position[i : i + chunk_rows]
+        first = at[0]
+        yield lazy.slice(first, at[-1] - first + 1).collect()[at - first]
+
+
+def assemble(chunks: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """Frames stacked, each column made one contiguous buffer: a column's chunks are freed as
+    soon as it is joined, so the stacking needs one column's worth of memory, not the frame's."""
+    parts: dict[str, list[pl.Series]] = {}
+    for frame in chunks:
+        for column in frame.get_columns():
+            parts.setdefault(column.name, []).append(column)
+    return pl.DataFrame([pl.concat(parts.pop(name), rechunk=True) for name in list(parts)])
 
 
 def known_labels(
@@ -118,7 +146,7 @@ def build_training_set(
     labels: pl.DataFrame | pl.LazyFrame,
     cutoff: dt.datetime,
     window: dt.timedelta,
-    columns_per_read: int = COLUMNS_PER_READ,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> pl.DataFrame:
     """Rows with event time in [cutoff - window, cutoff), their features, their labels as known
     at the cutoff.
@@ -129,24 +157,16 @@ def build_training_set(
     observed before the cutoff. Rows keep the feature table's order (deterministic).
 
     Memory: the labelled rows are found from the key and event time alone, then the feature
-    columns are gathered at their positions, each straight into the output. A lazy feature table
-    (the lake's scans; its row order must not change between reads, as a scan's does not) is read
-    ``columns_per_read`` columns at a time, so the wide window rows are never all in memory.
+    columns are gathered at their positions, ``chunk_rows`` rows at a time (see
+    :func:`gather_chunks`: a lazy feature table, the lake's scans, is streamed through), so the
+    wide window rows are never all in memory besides the output. Any chunk size gives exactly
+    the same frame.
     """
-    target = spec.contract.target
     picked = labelled_rows(spec, features, labels, cutoff, window)
     position = picked.get_column(ROW)
     columns = [*spec.key, spec.event_time, *spec.names]
-    if isinstance(features, pl.DataFrame):
-        out = features.select(columns)[position]
-    else:
-        step = max(1, columns_per_read)
-        parts = [
-            features.select(columns[i : i + step]).collect(engine=STREAMING)[position]
-            for i in range(0, len(columns), step)
-        ]
-        out = pl.concat(parts, how="horizontal")
-    return out.with_columns(picked.get_column(target))
+    out = assemble(gather_chunks(features, position, columns, chunk_rows))
+    return out.with_columns(picked.get_column(spec.contract.target))
 
 
 def fingerprint(frame: pl.DataFrame, key: list[str]) -> str:
