@@ -4,6 +4,10 @@
   validated rows; online: the request records, stamped with the request time).
 * :func:`compute_features` puts them together with the trailing-window aggregates
   (:func:`~ml_assets.features.windows.window_aggregates`) for entity rows: the feature table.
+* :func:`compute_training_set`: the training set straight from entity rows and labels (what
+  :func:`build_training_set` gives from the feature table), computing features only for the
+  labelled rows of the window, a column and a chunk of rows at a time, so it needs little
+  memory besides the training set itself (no feature table).
 
 The window machinery and the online store's snapshot are :mod:`ml_assets.features.windows`;
 training sets and fingerprints are :mod:`ml_assets.features.training_set`. Their names are

@@ -5,7 +5,10 @@ known at the cutoff (observed strictly before it), so no label from after the cu
 training; :func:`fingerprint` hashes a frame's content (recorded for feature tables and for each
 model's training set); :func:`target_stats` summarises its target, as the problem kind says
 (:mod:`ml_assets.problems`). Apart from the feature computation: these read the feature table,
-they do not compute features.
+they do not compute features. :func:`labelled_rows` (which rows of a table are in the window
+and labelled, by position) and :func:`gather_chunks` / :func:`assemble` (columns at those
+positions, a chunk of rows at a time) are shared with
+:func:`~ml_assets.features.compute.compute_training_set`.
 """
 
 from __future__ import annotations
