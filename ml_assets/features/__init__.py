@@ -13,7 +13,12 @@ the feature table), ``windows`` (trailing-window aggregates, the store snapshot)
 ``offline`` (reading the lake for features, training sets and snapshots) and ``assets``.
 """
 
-from ml_assets.features.compute import build_training_set, compute_features, fingerprint
+from ml_assets.features.compute import (
+    build_training_set,
+    compute_features,
+    compute_training_set,
+    fingerprint,
+)
 from ml_assets.features.online import OnlineClient, online_features
 from ml_assets.features.spec import FeatureSpec, FeatureSpecError, load_feature_spec
 
@@ -23,6 +28,7 @@ __all__ = [
     "OnlineClient",
     "build_training_set",
     "compute_features",
+    "compute_training_set",
     "fingerprint",
     "load_feature_spec",
     "online_features",

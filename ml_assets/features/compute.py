@@ -4,6 +4,10 @@
   validated rows; online: the request records, stamped with the request time).
 * :func:`compute_features` puts them together with the trailing-window aggregates
   (:func:`~ml_assets.features.windows.window_aggregates`) for entity rows: the feature table.
+* :func:`compute_training_set`: the training set straight from entity rows and labels (what
+  :func:`build_training_set` gives from the feature table), computing features only for the
+  labelled rows of the window, a column and a chunk of rows at a time, so it needs little
+  memory besides the training set itself (no feature table).
 
 The window machinery and the online store's snapshot are :mod:`ml_assets.features.windows`;
 training sets and fingerprints are :mod:`ml_assets.features.training_set`. Their names are
@@ -11,6 +15,8 @@ imported here too, so ``from ml_assets.features.compute import ...`` keeps worki
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 import polars as pl
 
@@ -22,12 +28,20 @@ from ml_assets.features.declarations import (
     MapValues,
     Passthrough,
     Ratio,
+    RequestDatePart,
     Source,
 )
 from ml_assets.features.spec import COLUMN_DTYPES, FeatureSpec
-from ml_assets.features.training_set import build_training_set, fingerprint, target_stats
+from ml_assets.features.training_set import (
+    build_training_set,
+    fingerprint,
+    labelled_rows,
+    target_stats,
+)
 from ml_assets.features.windows import (
+    CHUNK_ROWS,
     ROW,
+    STREAMING,
     TIME,
     UTC_US,
     aggregate_snapshot,
@@ -96,6 +110,17 @@ def row_expressions(spec: FeatureSpec) -> list[pl.Expr]:
     return exprs
 
 
+def _inputs(
+    spec: FeatureSpec, f: Passthrough | MapValues | Ratio | Log1p | DatePartOf | RequestDatePart
+) -> list[str]:
+    """Entity columns one row or request feature reads."""
+    if isinstance(f, Ratio):
+        return [f.numerator, f.denominator]
+    if isinstance(f, DatePartOf | RequestDatePart):
+        return [getattr(f, "column", None) or spec.event_time]
+    return [f.column]
+
+
 def transform_rows(spec: FeatureSpec, rows: pl.DataFrame) -> pl.DataFrame:
     """Row and request features of typed entity rows, one output row per input row."""
     return rows.select(row_expressions(spec))
@@ -124,6 +149,57 @@ def compute_features(
     return out.select(*spec.key, spec.event_time, *spec.names)
 
 
+def compute_training_set(
+    spec: FeatureSpec,
+    rows: pl.DataFrame | pl.LazyFrame,
+    labels: pl.DataFrame | pl.LazyFrame,
+    events: dict[Source, pl.DataFrame | pl.LazyFrame | None] | None,
+    cutoff: dt.datetime,
+    window: dt.timedelta,
+    chunk_rows: int = CHUNK_ROWS,
+) -> pl.DataFrame:
+    """The training set straight from entity rows: exactly
+    ``build_training_set(spec, compute_features(spec, rows, events), labels, cutoff, window)``,
+    without the feature table.
+
+    Features are computed only for the rows that make it into the training set (in the window,
+    labelled at the cutoff): the labelled rows are found from the rows' key and event time,
+    then the aggregates are computed at those rows' points, then each row feature from just its
+    input columns (lazy ``rows``, scans, are read a few columns at a time; their row order must
+    not change between reads, as a scan's does not), ``chunk_rows`` rows at a time. Nothing as
+    wide as the feature table or the entity rows is built besides the output. Any chunk size
+    gives exactly the same frame.
+    """
+    picked = labelled_rows(spec, rows, labels, cutoff, window)
+    position = picked.get_column(ROW)
+
+    def read(columns: list[str]) -> pl.DataFrame:
+        """Whole columns of ``rows`` (an in-memory frame's are not copied)."""
+        frame = rows.select(columns)
+        return frame if isinstance(frame, pl.DataFrame) else frame.collect(engine=STREAMING)
+
+    out: dict[str, pl.Series] = {}
+    if spec.aggregates:  # first, while the output is still small: they need the most memory
+        queries = read([*spec.group_columns, spec.event_time])[position]
+        queries = queries.rename({spec.event_time: TIME})
+        out.update(window_aggregates(spec, queries, events or {}, chunk_rows=chunk_rows).to_dict())
+        del queries
+    base = read([*spec.key, spec.event_time])[position]
+    # One feature at a time, from just its input columns, ``chunk_rows`` rows at a time: each
+    # output column is allocated once, whole, and the temporaries stay chunk-sized.
+    for f, expr in zip([*spec.row, *spec.request], row_expressions(spec), strict=True):
+        source = read(_inputs(spec, f))
+        parts = [
+            source[position[i : i + chunk_rows]].select(expr).to_series()
+            for i in range(0, max(position.len(), 1), chunk_rows)
+        ]
+        del source
+        out[f.name] = pl.concat(parts, rechunk=True)
+        del parts
+    target = picked.get_column(spec.contract.target)
+    return pl.DataFrame([*base.get_columns(), *(out[n] for n in spec.names), target])
+
+
 def feature_schema(spec: FeatureSpec) -> dict[str, pl.DataType]:
     """Columns of the feature table: key, event time, features."""
     ent = spec.contract.entity
@@ -138,6 +214,7 @@ __all__ = [
     "aggregate_snapshot",
     "build_training_set",
     "compute_features",
+    "compute_training_set",
     "entity_events",
     "feature_schema",
     "fingerprint",

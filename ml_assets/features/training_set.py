@@ -5,18 +5,142 @@ known at the cutoff (observed strictly before it), so no label from after the cu
 training; :func:`fingerprint` hashes a frame's content (recorded for feature tables and for each
 model's training set); :func:`target_stats` summarises its target, as the problem kind says
 (:mod:`ml_assets.problems`). Apart from the feature computation: these read the feature table,
-they do not compute features.
+they do not compute features. :func:`labelled_rows` (which rows of a table are in the window
+and labelled, by position) and :func:`gather_chunks` / :func:`assemble` (columns at those
+positions, a chunk of rows at a time) are shared with
+:func:`~ml_assets.features.compute.compute_training_set`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterable, Iterator
 
 import polars as pl
 
 from ml_assets.features.spec import FeatureSpec
-from ml_assets.features.windows import ROW, TIME, UTC_US, to_utc
+from ml_assets.features.windows import CHUNK_ROWS, ROW, STREAMING, TIME, UTC_US, to_utc
+
+
+def gather_chunks(
+    rows: pl.DataFrame | pl.LazyFrame, position: pl.Series, columns: list[str], chunk_rows: int
+) -> Iterator[pl.DataFrame]:
+    """``columns`` of ``rows`` at ``position`` (ascending row numbers), ``chunk_rows`` positions
+    at a time. Each chunk reads only the range of rows it spans: a scan reads just those row
+    groups, so a lazy table is streamed through, never all read at once (its row order must not
+    change between reads, as a scan's does not). No positions: one empty frame."""
+    if isinstance(rows, pl.DataFrame):
+        frame = rows.select(columns)
+        for i in range(0, max(position.len(), 1), chunk_rows):
+            yield frame[position[i : i + chunk_rows]]
+        return
+    lazy = rows.select(columns)
+    if position.is_empty():
+        yield lazy.head(0).collect()
+    for i in range(0, position.len(), chunk_rows):
+        at = position[i : i + chunk_rows]
+        first = at[0]
+        yield lazy.slice(first, at[-1] - first + 1).collect()[at - first]
+
+
+def assemble(chunks: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """Frames stacked, each column made one contiguous buffer: a column's chunks are freed as
+    soon as it is joined, so the stacking needs one column's worth of memory, not the frame's."""
+    parts: dict[str, list[pl.Series]] = {}
+    for frame in chunks:
+        for column in frame.get_columns():
+            parts.setdefault(column.name, []).append(column)
+    return pl.DataFrame([pl.concat(parts.pop(name), rechunk=True) for name in list(parts)])
+
+
+def known_labels(
+    spec: FeatureSpec, labels: pl.DataFrame | pl.LazyFrame, cutoff: dt.datetime
+) -> pl.DataFrame:
+    """The labels known at the cutoff: key (named as the entity's), ``__t`` (observed at),
+    target. A label counts only if observed strictly before the cutoff and has a target."""
+    lab = spec.contract.labels
+    target = spec.contract.target
+    renamed = dict(zip(lab.key_columns, spec.key, strict=True))
+    return (
+        labels.lazy()
+        .filter(
+            pl.col(lab.observed_at) < pl.lit(to_utc(cutoff), UTC_US),
+            pl.col(target).is_not_null(),
+        )
+        .select(
+            *[pl.col(k).alias(renamed[k]) for k in lab.key_columns],
+            pl.col(lab.observed_at).alias(TIME),
+            target,
+        )
+        .collect(engine=STREAMING)
+    )
+
+
+def _sorted_unique(column: pl.Series) -> bool:
+    """Sorted ascending without repeats (a cheap check: no hash table over the column)."""
+    return column.is_sorted() and not (column.diff() == 0).any()
+
+
+def labelled_rows(
+    spec: FeatureSpec,
+    rows: pl.DataFrame | pl.LazyFrame,
+    labels: pl.DataFrame | pl.LazyFrame,
+    cutoff: dt.datetime,
+    window: dt.timedelta,
+) -> pl.DataFrame:
+    """Positions in ``rows`` (``__row``, in order) of the rows with event time in
+    [cutoff - window, cutoff) and a label known at the cutoff, with that label's target.
+
+    Only the key and event time of ``rows`` are read. A key labelled more than once takes its
+    latest label observed before the cutoff. One integer key, sorted in the rows and sorted
+    without repeats in the labels (the usual case: both written in key order), is matched by a
+    binary search of the labels' keys (several times faster than hashing ten million keys, and
+    next to no memory); any other keys by a hash join.
+    """
+    cutoff = to_utc(cutoff)
+    target = spec.contract.target
+    key = spec.key
+    t = pl.col(spec.event_time)
+    keys = (
+        rows.lazy()
+        .select(*key, spec.event_time)
+        .with_row_index(ROW)
+        .filter(t >= pl.lit(cutoff - window, UTC_US), t < pl.lit(cutoff, UTC_US))
+        .select(ROW, *key)
+        .collect(engine=STREAMING)
+        .rechunk()  # the streaming engine hands over many chunks; their positions gather faster
+    )
+    known = known_labels(spec, labels, cutoff).rechunk()
+    k = key[0]
+    if (
+        len(key) == 1
+        and keys.schema[k].is_integer()
+        and keys.get_column(k).is_sorted()
+        and _sorted_unique(known.get_column(k))
+    ):
+        # A binary search of each row's key among the labels' (unique) keys: where it lands
+        # holds the equal key, or the row has no label.
+        theirs, mine = known.get_column(k), keys.get_column(k)
+        if theirs.is_empty():
+            return pl.DataFrame([keys.get_column(ROW).head(0), known.get_column(target)])
+        at = theirs.search_sorted(mine, side="left")
+        hit = theirs.gather(at.clip(upper_bound=theirs.len() - 1)) == mine
+        return pl.DataFrame(
+            [
+                keys.get_column(ROW).filter(hit),
+                known.get_column(target).gather(at.filter(hit)),
+            ]
+        )
+    # A plain hash join, then a sort of one integer column: cheaper than an order-keeping join.
+    match = keys.join(known, on=key, how="inner").select(ROW, TIME, target).sort(ROW)
+    position = match.get_column(ROW)
+    if match.height and (position.diff() == 0).any():
+        # A key labelled more than once: its latest label observed before the cutoff counts.
+        match = match.sort(ROW, TIME, maintain_order=True).filter(
+            pl.col(ROW).ne_missing(pl.col(ROW).shift(-1))
+        )
+    return match.select(ROW, target)
 
 
 def build_training_set(
@@ -25,6 +149,7 @@ def build_training_set(
     labels: pl.DataFrame | pl.LazyFrame,
     cutoff: dt.datetime,
     window: dt.timedelta,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> pl.DataFrame:
     """Rows with event time in [cutoff - window, cutoff), their features, their labels as known
     at the cutoff.
@@ -33,48 +158,18 @@ def build_training_set(
     only if observed strictly before the cutoff; rows without one are dropped, so no label from
     after the cutoff reaches training. A key labelled more than once takes its latest label
     observed before the cutoff. Rows keep the feature table's order (deterministic).
+
+    Memory: the labelled rows are found from the key and event time alone, then the feature
+    columns are gathered at their positions, ``chunk_rows`` rows at a time (see
+    :func:`gather_chunks`: a lazy feature table, the lake's scans, is streamed through), so the
+    wide window rows are never all in memory besides the output. Any chunk size gives exactly
+    the same frame.
     """
-    cutoff = to_utc(cutoff)
-    start = cutoff - window
-    lab = spec.contract.labels
-    target = spec.contract.target
-    renamed = dict(zip(lab.key_columns, spec.key, strict=True))
-    t = pl.col(spec.event_time)
-    # Read (or keep) only the rows in the window, then pick the labelled ones by position: the
-    # wide feature rows are copied once.
-    rows = (
-        features.lazy()
-        .filter(t >= pl.lit(start, UTC_US), t < pl.lit(cutoff, UTC_US))
-        .collect()
-        .rechunk()
-    )
-    known = (
-        labels.lazy()
-        .filter(pl.col(lab.observed_at) < pl.lit(cutoff, UTC_US), pl.col(target).is_not_null())
-        .select(
-            *[pl.col(k).alias(renamed[k]) for k in lab.key_columns],
-            pl.col(lab.observed_at).alias(TIME),
-            target,
-        )
-    )
-    # Positions of the labelled rows, in row order (a plain hash join, then a sort of one
-    # integer column: much cheaper than an order-keeping join).
-    picked = (
-        rows.lazy()
-        .select(spec.key)
-        .with_row_index(ROW)
-        .join(known, on=spec.key, how="inner")
-        .select(ROW, TIME, target)
-        .sort(ROW)
-        .collect()
-    )
+    picked = labelled_rows(spec, features, labels, cutoff, window)
     position = picked.get_column(ROW)
-    if picked.height and (position.diff() == 0).any():
-        # A key labelled more than once: its latest label observed before the cutoff counts.
-        picked = picked.sort(ROW, TIME).filter(pl.col(ROW).ne_missing(pl.col(ROW).shift(-1)))
-        position = picked.get_column(ROW)
-    out = rows.select(*spec.key, spec.event_time, *spec.names)[position]
-    return out.with_columns(picked.get_column(target))
+    columns = [*spec.key, spec.event_time, *spec.names]
+    out = assemble(gather_chunks(features, position, columns, chunk_rows))
+    return out.with_columns(picked.get_column(spec.contract.target))
 
 
 def fingerprint(frame: pl.DataFrame, key: list[str]) -> str:

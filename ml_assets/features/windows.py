@@ -23,11 +23,18 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from ml_assets.contracts.model import ColumnType
 from ml_assets.features.spec import COLUMN_DTYPES, Agg, Aggregate, FeatureSpec, Source
 
 TIME = "__t"
+CHUNK_ROWS = 1_000_000
+"""Points (rows) whose features are computed at a time: the temporaries of the window
+arithmetic and of the row transforms stay this many rows long, whatever the table's size."""
 ROW = "__row"
 UTC_US = pl.Datetime("us", "UTC")
+STREAMING = "streaming"
+"""The engine that collects lazy inputs (scans, the label join): polars' streaming engine reads,
+filters and joins them in batches, so the whole files are not in memory besides the result."""
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -69,6 +76,24 @@ def label_events(
         *dict.fromkeys(values),
     )
     right = entity.lazy().select(*spec.key, *groups)
+    if len(spec.key) == 1 and spec.column_type(spec.key[0]) is ColumnType.INT:
+        # One integer key: both sides sorted by it and merged by an as-of join (the equal key,
+        # if there is one). Sorting what is already in key order is a linear pass, and this
+        # takes about two thirds of the time and three quarters of the memory of a hash join
+        # of ten million labels with ten million rows; it is no slower on shuffled keys.
+        k = spec.key[0]
+        match = "__match"
+        return (
+            left.sort(k)
+            .join_asof(
+                right.sort(k).with_columns(pl.col(k).alias(match)),
+                on=k,
+                strategy="backward",
+                check_sortedness=False,
+            )
+            .filter(pl.col(match) == pl.col(k))
+            .drop(match)
+        )
     return left.join(right, on=spec.key, how="inner")
 
 
@@ -164,45 +189,136 @@ def _running_cols(a: Aggregate, i: int) -> list[str]:
     return [f"{p}_s", f"{p}_n"]
 
 
-def _asof(
-    points: pl.DataFrame,
-    running: pl.DataFrame,
-    g: str,
-    at: pl.Expr,
-    cols: list[str],
-    suffix: str,
-) -> pl.DataFrame:
-    """Running totals of the latest event of each point's group strictly before ``at``.
+def _latest_before(points: pl.DataFrame, keys: pl.DataFrame, g: str, at: pl.Expr) -> pl.Series:
+    """Row number in ``keys`` (group, time; sorted by time) of the latest event of each point's
+    group strictly before ``at``; null when there is none. One value per point, in order.
 
-    One row per point, in the points' order (a left as-of join keeps it).
+    Only the row number comes back from the as-of join (not the running totals themselves):
+    the join's output stays one narrow column whatever the number of aggregates.
     """
     left = points.select(g, at.alias(TIME))
     joined = left.join_asof(
-        running,
+        keys,
         on=TIME,
         by=g,
         strategy="backward",
         allow_exact_matches=False,  # strictly before: an event at the point's time is not used
         check_sortedness=False,  # both sides are sorted by time by the caller
     )
-    return joined.select([pl.col(c).alias(f"{c}{suffix}") for c in cols])
+    return joined.get_column(ROW)
 
 
-def _encode(g: str, allowed: list | None, frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
-    """``frames`` with text column ``g`` turned into integer codes that agree across them.
-
-    A category's allowed values give the codes; other text (or a value outside them) falls
-    back to the values actually present.
-    """
-    if allowed:
-        expr = pl.col(g).cast(pl.Enum(sorted(map(str, allowed)))).to_physical()
-        try:
-            return [f.with_columns(expr) for f in frames]
-        except pl.exceptions.InvalidOperationError:
-            pass
+def _encode(g: str, frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """``frames`` with text column ``g`` turned into integer codes that agree across them: the
+    codes of the values present (a category's allowed values are coded as the events are read,
+    in :func:`window_aggregates`)."""
     seen = pl.concat([f.get_column(g).unique() for f in frames]).unique().drop_nulls().sort()
     expr = pl.col(g).cast(pl.Enum(seen.to_list())).to_physical()
     return [f.with_columns(expr) for f in frames]
+
+
+def _bucket_features(
+    spec: FeatureSpec,
+    bucket: _Bucket,
+    points: pl.DataFrame,
+    events: pl.DataFrame,
+    index: dict[str, int],
+    chunk_rows: int,
+) -> dict[str, pl.Series]:
+    """The bucket's aggregates at ``points`` (group, time; sorted by time), one Series each.
+
+    One as-of lookup at t and one per distinct window at t - window give row numbers of the
+    running totals; each aggregate then gathers just its own totals at those rows,
+    ``chunk_rows`` points at a time, so no frame holds every running column at every point.
+    """
+    g = bucket.group_by
+    dtypes = spec.dtypes()
+    running = _cumulative(spec, bucket, events, index)
+    keys = running.select(g, TIME).with_row_index(ROW)
+    hi = _latest_before(points, keys, g, pl.col(TIME))
+    lows = {
+        w: _latest_before(points, keys, g, pl.col(TIME) - w)
+        for w in dict.fromkeys(a.window_delta for a in bucket.aggregates)
+    }
+    del keys
+    out: dict[str, pl.Series] = {}
+    for a in bucket.aggregates:
+        p, lo = f"__a{index[a.name]}", lows[a.window_delta]
+        cols = _running_cols(a, index[a.name])
+        if a.agg is Agg.LAST:
+            fresh = pl.col(f"{p}_lt_hi") >= pl.col(TIME) - a.window_delta
+            e = pl.when(fresh).then(pl.col(f"{p}_v_hi"))
+        else:
+            n = pl.col(f"{p}_n_hi").fill_null(0) - pl.col(f"{p}_n_lo").fill_null(0)
+            if a.agg is Agg.COUNT:
+                e = n
+            else:
+                s = pl.col(f"{p}_s_hi").fill_null(0.0) - pl.col(f"{p}_s_lo").fill_null(0.0)
+                e = s if a.agg is Agg.SUM else pl.when(n > 0).then(s / n)
+        # A point without a group has no aggregate (not a zero count).
+        e = pl.when(pl.col(g).is_not_null()).then(e).cast(dtypes[a.name]).alias(a.name)
+        parts = []
+        for i in range(0, points.height, chunk_rows):  # the temporaries stay chunk-sized
+            rows = slice(i, i + chunk_rows)
+            at = {f"{c}_hi": running.get_column(c).gather(hi[rows]) for c in cols}
+            if a.agg is not Agg.LAST:
+                at |= {f"{c}_lo": running.get_column(c).gather(lo[rows]) for c in cols}
+            parts.append(points[rows].select(g, TIME).with_columns(**at).select(e).to_series())
+        out[a.name] = (
+            pl.concat(parts, rechunk=True) if parts else pl.Series(a.name, [], dtypes[a.name])
+        )
+        del parts
+    return out
+
+
+def _events(
+    spec: FeatureSpec,
+    events: dict[Source, pl.DataFrame | pl.LazyFrame | None],
+    source: Source,
+    columns: list[str | pl.Expr],
+) -> pl.DataFrame:
+    """Just ``columns`` of a source's events (a lazy source computes only those), in one chunk:
+    frames scanned from many partition files come in many, and sorts, window sums and as-of
+    joins are several times slower over those."""
+    frame = events.get(source)
+    if frame is None:
+        raise ValueError(f"{spec.dataset}: aggregates need {source.value} events")
+    return frame.lazy().select(columns).collect(engine=STREAMING).rechunk()
+
+
+def _group_features(
+    spec: FeatureSpec,
+    buckets: list[_Bucket],
+    points: pl.DataFrame,
+    events: dict[Source, pl.DataFrame | pl.LazyFrame | None],
+    code: pl.Expr | None,
+    chunk_rows: int,
+) -> dict[str, pl.Series]:
+    """The aggregates of ``buckets`` (one group column, one bucket per source) at ``points``.
+
+    With ``code`` (the group's text as integer codes, already applied to ``points``), each
+    bucket's events are read and coded only when its turn comes, so one source's events are in
+    memory at a time; without, the events of every source are read first, as text groups are
+    coded from the values present in all of them.
+    """
+    g = buckets[0].group_by
+    index = {a.name: i for i, a in enumerate(spec.aggregates)}
+
+    def columns(b: _Bucket) -> list[str | pl.Expr]:
+        return [g if code is None else code, TIME, *_event_columns(spec, [b], b.source, g)]
+
+    frames: dict[Source, pl.DataFrame] = {}
+    if code is None:
+        frames = {b.source: _events(spec, events, b.source, columns(b)) for b in buckets}
+        if points.schema[g] == pl.String:
+            points, *coded = _encode(g, [points, *frames.values()])
+            frames = dict(zip(frames, coded, strict=True))
+    out: dict[str, pl.Series] = {}
+    for b in buckets:
+        ev = frames.pop(b.source) if code is None else _events(spec, events, b.source, columns(b))
+        out.update(_bucket_features(spec, b, points, ev, index, chunk_rows))
+        del ev
+    return out
 
 
 def window_aggregates(
@@ -210,6 +326,7 @@ def window_aggregates(
     queries: pl.DataFrame,
     events: dict[Source, pl.DataFrame | pl.LazyFrame | None],
     aggregates: Iterable[Aggregate] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> pl.DataFrame:
     """Aggregates for query points over events strictly before each point's time.
 
@@ -217,72 +334,41 @@ def window_aggregates(
     source (from :func:`entity_events` / :func:`label_events`). Returns one row per query, in
     order, with one column per aggregate. A point with a null group gets nulls; a group with no
     events in the window gets count 0, sum 0, and null mean, rate and last.
+
+    Memory: one group column at a time, only the event columns its buckets read are collected
+    (a lazy source computes just those), one bucket's running totals are alive at a time, and
+    the window arithmetic runs ``chunk_rows`` points at a time (any chunk size gives exactly
+    the same values: each point's aggregates depend on the events alone).
     """
     aggregates = list(spec.aggregates if aggregates is None else aggregates)
     dtypes = spec.dtypes()
-    index = {a.name: i for i, a in enumerate(spec.aggregates)}
     in_order = queries.get_column(TIME).is_sorted()
     points = queries if in_order else queries.with_row_index(ROW).sort(TIME, maintain_order=True)
     buckets = _buckets(aggregates)
-    collected: dict[Source, pl.DataFrame] = {}
-    for bucket in buckets:
-        frame = events.get(bucket.source)
-        if frame is None:
-            raise ValueError(f"{spec.dataset}: aggregates need {bucket.source.value} events")
-        # One contiguous chunk: frames scanned from many partition files come in many, and
-        # sorts, window sums and as-of joins are several times slower over those.
-        collected.setdefault(bucket.source, frame.lazy().collect().rechunk())
-    # Text group values become small integer codes once: the as-of joins hash those instead.
-    by_group: dict[tuple[Source, str], pl.DataFrame] = {}
+    columns: dict[str, pl.Series] = {}
     for g in dict.fromkeys(b.group_by for b in buckets):
-        sources = list(dict.fromkeys(b.source for b in buckets if b.group_by == g))
-        frames = [
-            collected[s].select(g, TIME, *_event_columns(spec, buckets, s, g)) for s in sources
-        ]
-        if points.schema[g] == pl.String:
-            allowed = spec.contract.entity.columns[g].allowed
-            points, *frames = _encode(g, allowed, [points, *frames])
-        by_group.update(zip([(s, g) for s in sources], frames, strict=True))
-    outputs: list[pl.DataFrame] = []
-    for bucket in buckets:
-        g = bucket.group_by
-        cols = [c for a in bucket.aggregates for c in _running_cols(a, index[a.name])]
-        ev = by_group[(bucket.source, g)]
-        running = _cumulative(spec, bucket, ev, index).select(g, TIME, *cols)
-        windows = list(dict.fromkeys(a.window_delta for a in bucket.aggregates))
-        parts = [
-            points.select(g, TIME),
-            _asof(points, running, g, pl.col(TIME), cols, "_hi"),
-            *(
-                _asof(points, running, g, pl.col(TIME) - w, cols, f"_lo{k}")
-                for k, w in enumerate(windows)
-            ),
-        ]
-        low = {w: f"_lo{k}" for k, w in enumerate(windows)}
-        feats: list[pl.Expr] = []
-        for a in bucket.aggregates:
-            p, lo = f"__a{index[a.name]}", low[a.window_delta]
-            if a.agg is Agg.LAST:
-                fresh = pl.col(f"{p}_lt_hi") >= pl.col(TIME) - a.window_delta
-                e = pl.when(fresh).then(pl.col(f"{p}_v_hi"))
-            else:
-                n = pl.col(f"{p}_n_hi").fill_null(0) - pl.col(f"{p}_n{lo}").fill_null(0)
-                if a.agg is Agg.COUNT:
-                    e = n
-                else:
-                    s = pl.col(f"{p}_s_hi").fill_null(0.0) - pl.col(f"{p}_s{lo}").fill_null(0.0)
-                    e = s if a.agg is Agg.SUM else pl.when(n > 0).then(s / n)
-            # A point without a group has no aggregate (not a zero count).
-            e = pl.when(pl.col(g).is_not_null()).then(e)
-            feats.append(e.cast(dtypes[a.name]).alias(a.name))
-        outputs.append(pl.concat(parts, how="horizontal").select(feats))
+        mine = [b for b in buckets if b.group_by == g]
+        at = points.select(g, TIME)
+        allowed = spec.contract.entity.columns[g].allowed if at.schema[g] == pl.String else None
+        if allowed:
+            # Text group values become small integer codes (the as-of joins hash those), in the
+            # same pass that reads the events: the text column is never collected.
+            code = pl.col(g).cast(pl.Enum(sorted(map(str, allowed)))).to_physical()
+            try:
+                columns.update(
+                    _group_features(spec, mine, at.with_columns(code), events, code, chunk_rows)
+                )
+                continue
+            except pl.exceptions.InvalidOperationError:
+                pass  # a value outside them: the codes of the values present, below
+        columns.update(_group_features(spec, mine, at, events, None, chunk_rows))
     names = [a.name for a in aggregates]
-    if not outputs:
+    if not columns:
         return pl.DataFrame(schema={n: dtypes[n] for n in names})
-    out = pl.concat(outputs, how="horizontal")
+    out = pl.DataFrame([columns[n] for n in names])
     if not in_order:
         out = out.with_columns(points.get_column(ROW)).sort(ROW).drop(ROW)
-    return out.select(names)
+    return out
 
 
 # --- the online store's snapshot -------------------------------------------------------------
