@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -50,7 +49,7 @@ LINE = re.compile(rf"^{DATASET}_(pipeline|train|score): .*(succeeded|FAILED) in 
 
 # The measuring wrapper: runs the CLI in this process and reports its peak RSS on stderr.
 WRAP = """
-import sys, runpy
+import sys
 sys.argv = ["ml-assets", *sys.argv[1:]]
 try:
     from ml_assets.cli import main
@@ -300,7 +299,6 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
         "iterations": args.train_iterations,
-        "python": platform.python_version(),
     }
     results = []
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench_production_"))
