@@ -68,9 +68,14 @@ WireRequest = _view_classes("string")
 _BytesRequest = _view_classes("bytes")
 
 
-def _value(v: Any) -> Any:
+def _value(v: Any, field: str) -> Any:
+    """A ``Value``'s content; one with no kind set is an error, not a null: a client that
+    forgot to set it would otherwise be answered as if it had sent a missing value (the
+    fuzzer found that; ``null_value`` says null)."""
     kind = v.WhichOneof("kind")
-    if kind is None or kind == "null_value":
+    if kind is None:
+        raise invalid(field, "a Value with no kind set (send null_value for null)")
+    if kind == "null_value":
         return None
     return getattr(v, kind)
 
@@ -88,7 +93,7 @@ def records_of_request(request: Any) -> list[dict[str, Any]]:
     out = []
     for i, r in enumerate(request.records):
         entries = r.fields
-        rec = {e.key: _value(e.value) for e in entries}
+        rec = {e.key: _value(e.value, f"records[{i}].{e.key}") for e in entries}
         if len(rec) != len(entries):
             seen: set[str] = set()
             for e in entries:

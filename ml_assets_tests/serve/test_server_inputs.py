@@ -359,3 +359,15 @@ def test_stalled_request_heads_are_closed_with_408(
             sock.close()
     assert all(r.startswith(b"HTTP/1.1 408") for r in replies), {r[:40] for r in replies}
     assert b"request head not received in time" in replies[0]
+
+
+def test_a_grpc_value_with_no_kind_is_invalid_not_null(channel: grpc.Channel, good: dict) -> None:
+    """An unset ``Value`` was read as null, so a nullable field was silently predicted on as
+    missing (found by test_fuzz.py); ``null_value`` still means null."""
+    name = next(iter(good))
+    for method in (PREDICT, PREDICT_BY_KEYS):
+        record = support.proto_records([good])[0]
+        record.fields[name].Clear()
+        err = raw_call(channel, method, pb.PredictRequest(records=[record]).SerializeToString())
+        assert err is not None and err.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert f"records[0].{name}: a Value with no kind set" in err.details(), err.details()
