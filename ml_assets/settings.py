@@ -231,6 +231,13 @@ class Settings(BaseModel):
     serve_max_records: int | None = _setting(
         "ML_ASSETS_SERVE_MAX_RECORDS", None, "most records per request (more: 413)", "10000"
     )
+    serve_max_concurrency: int | None = _setting(
+        "ML_ASSETS_SERVE_MAX_CONCURRENCY",
+        None,
+        "most prediction requests in progress in the service, split over its workers; more get "
+        "503 with `Retry-After` at once instead of queueing (load is shed, not queued)",
+        "64",
+    )
     prediction_log_flush_seconds: float | None = _setting(
         "ML_ASSETS_PREDICTION_LOG_FLUSH_SECONDS",
         None,
@@ -513,6 +520,7 @@ class Settings(BaseModel):
             "grpc_threads": "grpc_threads",
             "serve_max_body_bytes": "max_body_bytes",
             "serve_max_records": "max_records",
+            "serve_max_concurrency": "max_concurrency",
             "prediction_log": "prediction_log_dir",
             "prediction_log_flush_seconds": "log_flush_seconds",
             "prediction_log_max_queued_rows": "log_max_queued_rows",

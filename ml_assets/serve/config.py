@@ -72,8 +72,18 @@ class ServeConfig:
     max_connections: int = 512
     """Most open HTTP connections per worker; a new one beyond gets 503 and is closed."""
     max_concurrency: int = 64
-    """Most HTTP requests in progress in the service (split over the workers, BentoML's
-    ``traffic.max_concurrency``); more get 503 at once instead of queueing."""
+    """Most prediction requests (HTTP) in progress in the service, split over the workers
+    (``ceil(max_concurrency / workers)`` each); more get 503 with ``Retry-After`` at once
+    instead of queueing (:class:`~ml_assets.serve.http_app.HttpApp`). Ours, not BentoML's
+    ``traffic.max_concurrency``: that one answers 429 with a body outside the API's error
+    schema (found by ``bench/bench_load.py``)."""
+
+    @property
+    def max_in_flight_per_worker(self) -> int:
+        """This worker's share of :attr:`max_concurrency` (at least 1)."""
+        workers = self.workers if isinstance(self.workers, int) and self.workers > 0 else 1
+        return max(1, -(-self.max_concurrency // workers))
+
     prediction_log_dir: str = ""
     """Root of the prediction log; default ``$ML_ASSETS_HOME/prediction_log`` (a built Bento
     records the building platform's, absolute: see the module doc)."""

@@ -18,8 +18,10 @@ Errors are JSON ``{"error": {"code", "message", "fields"}, "request_id"}`` with 
 without the bearer token when one is configured (:mod:`ml_assets.serve.auth`); 405 with
 ``Allow``; 404; 408
 body not received within the time limit; 413 too large; 415 not JSON, not UTF-8 or
-compressed; 422 invalid records) or 503 while not ready or while the prediction log cannot take
-more (:class:`~ml_assets.serve.prediction_log.PredictionLog`); an unexpected exception is a logged
+compressed; 422 invalid records) or 503 while not ready, while the prediction log cannot take
+more (:class:`~ml_assets.serve.prediction_log.PredictionLog`), or when the worker already has
+``max_in_flight`` prediction requests in progress (shed at once with ``Retry-After: 1``, the
+body unread: uvicorn discards it or closes the connection); an unexpected exception is a logged
 500 that never leaks a traceback.
 
 ``request_id`` (body and ``X-Request-Id`` response header) is the server's own, unique per
@@ -79,6 +81,7 @@ class HttpApp:
         openapi: Callable[[ServingRuntime], dict[str, Any]] | None = None,
         body_timeout: float = 10.0,
         token: str = "",
+        max_in_flight: int = 0,
     ) -> None:
         from ml_assets.serve.auth import TokenCheck
 
@@ -87,6 +90,9 @@ class HttpApp:
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.openapi = openapi
+        self.max_in_flight = max_in_flight
+        """Most prediction requests in progress in this worker (0: no limit); beyond, 503."""
+        self.in_flight = 0
         self._openapi_body: bytes | None = None
         self.routes: dict[str, tuple[str, str]] = {
             "/predict": ("POST", PREDICT),
@@ -142,7 +148,24 @@ class HttpApp:
                 self._openapi_body = orjson.dumps(self.openapi(runtime))
             await _respond(send, 200, self._openapi_body or b"{}", request_id, given)
             return
-        await self._predict(runtime, name, headers, receive, send, request_id, given, started)
+        if self.max_in_flight and self.in_flight >= self.max_in_flight:
+            # shed at once, before reading the body: a queue would only add latency to every
+            # request behind it (the event loop scores one request at a time)
+            if runtime.metrics is not None:
+                seconds = (time.perf_counter_ns() - started) / 1e9
+                runtime.metrics.observe_request(name, "http", "503", seconds, 0)
+            await _error(
+                send, 503, ErrorCode.UNAVAILABLE.value,
+                f"overloaded: {self.in_flight} requests in progress in this worker, at most "
+                f"{self.max_in_flight} (max_concurrency); retry after a second",
+                request_id, given, extra=[(b"retry-after", b"1")],
+            )  # fmt: skip
+            return
+        self.in_flight += 1
+        try:
+            await self._predict(runtime, name, headers, receive, send, request_id, given, started)
+        finally:
+            self.in_flight -= 1
 
     async def _predict(
         self,

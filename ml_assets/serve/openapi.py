@@ -109,7 +109,11 @@ def openapi_document(runtime: ServingRuntime) -> dict[str, Any]:
             (413, "Body or batch too large."),
             (415, "Not application/json, a charset other than UTF-8, or compressed."),
             (422, "A record breaks the contract; the message names the field."),
-            (503, "Not ready, or the online store is unavailable."),
+            (
+                503,
+                "Not ready, overloaded (shed at once: retry after Retry-After), or the online "
+                "store or the prediction log is unavailable.",
+            ),
         )
     }
     response = {

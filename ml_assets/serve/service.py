@@ -94,15 +94,16 @@ def verify_stored_model(config: ServeConfig) -> str | None:
 
 
 def service_config(config: ServeConfig) -> dict[str, Any]:
-    """``@bentoml.service`` settings: workers, a concurrency limit (over it: 503 at once), and
-    no access log or tracing span on the prediction routes (they keep their own metrics and
-    log)."""
+    """``@bentoml.service`` settings: workers, and no access log or tracing span on the
+    prediction routes (they keep their own metrics and log). No ``max_concurrency`` here: the
+    limit is the mounted app's own (:attr:`ServeConfig.max_concurrency`), which sheds with the
+    API's 503 error instead of BentoML's 429."""
     return {
         "workers": config.workers,
         # loopback unless exposed on purpose (ML_ASSETS_SERVE_HOST; BentoML's own default is
         # 0.0.0.0); `bentoml serve --host` still overrides it
         "http": {"host": config.http_host},
-        "traffic": {"timeout": 60, "max_concurrency": config.max_concurrency},
+        "traffic": {"timeout": 60},
         "logging": {"access": {"enabled": True, "skip_paths": HOT_PATHS}},
         "tracing": {"sample_rate": 0.0, "excluded_urls": HOT_PATHS},
         "metrics": {"enabled": True},
@@ -268,6 +269,7 @@ class WorkerApp(HttpApp):
             openapi=openapi_document,
             body_timeout=config.body_timeout_seconds,
             token=config.token,
+            max_in_flight=config.max_in_flight_per_worker,
         )
 
     def attach(self, serving: Serving) -> None:

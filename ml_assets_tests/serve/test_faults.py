@@ -301,3 +301,61 @@ def test_a_changed_model_file_refuses_to_start(built, champion, tmp_path: Path) 
     out = server.output()
     assert code != 0, out[-3000:]
     assert "not the " + recorded + " recorded with car_loan model version" in out, out[-3000:]
+
+
+def test_beyond_max_concurrency_requests_are_shed_with_503_and_it_recovers(
+    built, champion, tmp_path: Path
+) -> None:
+    """Over the concurrency limit BentoML answered 429 ``{"error": "Too many requests"}``, a
+    status and body outside the API's declared errors (found by ``bench/bench_load.py``): the
+    limit is now ours, a 503 in the API's error schema with ``Retry-After``, before the body is
+    read; requests in progress are unaffected and it serves again as soon as they end."""
+    import json
+    import socket
+
+    env = support.serve_env(
+        tmp_path / "home",
+        support.server_home(built.bentoml_home, tmp_path / "bentoml"),
+        ML_ASSETS_SERVE_MAX_CONCURRENCY="2",
+    )
+    server = support.start_server(built.bento_tag, env, tmp_path / "server.log", workers=1)
+    records = support.feature_records(champion.holdout.head(1), champion.problem.features)
+    body = json.dumps({"records": records}).encode()
+    held: list[socket.socket] = []
+    try:
+        server.wait_ready()
+        # two requests in progress: their heads sent, their bodies not yet
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=30)
+            sock.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\n\r\n".encode()
+                + body[:5]
+            )
+            held.append(sock)
+        with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as http:
+
+            def third() -> httpx.Response | None:
+                resp = http.post("/v1/predict", json={"records": records})
+                return resp if resp.status_code == 503 else None
+
+            # (until both heads have reached the worker)
+            shed = support.wait_until(third, 5, what="a third request shed")
+            assert shed.headers["retry-after"] == "1"
+            error = shed.json()["error"]
+            assert error["code"] == "unavailable" and "overloaded" in error["message"], shed.text
+            assert "at most 2 (max_concurrency)" in error["message"]
+            assert http.get("/readyz").status_code == 200  # shedding is not unreadiness
+            # the requests in progress complete normally
+            for sock in held:
+                sock.sendall(body[5:])
+                answer = sock.recv(65536).decode()
+                assert answer.startswith("HTTP/1.1 200"), answer[:300]
+            resp = http.post("/v1/predict", json={"records": records})
+            assert resp.status_code == 200, resp.text
+            metrics = http.get("/metrics").text
+            assert 'status="503"' in metrics and 'status="429"' not in metrics
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
