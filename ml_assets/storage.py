@@ -140,6 +140,14 @@ class LakeBatch:
 
     staged: list[tuple[UPath, UPath]] = field(default_factory=list)
 
+    def staged_file(self, target: UPath) -> UPath | None:
+        """The staged (not yet committed) file of ``target``, if this batch wrote it: what a
+        later partition of the same run reads its predecessors' statistics from."""
+        for tmp, staged_target in reversed(self.staged):
+            if staged_target == target:
+                return tmp
+        return None
+
     def commit(self) -> None:
         for tmp, target in self.staged:
             tmp.rename(target)
@@ -304,9 +312,14 @@ class Lake(dg.ConfigurableResource):
         opts = dict(getattr(self.root(), "storage_options", {}) or {})
         return opts or None
 
-    def parquet_stats(self, asset_key: dg.AssetKey, partition: str) -> dict[str, Any] | None:
-        """Row count and per-column null counts from a partition's parquet footer (no data read)."""
+    def parquet_stats(
+        self, asset_key: dg.AssetKey, partition: str, batch: LakeBatch | None = None
+    ) -> dict[str, Any] | None:
+        """Row count and per-column null counts from a partition's parquet footer (no data read);
+        with ``batch``, of the file it staged for the partition if it did."""
         path = self.path(asset_key, partition)
+        staged = batch.staged_file(path) if batch is not None else None
+        path = staged or path
         if not path.exists():
             return None
         with path.open("rb") as fh:
@@ -349,11 +362,13 @@ class LakeIOManager(dg.ConfigurableIOManager):
             items = {None: obj}
         total = 0
         hashes = set()
-        for partition, data in items.items():
-            written = self.lake.write(key, partition, data)
-            total += written["rows"]
-            hashes.add(written["schema_hash"])
-            context.log.debug(f"wrote {written['rows']} rows to {written['path']}")
+        # a range is committed together: an output that fails part-way changes no partition
+        with self.lake.batch() as batch:
+            for partition, data in items.items():
+                written = self.lake.write(key, partition, data, batch=batch)
+                total += written["rows"]
+                hashes.add(written["schema_hash"])
+                context.log.debug(f"wrote {written['rows']} rows to {written['path']}")
         context.add_output_metadata(
             {
                 "dagster/row_count": total,

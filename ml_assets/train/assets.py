@@ -167,16 +167,17 @@ def build_predictions_asset(dataset: Dataset) -> dg.AssetsDefinition:
         scored_at = dt.datetime.now(dt.UTC)
         keep = [*spec.key, spec.event_time, *problem.features]
         total = 0
-        for i, pk in enumerate(context.partition_keys, 1):
-            feats = lake.scan(keys.features, [pk]).select(keep).collect()
-            scored = core.score_frame(model, feats, problem, version)
-            lake.write(
-                context.asset_key, pk, scored.with_columns(pl.lit(scored_at).alias("scored_at"))
-            )
-            total += feats.height
-            context.log.info(
-                f"[{i}/{len(context.partition_keys)}] {pk}: {feats.height} rows scored"
-            )
+        # a range is committed together: a run that fails part-way changes no partition
+        with lake.batch() as batch:
+            for i, pk in enumerate(context.partition_keys, 1):
+                feats = lake.scan(keys.features, [pk]).select(keep).collect()
+                scored = core.score_frame(model, feats, problem, version)
+                scored = scored.with_columns(pl.lit(scored_at).alias("scored_at"))
+                lake.write(context.asset_key, pk, scored, batch=batch)
+                total += feats.height
+                context.log.info(
+                    f"[{i}/{len(context.partition_keys)}] {pk}: {feats.height} rows scored"
+                )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": total,

@@ -221,36 +221,39 @@ def build_validated_assets(dataset: Dataset, role: str) -> dg.AssetsDefinition:
         shared = contract.shared_columns(role)
         per_partition: dict[str, dict] = {}
         raw_types: dict[str, str] = {}
-        for i, (pk, frame) in enumerate(sorted(raw.items()), 1):
-            data = frame.collect()
-            raw_types.update({c: str(t) for c, t in data.schema.items()})
-            valid, quarantined, report = split_valid(
-                data, table, partitions.timezone, schema, shared=shared
-            )
-            lake.write(vkey, pk, valid)
-            lake.write(qkey, pk, quarantined)
-            total = total.merge(report)
-            per_partition[pk] = {"valid": report.valid, "quarantined": report.quarantined}
-            context.log.info(
-                f"[{i}/{len(raw)}] {contract.name}.{role} {pk}: {report.valid} valid, "
-                f"{report.quarantined} quarantined of {report.ingested}"
-            )
-            baseline = recent_stats(
-                lambda p: lake.parquet_stats(vkey, p),
-                partitions.before(pk),
-                config.baseline_partitions,
-            )
-            ago = partitions.season_ago(pk)
-            partition_anomalies(
-                pk,
-                valid,
-                table.columns,
-                baseline,
-                row_count_ratio=config.row_count_ratio,
-                null_rate_tolerance=config.null_rate_tolerance,
-                into=anomalies,
-                season=lake.parquet_stats(vkey, ago) if ago else None,
-            )
+        # a range is committed together: a run that fails part-way changes no partition (the
+        # baselines of a partition read its predecessors' staged files in the same run)
+        with lake.batch() as batch:
+            for i, (pk, frame) in enumerate(sorted(raw.items()), 1):
+                data = frame.collect()
+                raw_types.update({c: str(t) for c, t in data.schema.items()})
+                valid, quarantined, report = split_valid(
+                    data, table, partitions.timezone, schema, shared=shared
+                )
+                lake.write(vkey, pk, valid, batch=batch)
+                lake.write(qkey, pk, quarantined, batch=batch)
+                total = total.merge(report)
+                per_partition[pk] = {"valid": report.valid, "quarantined": report.quarantined}
+                context.log.info(
+                    f"[{i}/{len(raw)}] {contract.name}.{role} {pk}: {report.valid} valid, "
+                    f"{report.quarantined} quarantined of {report.ingested}"
+                )
+                baseline = recent_stats(
+                    lambda p: lake.parquet_stats(vkey, p, batch),
+                    partitions.before(pk),
+                    config.baseline_partitions,
+                )
+                ago = partitions.season_ago(pk)
+                partition_anomalies(
+                    pk,
+                    valid,
+                    table.columns,
+                    baseline,
+                    row_count_ratio=config.row_count_ratio,
+                    null_rate_tolerance=config.null_rate_tolerance,
+                    into=anomalies,
+                    season=lake.parquet_stats(vkey, ago, batch) if ago else None,
+                )
         yield from materializations(vkey, qkey, table, contract.version, total, per_partition)
         yield from check_results(vkey, total, anomalies, threshold, raw_types)
 

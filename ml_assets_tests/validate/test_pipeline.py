@@ -13,20 +13,22 @@ import sqlalchemy as sa
 from ml_assets.dataset import Dataset
 from ml_assets.ingest.demo import demo_frames, seed_demo
 from ml_assets.storage import Lake
-from ml_assets_tests.pipeline import checks, counts, read, run_range
+from ml_assets_tests.pipeline import checks, counts, range_tags, read, resources, run_range
 
 FIRST, LAST = "2018-01-01", "2018-02-19"  # eight weekly partitions
 
 
+def _digest(path: Path) -> str:
+    """Content hash of one stored partition (row order included)."""
+    frame = pl.read_parquet(path)
+    return hashlib.sha256(
+        frame.write_ipc(None).getvalue() if frame.height else repr(frame.schema).encode()
+    ).hexdigest()
+
+
 def _lake_digest(lake_dir: Path) -> dict[str, str]:
-    """Content hash of every stored partition, by relative path (row order included)."""
-    out = {}
-    for path in sorted(lake_dir.rglob("*.parquet")):
-        frame = pl.read_parquet(path)
-        out[str(path.relative_to(lake_dir))] = hashlib.sha256(
-            frame.write_ipc(None).getvalue() if frame.height else repr(frame.schema).encode()
-        ).hexdigest()
-    return out
+    """Content hash of every stored partition, by relative path."""
+    return {str(p.relative_to(lake_dir)): _digest(p) for p in sorted(lake_dir.rglob("*.parquet"))}
 
 
 def _source_rows(url: str, table, start, end) -> int:
@@ -191,3 +193,45 @@ def test_other_problem_types_ingest(tmp_path, contracts, name):
         valid, quarantined = counts(tmp_path / "lake", contract, role)
         assert valid + quarantined == raw.height
     assert counts(tmp_path / "lake", contract, "entity")[0] > 0
+
+
+def test_a_validation_range_that_fails_part_way_changes_no_partition(
+    tmp_path, contracts, car_loan_sqlite
+):
+    """Validating a range wrote each partition as it went, so a run failing at the third of
+    four partitions had already replaced the first two while Dagster recorded no
+    materialization for them: the lake and the catalog disagreed. Now the range's files are
+    renamed into place together at the end, and a failed run leaves every one as it was."""
+    from ml_assets.ingest.assets import build_raw_asset
+    from ml_assets.validate.assets import build_validated_assets
+
+    contract = contracts["car_loan"]
+    dataset = Dataset.build(contract)
+    last = "2018-01-22"  # four weekly partitions
+    assert run_range(contract, tmp_path, car_loan_sqlite, FIRST, last, roles=("entity",)).success
+    validated = dataset.keys.validated["entity"]
+    stored = ("validated_entity", "quarantine_entity")
+    before = {k: v for k, v in _lake_digest(tmp_path).items() if k.split("/")[1] in stored}
+    assert len(before) == 8
+    lake = Lake(base_path=str(tmp_path))
+    raw_key = dataset.keys.raw["entity"]
+    keys = dataset.partitions.keys()[:4]
+    # the first partition's raw rows change (so a rewrite would show), the third's file breaks
+    first = lake.path(raw_key, keys[0])
+    pl.read_parquet(first).head(10).write_parquet(first)
+    lake.path(raw_key, keys[2]).write_bytes(b"not parquet")
+    result = dg.materialize(
+        [build_raw_asset(dataset, "entity"), build_validated_assets(dataset, "entity")],
+        selection=[validated, dataset.keys.quarantine["entity"]],
+        resources=resources(tmp_path, car_loan_sqlite),
+        tags=range_tags(FIRST, last),
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "parquet" in str(failure.step_failure_data.error).lower()
+    for folder in stored:
+        for path in (tmp_path / "car_loan" / folder).glob("*.parquet"):
+            name = str(path.relative_to(tmp_path))
+            assert _digest(path) == before[name], f"{name} was rewritten by a failed run"
+    assert not list(tmp_path.rglob("*.tmp"))
