@@ -118,10 +118,12 @@ def submit(
     *,
     tags: dict[str, str] | None = None,
     run_config: dict | None = None,
+    asset_selection: list[list[str]] | None = None,
     s: settings.Settings | None = None,
 ) -> str:
-    """Submit a run of ``job_name`` to the webserver; its id. The queued run coordinator
-    decides when it starts."""
+    """Submit a run of ``job_name`` (or of the assets of it in ``asset_selection``, each an
+    asset key's path) to the webserver; its id. The queued run coordinator decides when it
+    starts."""
     s = s or settings.current()
     try:
         return graphql_client(s).submit_job_execution(
@@ -129,6 +131,7 @@ def submit(
             repository_location_name=LOCATION,
             run_config=run_config or {},
             tags=tags or {},
+            asset_selection=asset_selection,
         )
     except Exception as exc:  # the client raises its own and requests' errors
         raise SubmissionError(
