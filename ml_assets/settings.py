@@ -14,6 +14,7 @@ environment); it costs microseconds and is never on a request's path.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,9 +93,18 @@ def apply_profile(environ: MutableMapping[str, str] | None = None) -> dict[str, 
 
 
 def disable_telemetry() -> None:
-    """Set the opt-out switches of nannyml, BentoML, MLflow (Dagster's is in dagster.yaml)."""
+    """Set the opt-out switches of nannyml, BentoML, MLflow (Dagster's is in dagster.yaml).
+
+    ``bentoml serve`` reads its switch once, cached, before it imports the served module (ours,
+    in every Bento): without the variable in the user's shell it had already decided to report
+    the serve start and the command's end to BentoML's tracking host. Clearing that cache after
+    setting the variable makes the Bento itself carry the opt-out (checked with the connect
+    calls of a real ``bentoml serve`` in ``ml_assets_tests/serve/test_offline.py``)."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
+    usage = sys.modules.get("bentoml._internal.utils.analytics.usage_stats")
+    if usage is not None:
+        usage.do_not_track.cache_clear()
 
 
 class SettingsError(ValueError):

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -420,12 +420,14 @@ def start_server(
     grpc_port: int | None = None,
     workers: int = 1,
     loopback: bool = True,
+    wrapper: Sequence[str] = (),
 ) -> ServerProcess:
     """Start ``bentoml serve <target>`` (a Bento tag, or ``service:PredictionService`` in
     ``cwd``) in a session of its own, output to ``log_path``; it is not yet ready.
 
     ``loopback``: pin both protocols to 127.0.0.1; False gives no bind address at all
-    (neither ``--host`` nor ``ML_ASSETS_GRPC_HOST``), so the Bento's own defaults decide."""
+    (neither ``--host`` nor ``ML_ASSETS_GRPC_HOST``), so the Bento's own defaults decide.
+    ``wrapper``: a command the server runs under (e.g. ``strace -f ...``)."""
     http_port = http_port or free_port()
     grpc_port = grpc_port or free_port()
     unset = () if loopback else ("ML_ASSETS_GRPC_HOST", "BENTOML_HOST")
@@ -438,7 +440,7 @@ def start_server(
     host = ["--host", "127.0.0.1"] if loopback else []
     log_file = log_path.open("w")
     proc = subprocess.Popen(
-        [str(BENTOML), "serve", target, *host, "--port", str(http_port)],
+        [*wrapper, str(BENTOML), "serve", target, *host, "--port", str(http_port)],
         env=full_env,
         cwd=str(cwd) if cwd else None,
         stdout=log_file,

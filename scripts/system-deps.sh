@@ -8,6 +8,8 @@ set -euo pipefail
 need_apt=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# strace: the offline test audits the connect calls of a real `bentoml serve`
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} from Debian's packages"
   export DEBIAN_FRONTEND=noninteractive
