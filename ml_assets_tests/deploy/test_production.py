@@ -277,9 +277,11 @@ def test_a_backfill_fans_out_over_both_workers_with_the_embedded_results(
 def test_two_training_runs_requested_at_once_run_one_after_the_other(
     stack: Stack, main_job: str
 ) -> None:
-    # The model alone (its training set is the main job's), few rounds: the runs' order is
-    # what is checked here, and the limit is on the training job's runs, whatever they select.
-    quick = {"iterations": 30}
+    # The model alone (its training set is the main job's), few rounds and a gate that lets
+    # the weaker model through: the runs' order is what is checked here (a gate that blocks
+    # fails the run, as it should), and the limit is on the training job's runs, whatever
+    # they select.
+    quick = {"iterations": 30, "tolerance": 10.0, "slice_tolerance": 10.0}
     config = {"ops": {f"{DATASET}__model": {"config": quick}}}
     ids = _submit(
         stack, f"{DATASET}_train", [{}, {}], run_config=config, assets=[[DATASET, "model"]]
