@@ -21,23 +21,38 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml_assets.settings import child_env
+from ml_assets.settings import TELEMETRY_OFF, child_env
+from ml_assets_tests.connects import strace_prefix
 
 CLI = Path(sys.executable).parent / "ml-assets"
 DEMO_TIMEOUT = 1800
 """The demo with its replay takes about 7 minutes on 2 idle cores; more on a loaded machine."""
 
 
-def cli(home: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``ml-assets ARGV`` with only ``home`` as state: no ``DAGSTER_HOME``, telemetry off."""
+def cli(
+    home: Path,
+    *argv: str,
+    wrapper: Sequence[str] = (),
+    unset: Sequence[str] = (),
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """``ml-assets ARGV`` with only ``home`` as state: no ``DAGSTER_HOME``, telemetry off
+    (unless its variables are in ``unset``); under ``wrapper`` (a command prefix) if given."""
     environ = child_env(drop_prefixes=("ML_ASSETS_", "DAGSTER_", "MLFLOW_"))
     environ.update(ML_ASSETS_HOME=str(home), **env)
+    for name in unset:
+        environ.pop(name, None)
     return subprocess.run(
-        [str(CLI), *argv], capture_output=True, text=True, env=environ, timeout=DEMO_TIMEOUT
+        [*wrapper, str(CLI), *argv],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=DEMO_TIMEOUT,
     )
 
 
@@ -47,6 +62,8 @@ class Demo:
 
     home: Path
     out: subprocess.CompletedProcess[str]
+    trace: Path | None = None
+    """The connect calls of the demo's whole process tree (``strace -f``), if recorded."""
 
     @property
     def dagster_home(self) -> Path:
@@ -69,17 +86,22 @@ def run_demo(base: Path, reuse: bool = False) -> Demo:
     ``base/demo.json``. With ``reuse``, a home whose demo finished before (that file exists)
     is returned as it is, without running the demo again: for iterating on the tests locally
     (``ML_ASSETS_TEST_DEMO_HOME``), never on CI."""
-    home, record = base / "home", base / "demo.json"
+    home, record, trace = base / "home", base / "demo.json", base / "connect.trace"
     if reuse and record.exists():
         saved = json.loads(record.read_text(encoding="utf-8"))
-        return Demo(home, subprocess.CompletedProcess(saved["args"], **saved["result"]))
+        out = subprocess.CompletedProcess(saved["args"], **saved["result"])
+        return Demo(home, out, trace if trace.exists() else None)
     if home.exists():
         shutil.rmtree(home)
     base.mkdir(parents=True, exist_ok=True)
-    out = cli(home, "demo", "car_loan")
+    # as a user runs it: none of the telemetry opt-outs in the environment (the platform sets
+    # them itself), every connect of the process tree recorded for the offline test
+    trace.unlink(missing_ok=True)
+    prefix = strace_prefix(trace)
+    out = cli(home, "demo", "car_loan", wrapper=prefix, unset=list(TELEMETRY_OFF))
     result = {"returncode": out.returncode, "stdout": out.stdout, "stderr": out.stderr}
     record.write_text(json.dumps({"args": out.args, "result": result}), encoding="utf-8")
-    return Demo(home, out)
+    return Demo(home, out, trace if prefix else None)
 
 
 def fresh_home_from(demo: Demo, home: Path) -> Path:

@@ -6,9 +6,6 @@ and exposure by default"). Every ``connect`` call of the whole process tree is r
 
 from __future__ import annotations
 
-import ipaddress
-import re
-import shutil
 import signal
 from pathlib import Path
 
@@ -17,28 +14,10 @@ import psutil
 import pytest
 
 from ml_assets.settings import TELEMETRY_OFF
+from ml_assets_tests.connects import outbound, strace_prefix, traced_processes
 from ml_assets_tests.serve import support
 
 pytestmark = [pytest.mark.xdist_group("serve"), pytest.mark.serve]
-
-INET = re.compile(
-    r"connect\(\d+, \{sa_family=AF_INET6?, sin6?_port=htons\((\d+)\), "
-    r'(?:sin_addr=inet_addr\("([^"]+)"\)|[^}]*inet_pton\(AF_INET6, "([^"]+)")'
-)
-
-
-def outbound(trace: str) -> list[str]:
-    """The recorded connect calls to anything but loopback (name servers included)."""
-    out = []
-    for line in trace.splitlines():
-        found = INET.search(line)
-        if found is None:
-            continue
-        port, v4, v6 = found.groups()
-        address = ipaddress.ip_address(v4 or v6)
-        if not address.is_loopback or int(port) == 53:
-            out.append(line.strip())
-    return out
 
 
 def test_a_served_bento_makes_no_outbound_connection_without_the_users_opt_outs(
@@ -47,8 +26,6 @@ def test_a_served_bento_makes_no_outbound_connection_without_the_users_opt_outs(
     """Before, the opt-out set when ml_assets is imported came too late for ``bentoml serve``
     (it reads its switch once, cached, before importing the service): it looked up
     t.bentoml.com at start and at shutdown unless the user's shell had the variable."""
-    strace = shutil.which("strace")
-    assert strace, "strace is missing: scripts/system-deps.sh installs it"
     env = support.serve_env(
         tmp_path / "home",
         support.server_home(built.bentoml_home, tmp_path / "bentoml"),
@@ -57,11 +34,13 @@ def test_a_served_bento_makes_no_outbound_connection_without_the_users_opt_outs(
     for key in TELEMETRY_OFF:  # as a user who never heard of them
         env.pop(key, None)
     trace = tmp_path / "connect.trace"
+    prefix = strace_prefix(trace)
+    assert prefix, "strace is missing: scripts/system-deps.sh installs it"
     server = support.start_server(
         built.bento_tag,
         env,
         tmp_path / "server.log",
-        wrapper=[strace, "-f", "-qq", "-e", "trace=connect", "-o", str(trace)],
+        wrapper=prefix,
     )
     try:
         server.wait_ready(180)
@@ -76,6 +55,5 @@ def test_a_served_bento_makes_no_outbound_connection_without_the_users_opt_outs(
     finally:
         server.stop(signal.SIGKILL)
     recorded = trace.read_text()
-    # the trace followed the whole tree: the supervisor and its worker
-    assert len({line.split()[0] for line in recorded.splitlines() if line.strip()}) >= 2
+    assert traced_processes(recorded) >= 2  # the whole tree: the supervisor and its worker
     assert outbound(recorded) == [], server.output()[-2000:]
