@@ -3,7 +3,7 @@
 ml-assets demo [-v]               seed the SQLite demo source and run every dataset's job
 ml-assets seed [--url URL]        seed a SQLAlchemy database with the demo tables
 ml-assets run [-v] DATASET [--from KEY] [--to KEY] [--cutoff ISO] [--window-days N]
-        [--config FILE.yaml] [--only pipeline|train|score]
+        [--config FILE.yaml] [--only pipeline|train|search|score]
                                   run a dataset's jobs (partitioned ones over a range, one run)
 ml-assets settings                print every setting in effect
 ml-assets check CONTRACT [--features FILE] [--url URL]
@@ -266,6 +266,10 @@ def _view(command: str, verbose: bool) -> RunView:
 
 JOB_ROLES = ("pipeline", "train", "score")
 """The jobs ``ml-assets run`` runs, in pipeline order (``--only`` and ``--config`` name them)."""
+OPT_IN_ROLES = ("search",)
+"""Jobs that run only when ``--only`` names them: the model search (``<dataset>_model_search``)."""
+ALL_ROLES = ("pipeline", "train", "search", "score")
+"""Every role ``--only`` and ``--config`` take, in the order they run."""
 
 
 class RunOptionsError(ValueError):
@@ -318,7 +322,7 @@ def select_partitions(dataset, first: str | None, last: str | None) -> list[str]
 
 
 def read_run_config_file(path: str | None) -> dict[str, dict[str, Any]]:
-    """A ``--config`` file: a YAML mapping from a job (``pipeline``, ``train``, ``score``, or a
+    """A ``--config`` file: a YAML mapping from a job (``pipeline``, ``train``, ``search``, ``score``, or a
     job's full name) to that job's Dagster run config."""
     if path is None:
         return {}
@@ -358,7 +362,7 @@ def plan_runs(
     """The job runs of ``ml-assets run`` for one dataset, in pipeline order, each with its
     partitions and run config: the ``--config`` file's entry for the job (its role, then its
     full name, merged), then ``--cutoff`` / ``--window-days`` in the training set's config."""
-    roles = [r for r in JOB_ROLES if r in (only or JOB_ROLES)]
+    roles = [r for r in ALL_ROLES if r in (only or JOB_ROLES)]
     if (first or last) and not {"pipeline", "score"} & set(roles):
         raise RunOptionsError(
             "--from/--to select partitions of the pipeline and score jobs; the train job is not "
@@ -396,7 +400,7 @@ def plan_runs(
 
 def _check_config_keys(file_config: dict[str, Any], datasets: list, path: str | None) -> None:
     """Every key of the ``--config`` file names a job of this run (a role or a full name)."""
-    known = set(JOB_ROLES) | {getattr(d.jobs, r) for d in datasets for r in JOB_ROLES}
+    known = set(ALL_ROLES) | {getattr(d.jobs, r) for d in datasets for r in ALL_ROLES}
     unknown = [k for k in file_config if k not in known]
     if unknown:
         hint = (
@@ -718,13 +722,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--config",
         metavar="FILE.yaml",
-        help="run config per job: {pipeline|train|score|<job name>: <Dagster run config>}",
+        help="run config per job: {pipeline|train|search|score|<job name>: <Dagster run config>}",
     )
     p.add_argument(
         "--only",
         action="append",
-        choices=JOB_ROLES,
-        help="run only this job (repeatable; default: pipeline, train, score)",
+        choices=ALL_ROLES,
+        help="run only this job (repeatable; default: pipeline, train, score; search, the "
+        "model search, runs only when named)",
     )
     p.set_defaults(fn=cmd_run)
 

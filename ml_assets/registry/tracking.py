@@ -48,6 +48,15 @@ STANDARD_TAGS = (
 )
 
 
+SEARCH_ID_TAG = "search.id"
+SEARCH_ROLE_TAG = "search.role"
+"""``parent`` (one run per search) or ``trial`` (one nested run per trial)."""
+SEARCH_VERSION_TAG = "search.result_version"
+PARAMS_SOURCE_TAG = "params.source"
+"""On a model's run and version: the search id its hyperparameters came from, or ``default``."""
+BEST_CONFIG = "best_config.json"
+
+
 def model_requirements() -> list[str]:
     """The logged model's requirements, pinned to this environment's versions.
 
@@ -250,6 +259,10 @@ class MlflowTracking(dg.ConfigurableResource):
             client.set_registered_model_alias(dataset, CHALLENGER, version)
             for key in ("dagster.run_id", "contract.version", "training_set.fingerprint"):
                 client.set_model_version_tag(dataset, version, key, tags[key])
+            if PARAMS_SOURCE_TAG in tags:
+                client.set_model_version_tag(
+                    dataset, version, PARAMS_SOURCE_TAG, tags[PARAMS_SOURCE_TAG]
+                )
             # the bytes MLflow stored (CatBoost saves an in-memory model identically each
             # time): what a Bento must serve, verified at build and at every start
             client.set_model_version_tag(
@@ -331,15 +344,6 @@ class MlflowTracking(dg.ConfigurableResource):
         client.set_registered_model_alias(dataset, CHAMPION, version)
         client.set_model_version_tag(dataset, version, "promotion.decision", "rolled back to")
         return current, version
-
-
-SEARCH_ID_TAG = "search.id"
-SEARCH_ROLE_TAG = "search.role"
-"""``parent`` (one run per search) or ``trial`` (one nested run per trial)."""
-SEARCH_VERSION_TAG = "search.result_version"
-PARAMS_SOURCE_TAG = "params.source"
-"""On a model's run and version: the search id its hyperparameters came from, or ``default``."""
-BEST_CONFIG = "best_config.json"
 
 
 class SearchTracking:
@@ -444,7 +448,9 @@ class SearchTracking:
         versions = [int(r.data.tags.get(SEARCH_VERSION_TAG, 0)) for r in runs]
         return max(versions, default=0) + 1
 
-    def finish_search(self, dataset: str, parent: str, result: Any) -> None:
+    def finish_search(
+        self, dataset: str, parent: str, result: Any, plots: dict[str, Path] | None = None
+    ) -> None:
         """The parent's best params, best and default CV scores (with their fold spread), trial
         counts, plots and the best config as ``best_config.json`` (a new result version)."""
         import json
@@ -484,7 +490,7 @@ class SearchTracking:
             path = Path(tmp) / BEST_CONFIG
             path.write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
             client.log_artifact(parent, str(path))
-            for plot in result.plots.values():
+            for plot in (plots or {}).values():
                 client.log_artifact(parent, str(plot), artifact_path="plots")
         client.set_terminated(parent, "FINISHED")
 

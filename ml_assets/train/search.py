@@ -320,7 +320,8 @@ class SearchResult:
     folds: int
     version: int | None = None
     parent_run_id: str | None = None
-    plots: dict[str, Path] = field(default_factory=dict)
+    plots: dict[str, bytes] = field(default_factory=dict)
+    """The optimization-history and parameter-importance PNGs (also the parent run's)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -520,9 +521,9 @@ def run_search(
     )
     if tracking is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            result.plots = search_plots(study, result, Path(tmp), config.seed)
-            tracking.finish_search(name, parent, result)
-        result.plots = {}
+            paths = search_plots(study, result, Path(tmp), config.seed)
+            tracking.finish_search(name, parent, result, paths)
+            result.plots = {k: p.read_bytes() for k, p in paths.items()}
     return result
 
 
