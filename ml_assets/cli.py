@@ -394,7 +394,8 @@ def plan_runs(
         if role == "train" and training:
             op = dataset.keys.training_set.to_python_identifier()
             config = _merge(config, {"ops": {op: {"config": training}}})
-        runs.append(PlannedRun(job, partitions if role != "train" else None, config))
+        unpartitioned = role in ("train", "search")
+        runs.append(PlannedRun(job, None if unpartitioned else partitions, config))
     return runs
 
 
