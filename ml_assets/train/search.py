@@ -318,6 +318,8 @@ class SearchResult:
     seconds: float
     fingerprint: str
     folds: int
+    default_seconds: float = 0.0
+    """Scoring the default config on the folds (0 on a resume: stored with the study)."""
     version: int | None = None
     parent_run_id: str | None = None
     plots: dict[str, bytes] = field(default_factory=dict)
@@ -441,9 +443,11 @@ def run_search(
         )
 
     default = study.user_attrs.get("default_fold_scores")
+    default_started = time.perf_counter()
     if default is None:
         default = fold_scores(data, trial_config(base, config, {}), cores())
         study.set_user_attr("default_fold_scores", default)
+    default_seconds = time.perf_counter() - default_started
     lock = threading.Lock()
 
     def objective(trial: Any) -> float:
@@ -516,6 +520,7 @@ def run_search(
         seconds=time.perf_counter() - started,
         fingerprint=fingerprint,
         folds=config.folds,
+        default_seconds=default_seconds,
         parent_run_id=parent,
         notes=notes,
     )
