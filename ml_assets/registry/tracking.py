@@ -382,12 +382,21 @@ class SearchTracking:
         return runs[0].info.run_id if runs else None
 
     def start_search(
-        self, dataset: str, search_id: str, tags: dict[str, str], params: dict[str, Any]
+        self,
+        dataset: str,
+        search_id: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        resume: bool = True,
     ) -> str:
-        """The search's parent run: the existing one (set running again) on resume, else new."""
+        """The search's parent run: the existing one (set running again) on resume, else new
+        (a search started over marks its old parent ``search.role = replaced``)."""
         tags = self._standard(tags, search_id)
         client = self.tracking.client()
         run_id = self.find_parent(dataset, search_id)
+        if run_id is not None and not resume:
+            client.set_tag(run_id, SEARCH_ROLE_TAG, "replaced")
+            run_id = None
         if run_id is not None:
             client.update_run(run_id, status="RUNNING")
             for key, value in tags.items():

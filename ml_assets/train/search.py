@@ -439,7 +439,11 @@ def run_search(
     parent = None
     if tracking is not None:
         parent = tracking.start_search(
-            name, sid, tags or {}, {**config.model_dump(), "thread_count_per_trial": threads}
+            name,
+            sid,
+            tags or {},
+            {**config.model_dump(), "thread_count_per_trial": threads},
+            resume=config.resume,
         )
 
     default = study.user_attrs.get("default_fold_scores")

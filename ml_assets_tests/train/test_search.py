@@ -35,7 +35,7 @@ from ml_assets.registry.tracking import (
     SearchTracking,
 )
 from ml_assets.storage import LAKE_IO, Lake, LakeIOManager
-from ml_assets.train import core
+from ml_assets.train import core, search
 from ml_assets.train.assets import build_model_asset, build_model_search_asset
 from ml_assets.train.config import SearchConfig, TrainConfig
 from ml_assets.train.search import SEARCHED, SearchError, run_search, time_folds
@@ -198,6 +198,22 @@ def test_each_problem_kind_is_searched_by_its_primary_metric(tmp_path, kind):
     assert study.direction.name == ("MAXIMIZE" if problem_kind.higher_is_better else "MINIMIZE")
     done = [t.value for t in study.trials if t.state.name == "COMPLETE"]
     assert result.best_score == (max(done) if problem_kind.higher_is_better else min(done))
+
+
+@pytest.mark.skipif(search.cores() < 2, reason="needs two cores")
+def test_parallel_trials_never_oversubscribe_the_cores(tmp_path, monkeypatch):
+    threads: list[int] = []
+    real = search.fold_scores
+
+    def spy(data, config, thread_count, report=None):
+        if report is not None:  # a trial (the default config uses every core, alone)
+            threads.append(thread_count)
+        return real(data, config, thread_count, report)
+
+    monkeypatch.setattr(search, "fold_scores", spy)
+    result = _search(_frame(), tmp_path, n_trials=2, parallel=2)
+    assert result.trials == 2
+    assert threads and all(t * 2 <= search.cores() for t in threads)
 
 
 # --- a killed search resumes --------------------------------------------------------------
