@@ -451,8 +451,9 @@ class SearchTracking:
         exp = client.get_experiment_by_name(dataset)
         if exp is None:
             return 1
+        # every result ever versioned, a replaced search's too: a version names one result
         runs = client.search_runs(
-            [exp.experiment_id], filter_string=f"tags.`{SEARCH_ROLE_TAG}` = 'parent'"
+            [exp.experiment_id], filter_string=f"tags.`{SEARCH_VERSION_TAG}` LIKE '%'"
         )
         versions = [int(r.data.tags.get(SEARCH_VERSION_TAG, 0)) for r in runs]
         return max(versions, default=0) + 1
@@ -511,7 +512,8 @@ class SearchTracking:
 
         client = self.tracking.client()
         exp = client.get_experiment_by_name(dataset)
-        where = f"tags.`{SEARCH_ROLE_TAG}` = 'parent' and attributes.status = 'FINISHED'"
+        # every finished, versioned result (a replaced search's too, by its version)
+        where = f"tags.`{SEARCH_VERSION_TAG}` LIKE '%' and attributes.status = 'FINISHED'"
         if ref != "latest":
             version = ref[1:] if ref[:1] in ("v", "V") and ref[1:].isdigit() else ref
             key = SEARCH_VERSION_TAG if version.isdigit() else SEARCH_ID_TAG
@@ -523,14 +525,12 @@ class SearchTracking:
             if exp is not None
             else []
         )
-        runs = [r for r in runs if r.data.tags.get(SEARCH_VERSION_TAG)]
         if not runs:
             raise ValueError(
                 f"params_from {ref!r}: {dataset} has no finished model search "
                 + ("yet (run its model_search job)" if ref == "latest" else "of that id or version")
             )
-        if ref == "latest":
-            runs.sort(key=lambda r: int(r.data.tags[SEARCH_VERSION_TAG]), reverse=True)
+        runs.sort(key=lambda r: int(r.data.tags[SEARCH_VERSION_TAG]), reverse=True)
         with tempfile.TemporaryDirectory() as tmp:
             local = client.download_artifacts(runs[0].info.run_id, BEST_CONFIG, tmp)
             return json.loads(Path(local).read_text(encoding="utf-8"))

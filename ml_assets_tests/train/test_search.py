@@ -167,6 +167,11 @@ def test_the_trial_budget_is_respected_and_tracked_by_the_standard(tmp_path):
     assert loaded["params"] == result.best_params and loaded["version"] == 1
     assert SearchTracking(_tracking(tmp_path)).load_result("toy", "v1") == loaded
     assert SearchTracking(_tracking(tmp_path)).load_result("toy", result.search_id) == loaded
+    # started over: a new study and a new parent run; the old parent is marked replaced
+    over = _search(_frame(), tmp_path, tracked=True, n_trials=1, resume=False)
+    assert over.search_id == result.search_id and over.trials == 1 and over.version == 2
+    assert [r.info.run_id for r in _runs(tmp_path, "replaced")] == [parent.info.run_id]
+    assert SearchTracking(_tracking(tmp_path)).load_result("toy", "latest")["version"] == 2
 
 
 def test_the_time_budget_stops_the_search_before_its_trials(tmp_path):
