@@ -397,3 +397,20 @@ def test_opting_in_changes_the_trained_models_params_and_tags(tmp_path, monkeypa
     assert source == sid and config.depth == best["depth"]
     with pytest.raises(ValueError, match="params_from 'v9'"):
         resolve_params(mlflow, "survey", TrainConfig(params_from="v9"))
+
+
+def test_the_asset_refuses_a_bad_setting_before_reading_or_tracking(tmp_path, monkeypatch):
+    dataset = Dataset.build(yearly.contract())
+    lake = Lake(base_path=str(tmp_path / "lake"))
+    monkeypatch.setenv("ML_ASSETS_HOME", str(tmp_path / "home"))
+    op = dataset.keys.model_search.to_python_identifier()
+    result = dg.materialize(
+        [build_model_search_asset(dataset)],
+        resources={"lake": lake, LAKE_IO: LakeIOManager(lake=lake), "mlflow": _tracking(tmp_path)},
+        run_config={"ops": {op: {"config": {"timeout_s": 0}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "model search: timeout_s must be a positive number" in str(failure.step_failure_data)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "home").exists()
