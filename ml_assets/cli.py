@@ -226,7 +226,8 @@ def run_job(
 
 
 def model_lines(result) -> list[str]:
-    """The model, champion and Bento a run produced, one line each (and the serve command)."""
+    """The model, model search, champion and Bento a run produced, one line each (and the
+    serve command)."""
     lines = []
     for event in result.get_asset_materialization_events():
         meta = event.materialization.metadata
@@ -235,6 +236,15 @@ def model_lines(result) -> list[str]:
             lines.append(
                 f"  model v{meta['model_version'].value}: test {metric} "
                 f"{meta[f'test_{metric}'].value:.4f} (baseline {meta[f'baseline_{metric}'].value:.4f})"
+            )
+        if "search_id" in meta and "config_version" in meta:
+            metric = meta["primary_metric"].value
+            lines.append(
+                f"  search {meta['search_id'].value} v{meta['config_version'].value}: best CV "
+                f"{metric} {meta[f'best_cv_{metric}'].value:.4f} (default "
+                f"{meta[f'default_cv_{metric}'].value:.4f}), {meta['trials'].value} trials "
+                f"({meta['trials_pruned'].value} pruned), stopped by {meta['stopped_by'].value}; "
+                f"train with it: params_from: v{meta['config_version'].value}"
             )
         if event.asset_key.path[-1] == "champion":
             lines.append(f"  champion: v{meta['champion_version'].value}")

@@ -462,14 +462,18 @@ class SearchTracking:
         self, dataset: str, parent: str, result: Any, plots: dict[str, Path] | None = None
     ) -> None:
         """The parent's best params, best and default CV scores (with their fold spread), trial
-        counts, plots and the best config as ``best_config.json`` (a new result version)."""
+        counts, plots and the best config as ``best_config.json``: a new result version, unless
+        the search ran no new trial (a finished search run again keeps its version)."""
         import json
         import tempfile
 
         from mlflow.entities import Metric, Param
 
         client = self.tracking.client()
-        result.version = self.next_version(dataset)
+        previous = client.get_run(parent).data.tags.get(SEARCH_VERSION_TAG)
+        # a search run again with nothing left to do keeps its version; any new trial, a new one
+        unchanged = previous is not None and result.trials_this_run == 0
+        result.version = int(previous) if unchanged else self.next_version(dataset)
         now = int(time.time() * 1000)
         metrics = {
             "best_cv_score": result.best_score,
