@@ -290,6 +290,7 @@ def test_a_killed_search_resumes_without_repeating_trials(tmp_path):
     ]
     again = _search(_frame(), tmp_path, tracked=True, n_trials=4, seed=3)
     assert again.stopped_by == "done" and again.trials_this_run == 0
+    assert again.version == result.version  # nothing new: the same result version
 
 
 # --- bad input, refused before any MLflow run ---------------------------------------------
