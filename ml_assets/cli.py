@@ -3,7 +3,7 @@
 ml-assets demo [-v]               seed the SQLite demo source and run every dataset's job
 ml-assets seed [--url URL]        seed a SQLAlchemy database with the demo tables
 ml-assets run [-v] DATASET [--from KEY] [--to KEY] [--cutoff ISO] [--window-days N]
-        [--config FILE.yaml] [--only pipeline|train|score]
+        [--config FILE.yaml] [--only pipeline|train|search|score]
                                   run a dataset's jobs (partitioned ones over a range, one run)
 ml-assets settings                print every setting in effect
 ml-assets check CONTRACT [--features FILE] [--url URL]
@@ -226,7 +226,8 @@ def run_job(
 
 
 def model_lines(result) -> list[str]:
-    """The model, champion and Bento a run produced, one line each (and the serve command)."""
+    """The model, model search, champion and Bento a run produced, one line each (and the
+    serve command)."""
     lines = []
     for event in result.get_asset_materialization_events():
         meta = event.materialization.metadata
@@ -235,6 +236,15 @@ def model_lines(result) -> list[str]:
             lines.append(
                 f"  model v{meta['model_version'].value}: test {metric} "
                 f"{meta[f'test_{metric}'].value:.4f} (baseline {meta[f'baseline_{metric}'].value:.4f})"
+            )
+        if "search_id" in meta and "config_version" in meta:
+            metric = meta["primary_metric"].value
+            lines.append(
+                f"  search {meta['search_id'].value} v{meta['config_version'].value}: best CV "
+                f"{metric} {meta[f'best_cv_{metric}'].value:.4f} (default "
+                f"{meta[f'default_cv_{metric}'].value:.4f}), {meta['trials'].value} trials "
+                f"({meta['trials_pruned'].value} pruned), stopped by {meta['stopped_by'].value}; "
+                f"train with it: params_from: v{meta['config_version'].value}"
             )
         if event.asset_key.path[-1] == "champion":
             lines.append(f"  champion: v{meta['champion_version'].value}")
@@ -266,6 +276,10 @@ def _view(command: str, verbose: bool) -> RunView:
 
 JOB_ROLES = ("pipeline", "train", "score")
 """The jobs ``ml-assets run`` runs, in pipeline order (``--only`` and ``--config`` name them)."""
+OPT_IN_ROLES = ("search",)
+"""Jobs that run only when ``--only`` names them: the model search (``<dataset>_model_search``)."""
+ALL_ROLES = ("pipeline", "train", "search", "score")
+"""Every role ``--only`` and ``--config`` take, in the order they run."""
 
 
 class RunOptionsError(ValueError):
@@ -318,7 +332,7 @@ def select_partitions(dataset, first: str | None, last: str | None) -> list[str]
 
 
 def read_run_config_file(path: str | None) -> dict[str, dict[str, Any]]:
-    """A ``--config`` file: a YAML mapping from a job (``pipeline``, ``train``, ``score``, or a
+    """A ``--config`` file: a YAML mapping from a job (``pipeline``, ``train``, ``search``, ``score``, or a
     job's full name) to that job's Dagster run config."""
     if path is None:
         return {}
@@ -358,7 +372,7 @@ def plan_runs(
     """The job runs of ``ml-assets run`` for one dataset, in pipeline order, each with its
     partitions and run config: the ``--config`` file's entry for the job (its role, then its
     full name, merged), then ``--cutoff`` / ``--window-days`` in the training set's config."""
-    roles = [r for r in JOB_ROLES if r in (only or JOB_ROLES)]
+    roles = [r for r in ALL_ROLES if r in (only or JOB_ROLES)]
     if (first or last) and not {"pipeline", "score"} & set(roles):
         raise RunOptionsError(
             "--from/--to select partitions of the pipeline and score jobs; the train job is not "
@@ -390,13 +404,14 @@ def plan_runs(
         if role == "train" and training:
             op = dataset.keys.training_set.to_python_identifier()
             config = _merge(config, {"ops": {op: {"config": training}}})
-        runs.append(PlannedRun(job, partitions if role != "train" else None, config))
+        unpartitioned = role in ("train", "search")
+        runs.append(PlannedRun(job, None if unpartitioned else partitions, config))
     return runs
 
 
 def _check_config_keys(file_config: dict[str, Any], datasets: list, path: str | None) -> None:
     """Every key of the ``--config`` file names a job of this run (a role or a full name)."""
-    known = set(JOB_ROLES) | {getattr(d.jobs, r) for d in datasets for r in JOB_ROLES}
+    known = set(ALL_ROLES) | {getattr(d.jobs, r) for d in datasets for r in ALL_ROLES}
     unknown = [k for k in file_config if k not in known]
     if unknown:
         hint = (
@@ -718,13 +733,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--config",
         metavar="FILE.yaml",
-        help="run config per job: {pipeline|train|score|<job name>: <Dagster run config>}",
+        help="run config per job: {pipeline|train|search|score|<job name>: <Dagster run config>}",
     )
     p.add_argument(
         "--only",
         action="append",
-        choices=JOB_ROLES,
-        help="run only this job (repeatable; default: pipeline, train, score)",
+        choices=ALL_ROLES,
+        help="run only this job (repeatable; default: pipeline, train, score; search, the "
+        "model search, runs only when named)",
     )
     p.set_defaults(fn=cmd_run)
 

@@ -22,7 +22,9 @@ from ml_assets.problems import ProblemKind, problem_kind
 
 POOLS: dict[str, frozenset[str]] = {
     "ml_assets/ingest": frozenset({"raw", "validated", "features"}),
-    "ml_assets/train": frozenset({"training_set", "online", "model", "champion", "reference"}),
+    "ml_assets/train": frozenset(
+        {"training_set", "online", "model", "model_search", "champion", "reference"}
+    ),
     "ml_assets/serve": frozenset({"serving"}),
     "ml_assets/score": frozenset({"predictions"}),
     "ml_assets/monitor": frozenset({"monitoring"}),
@@ -43,6 +45,8 @@ class DatasetKeys:
     training_set: dg.AssetKey
     online: dg.AssetKey
     model: dg.AssetKey
+    model_search: dg.AssetKey
+    """The hyperparameter search's best config (its own job, never the train job's)."""
     champion: dg.AssetKey
     predictions: dg.AssetKey
     bento: dg.AssetKey
@@ -68,6 +72,7 @@ class DatasetKeys:
             training_set=key("training_set"),
             online=key("online_features"),
             model=key("model"),
+            model_search=key("model_search"),
             champion=key("champion"),
             predictions=key("predictions"),
             bento=key("bento"),
@@ -92,6 +97,8 @@ class DatasetJobs:
     """Partitioned NannyML monitoring (one run per partition: its checks are per partition)."""
     monitoring_summary: str
     """The monitoring summary over every monitored partition (unpartitioned)."""
+    search: str
+    """The model search (unpartitioned, opt-in: not part of :meth:`in_order`)."""
 
     def in_order(self) -> list[str]:
         """The jobs a dataset runs end to end (monitoring runs per partition, separately)."""
@@ -133,7 +140,12 @@ class Dataset:
     def jobs(self) -> DatasetJobs:
         n = self.name
         return DatasetJobs(
-            f"{n}_pipeline", f"{n}_train", f"{n}_score", f"{n}_monitor", f"{n}_monitoring_summary"
+            f"{n}_pipeline",
+            f"{n}_train",
+            f"{n}_score",
+            f"{n}_monitor",
+            f"{n}_monitoring_summary",
+            f"{n}_model_search",
         )
 
     @property

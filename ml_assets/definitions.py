@@ -46,7 +46,9 @@ def dataset_definitions(dataset: Dataset) -> dg.Definitions:
 
     Three jobs, in pipeline order: ``<name>_pipeline`` (partitioned: SQL to validated data and
     the feature table), ``<name>_train`` (training set, online store, model, champion, Bento)
-    and ``<name>_score`` (partitioned batch predictions by the champion).
+    and ``<name>_score`` (partitioned batch predictions by the champion); beside them the
+    monitoring jobs and ``<name>_model_search`` (the opt-in hyperparameter search, never part
+    of the train job).
     """
     keys, jobs, name = dataset.keys, dataset.jobs, dataset.name
     ingest: list[dg.AssetsDefinition] = []
@@ -80,6 +82,15 @@ def dataset_definitions(dataset: Dataset) -> dg.Definitions:
             tags=dataset.run_tags("monitor"),
             selection=dg.AssetSelection.assets(keys.monitoring),
             description=f"NannyML monitoring of {name}, one partition per run.",
+        ),
+        dg.define_asset_job(
+            jobs.search,
+            tags=dataset.run_tags("search"),
+            selection=dg.AssetSelection.assets(keys.model_search),
+            description=(
+                f"The model search of {name}: a budgeted hyperparameter search on the training "
+                "set (opt-in: training uses its result only with `params_from`)."
+            ),
         ),
         dg.define_asset_job(
             jobs.monitoring_summary,

@@ -479,6 +479,12 @@ class Settings(BaseModel):
         return Path(__file__).resolve().parents[1] / "dagster.yaml"
 
     @property
+    def search_path(self) -> Path:
+        """The model searches' Optuna studies, one SQLite file per dataset
+        (``<dataset>.sqlite``): what lets a killed search resume without repeating trials."""
+        return self.root / "search"
+
+    @property
     def bentoml_home(self) -> Path:
         """``BENTOML_HOME`` of the platform's Bentos and models."""
         return self.root / "bentoml"

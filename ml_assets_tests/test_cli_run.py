@@ -122,8 +122,8 @@ def test_an_unknown_dataset_names_the_ones_there_are(home, capsys) -> None:
         ("train: [\n", "not YAML"),
         (
             "ops: {survey__training_set: {config: {window_days: 30}}}\n",
-            "ops names no job of this run; use pipeline, score, survey_pipeline, survey_score, "
-            "survey_train, train (the file maps each job to its run config: put `ops:` under "
+            "ops names no job of this run; use pipeline, score, search, survey_model_search, "
+            "survey_pipeline, survey_score, survey_train, train (the file maps each job to its run config: put `ops:` under "
             "`train:`)",
         ),
         (
@@ -150,12 +150,12 @@ def test_a_missing_config_file_exits_2(home, capsys, tmp_path: Path) -> None:
     assert code == 2 and "nope.yaml: cannot read it" in out
 
 
-def test_only_takes_the_three_jobs(home, capsys) -> None:
+def test_only_takes_the_three_jobs_and_the_search(home, capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["run", "survey", "--only", "monitor"])
     assert exited.value.code == 2
     assert (
-        "invalid choice: 'monitor' (choose from 'pipeline', 'train', 'score')"
+        "invalid choice: 'monitor' (choose from 'pipeline', 'train', 'search', 'score')"
         in capsys.readouterr().err
     )
 
@@ -218,6 +218,14 @@ def test_options_become_partitions_and_run_config_per_job(tmp_path: Path) -> Non
     ]
     with pytest.raises(RunOptionsError, match=r"valid keys: 2019-01-01 \.\. 2024-02-01"):
         plan_runs(dataset, last="2018-12-01")
+    # the model search runs only when named, after training, unpartitioned, with its config
+    assert "survey_model_search" not in [r.job for r in plan_runs(dataset)]
+    search = {"ops": {"survey__model_search": {"config": {"n_trials": 5}}}}
+    runs = plan_runs(dataset, only=["search", "train"], file_config={"search": search})
+    assert runs == [
+        PlannedRun("survey_train", None, {}),
+        PlannedRun("survey_model_search", None, search),
+    ]
 
 
 # --- real runs ---------------------------------------------------------------------------

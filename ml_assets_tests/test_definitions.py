@@ -52,6 +52,12 @@ def test_bundled_contracts_become_assets_with_lineage():
             assert parents == {dg.AssetKey([name, f"raw_{role}"])}
     for name in ("car_loan", "car_price", "credit_card"):
         assert defs.resolve_job_def(f"{name}_pipeline") is not None
+        # the model search has its own job, and is in no other
+        search = dg.AssetKey([name, "model_search"])
+        assert graph.get(search).parent_keys == {dg.AssetKey([name, "training_set"])}
+        job = defs.resolve_job_def(f"{name}_model_search")
+        assert job.asset_layer.selected_asset_keys == {search}
+        assert search not in defs.resolve_job_def(f"{name}_train").asset_layer.selected_asset_keys
     checks = {k.name for k in graph.asset_check_keys}
     assert {"schema_conformance", "primary_key_unique", "quarantine_rate"} <= checks
     assert {"null_rate", "row_count_anomaly", "freshness_check"} <= checks

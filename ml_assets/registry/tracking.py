@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,15 @@ STANDARD_TAGS = (
     "training_set.fingerprint",
     "features",
 )
+
+
+SEARCH_ID_TAG = "search.id"
+SEARCH_ROLE_TAG = "search.role"
+"""``parent`` (one run per search) or ``trial`` (one nested run per trial)."""
+SEARCH_VERSION_TAG = "search.result_version"
+PARAMS_SOURCE_TAG = "params.source"
+"""On a model's run and version: the search id its hyperparameters came from, or ``default``."""
+BEST_CONFIG = "best_config.json"
 
 
 def model_requirements() -> list[str]:
@@ -249,6 +259,10 @@ class MlflowTracking(dg.ConfigurableResource):
             client.set_registered_model_alias(dataset, CHALLENGER, version)
             for key in ("dagster.run_id", "contract.version", "training_set.fingerprint"):
                 client.set_model_version_tag(dataset, version, key, tags[key])
+            if PARAMS_SOURCE_TAG in tags:
+                client.set_model_version_tag(
+                    dataset, version, PARAMS_SOURCE_TAG, tags[PARAMS_SOURCE_TAG]
+                )
             # the bytes MLflow stored (CatBoost saves an in-memory model identically each
             # time): what a Bento must serve, verified at build and at every start
             client.set_model_version_tag(
@@ -330,3 +344,197 @@ class MlflowTracking(dg.ConfigurableResource):
         client.set_registered_model_alias(dataset, CHAMPION, version)
         client.set_model_version_tag(dataset, version, "promotion.decision", "rolled back to")
         return current, version
+
+
+class SearchTracking:
+    """The experiment-tracking standard for model searches (issue 13), on an
+    :class:`MlflowTracking`: one parent run per search, in the dataset's experiment, found again
+    by its ``search.id`` when the search resumes; one nested run per trial (params, fold
+    scores, state); the parent's best config, scores and plots, and the best config as a
+    versioned JSON artifact that a training can opt into (``TrainConfig.params_from``).
+
+    Uses :class:`mlflow.MlflowClient` only (no fluent active run), so trials logging from
+    several threads never share a run context; the caller serialises the writes.
+    """
+
+    def __init__(self, tracking: MlflowTracking) -> None:
+        self.tracking = tracking
+
+    def _standard(self, tags: dict[str, str], search_id: str) -> dict[str, str]:
+        missing = [t for t in STANDARD_TAGS if not tags.get(t)]
+        if missing:
+            raise ValueError(f"experiment-tracking standard: missing tags {missing}")
+        return {**tags, SEARCH_ID_TAG: search_id}
+
+    def find_parent(self, dataset: str, search_id: str) -> str | None:
+        """The parent run of a search, if it exists."""
+        client = self.tracking.client()
+        exp = client.get_experiment_by_name(dataset)
+        if exp is None:
+            return None
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string=(
+                f"tags.`{SEARCH_ID_TAG}` = '{search_id}' and tags.`{SEARCH_ROLE_TAG}` = 'parent'"
+            ),
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def start_search(
+        self,
+        dataset: str,
+        search_id: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        resume: bool = True,
+    ) -> str:
+        """The search's parent run: the existing one (set running again) on resume, else new
+        (a search started over marks its old parent ``search.role = replaced``)."""
+        tags = self._standard(tags, search_id)
+        client = self.tracking.client()
+        run_id = self.find_parent(dataset, search_id)
+        if run_id is not None and not resume:
+            client.set_tag(run_id, SEARCH_ROLE_TAG, "replaced")
+            run_id = None
+        if run_id is not None:
+            client.update_run(run_id, status="RUNNING")
+            for key, value in tags.items():
+                client.set_tag(run_id, key, value)
+            return run_id
+        from mlflow.entities import Param
+
+        run = client.create_run(
+            self.tracking.experiment_id(dataset),
+            tags={**tags, SEARCH_ROLE_TAG: "parent", "mlflow.runName": f"search {search_id}"},
+        )
+        client.log_batch(
+            run.info.run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()]
+        )
+        return run.info.run_id
+
+    def log_trial(
+        self, dataset: str, parent: str, search_id: str, tags: dict[str, str], trial: Any
+    ) -> str:
+        """One trial as a nested run: its params, fold scores, mean score and state."""
+        from mlflow.entities import Metric, Param
+
+        client = self.tracking.client()
+        run = client.create_run(
+            self.tracking.experiment_id(dataset),
+            tags={
+                **self._standard(tags, search_id),
+                SEARCH_ROLE_TAG: "trial",
+                "mlflow.parentRunId": parent,
+                "mlflow.runName": f"trial {trial.number}",
+                "search.trial": str(trial.number),
+                "search.trial_state": trial.state.name.lower(),
+            },
+        )
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"fold_{k + 1}", float(v), now, 0) for k, v in trial.intermediate_values.items()
+        ]
+        if trial.value is not None:
+            metrics.append(Metric("cv_score", float(trial.value), now, 0))
+        client.log_batch(
+            run.info.run_id,
+            params=[Param(k, str(v)) for k, v in trial.params.items()],
+            metrics=[m for m in metrics if m.value == m.value],
+        )
+        client.set_terminated(run.info.run_id, "FINISHED" if trial.value is not None else "KILLED")
+        return run.info.run_id
+
+    def next_version(self, dataset: str) -> int:
+        """One more than the highest result version of the dataset's searches."""
+        client = self.tracking.client()
+        exp = client.get_experiment_by_name(dataset)
+        if exp is None:
+            return 1
+        # every result ever versioned, a replaced search's too: a version names one result
+        runs = client.search_runs(
+            [exp.experiment_id], filter_string=f"tags.`{SEARCH_VERSION_TAG}` LIKE '%'"
+        )
+        versions = [int(r.data.tags.get(SEARCH_VERSION_TAG, 0)) for r in runs]
+        return max(versions, default=0) + 1
+
+    def finish_search(
+        self, dataset: str, parent: str, result: Any, plots: dict[str, Path] | None = None
+    ) -> None:
+        """The parent's best params, best and default CV scores (with their fold spread), trial
+        counts, plots and the best config as ``best_config.json``: a new result version, unless
+        the search ran no new trial (a finished search run again keeps its version)."""
+        import json
+        import tempfile
+
+        from mlflow.entities import Metric, Param
+
+        client = self.tracking.client()
+        previous = client.get_run(parent).data.tags.get(SEARCH_VERSION_TAG)
+        # a search run again with nothing left to do keeps its version; any new trial, a new one
+        unchanged = previous is not None and result.trials_this_run == 0
+        result.version = int(previous) if unchanged else self.next_version(dataset)
+        now = int(time.time() * 1000)
+        metrics = {
+            "best_cv_score": result.best_score,
+            "best_cv_spread": result.best_spread,
+            "default_cv_score": result.default_score,
+            "default_cv_spread": result.default_spread,
+            "trials_complete": result.trials_complete,
+            "trials_pruned": result.trials_pruned,
+            "trials_failed": result.trials_failed,
+            "pruned_share": result.pruned_share,
+            "search_seconds": result.seconds,
+            **{f"best_fold_{k + 1}": v for k, v in enumerate(result.best_fold_scores)},
+        }
+        existing = client.get_run(parent).data.params
+        params = {f"best.{k}": str(v) for k, v in result.best_params.items()}
+        client.log_batch(
+            parent,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v == v],
+            # a resumed search may find a new best: params are write-once in MLflow
+            params=[Param(k, v) for k, v in params.items() if k not in existing],
+        )
+        for k, v in params.items():
+            if existing.get(k, v) != v:
+                client.set_tag(parent, f"latest.{k}", v)
+        client.set_tag(parent, SEARCH_VERSION_TAG, str(result.version))
+        client.set_tag(parent, "search.stopped_by", result.stopped_by)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / BEST_CONFIG
+            path.write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
+            client.log_artifact(parent, str(path))
+            for plot in (plots or {}).values():
+                client.log_artifact(parent, str(plot), artifact_path="plots")
+        client.set_terminated(parent, "FINISHED")
+
+    def load_result(self, dataset: str, ref: str) -> dict[str, Any]:
+        """A finished search's best config: ``latest``, a search id, or a result version
+        (``v3`` / ``3``). Raises ``ValueError`` naming what was asked when there is none."""
+        import json
+        import tempfile
+
+        client = self.tracking.client()
+        exp = client.get_experiment_by_name(dataset)
+        # every finished, versioned result (a replaced search's too, by its version)
+        where = f"tags.`{SEARCH_VERSION_TAG}` LIKE '%' and attributes.status = 'FINISHED'"
+        if ref != "latest":
+            version = ref[1:] if ref[:1] in ("v", "V") and ref[1:].isdigit() else ref
+            key = SEARCH_VERSION_TAG if version.isdigit() else SEARCH_ID_TAG
+            where += f" and tags.`{key}` = '{version if version.isdigit() else ref}'"
+        runs = (
+            client.search_runs(
+                [exp.experiment_id], filter_string=where, order_by=["attributes.end_time DESC"]
+            )
+            if exp is not None
+            else []
+        )
+        if not runs:
+            raise ValueError(
+                f"params_from {ref!r}: {dataset} has no finished model search "
+                + ("yet (run its model_search job)" if ref == "latest" else "of that id or version")
+            )
+        runs.sort(key=lambda r: int(r.data.tags[SEARCH_VERSION_TAG]), reverse=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = client.download_artifacts(runs[0].info.run_id, BEST_CONFIG, tmp)
+            return json.loads(Path(local).read_text(encoding="utf-8"))

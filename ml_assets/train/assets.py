@@ -16,11 +16,13 @@ from ml_assets.registry.promotion import run_gate
 from ml_assets.registry.tracking import CHALLENGER, CHAMPION, MlflowTracking, git_commit
 from ml_assets.storage import LAKE_IO, Lake
 from ml_assets.train import core
-from ml_assets.train.config import TrainConfig
+from ml_assets.train.config import SearchConfig, TrainConfig
 from ml_assets.train.training import (
     TrainingWindow,
     log_and_register,
     model_metadata,
+    resolve_params,
+    search_metadata,
     tracking_record,
     train,
 )
@@ -64,6 +66,10 @@ def build_model_asset(dataset: Dataset) -> dg.AssetsDefinition:
         event = context.instance.get_latest_materialization_event(keys.training_set)
         set_meta = event.asset_materialization.metadata if event else {}
         why_empty = set_meta[EMPTY_REASON].value if EMPTY_REASON in set_meta else None
+        try:
+            config, params_source = resolve_params(mlflow, dataset.name, config)
+        except ValueError as exc:
+            raise dg.Failure(str(exc)) from exc
         trained = train(dataset, frame, config, why_empty)
         context.log.info(trained.describe())
         window = TrainingWindow.from_metadata(set_meta)
@@ -77,6 +83,7 @@ def build_model_asset(dataset: Dataset) -> dg.AssetsDefinition:
             run_url=f"{mlflow.dagster_ui_url}/runs/{run_id}",
             asset_key=keys.model.to_user_string(),
             git_commit=git_commit(),
+            params_source=params_source,
         )
         source = str(lake.path(keys.training_set, None))
         logged, plots_md = log_and_register(mlflow, dataset, trained, record, source)
@@ -86,11 +93,89 @@ def build_model_asset(dataset: Dataset) -> dg.AssetsDefinition:
         )
         context.log.info(f"promotion gate for v{logged.version}: {gate.decision.reason}")
         return dg.MaterializeResult(
-            metadata=model_metadata(dataset, trained, logged, plots_md),
+            metadata={
+                **model_metadata(dataset, trained, logged, plots_md),
+                "params_source": params_source,
+            },
             check_results=[gate.check_result(GATE)],
         )
 
     return model
+
+
+def build_model_search_asset(dataset: Dataset) -> dg.AssetsDefinition:
+    """The model search (issue 13): a budgeted Optuna search of CatBoost's hyperparameters on
+    the training set, in its own job; its result feeds training only by opt-in."""
+    contract, keys = dataset.contract, dataset.keys
+
+    @dg.asset(
+        key=keys.model_search,
+        deps=[keys.training_set],
+        **dataset.asset_args("model_search"),
+        kinds={"catboost", "optuna", "mlflow"},
+        description=(
+            f"A hyperparameter search of the {contract.problem_type.value} model of "
+            f"`{contract.target}`: TPE-sampled CatBoost configs scored on expanding-window "
+            "folds over event time (the default config on the same folds), pruned after each "
+            "fold, within a trial and a time budget; resumable (an Optuna study per dataset "
+            "under `$ML_ASSETS_HOME/search`). One MLflow parent run per search, one nested "
+            "run per trial. The best config is a versioned artifact that training uses only "
+            "when its config says `params_from: latest` (or a search id/version)."
+        ),
+    )
+    def model_search(
+        context: dg.AssetExecutionContext, config: SearchConfig, lake: Lake, mlflow: MlflowTracking
+    ) -> dg.MaterializeResult:
+        from ml_assets.features.training_set import fingerprint
+        from ml_assets.registry.tracking import SearchTracking
+        from ml_assets.train.search import SearchError, check_search_config, run_search
+
+        try:
+            check_search_config(config)  # before reading anything
+        except SearchError as exc:
+            raise dg.Failure(f"model search: {exc}") from exc
+        frame = lake.scan(keys.training_set, [None]).collect()
+        event = context.instance.get_latest_materialization_event(keys.training_set)
+        set_meta = event.asset_materialization.metadata if event else {}
+        why_empty = set_meta[EMPTY_REASON].value if EMPTY_REASON in set_meta else None
+        core.check_training_frame(frame, contract.target, contract.problem_type, why_empty)
+        spec = dataset.spec
+        problem = core.Problem.from_frame(
+            frame, contract.problem_type, contract.target, spec.names, spec.event_time
+        )
+        window = TrainingWindow.from_metadata(set_meta)
+        fp = fingerprint(frame, spec.key)
+        run_id = context.run.run_id
+        tags = {
+            "dagster.run_id": run_id,
+            "dagster.run_url": f"{mlflow.dagster_ui_url}/runs/{run_id}",
+            "dagster.asset_key": keys.model_search.to_user_string(),
+            "training.window": f"{window.start} .. {window.cutoff}",
+            "git.commit": git_commit(),
+            "contract.version": contract.version,
+            "training_set.fingerprint": fp,
+            "features": ",".join(problem.features),
+        }
+        try:
+            result = run_search(
+                frame,
+                problem,
+                config,
+                name=dataset.name,
+                fingerprint=fp,
+                tracking=SearchTracking(mlflow),
+                tags=tags,
+            )
+        except SearchError as exc:
+            raise dg.Failure(f"model search: {exc}") from exc
+        context.log.info(
+            f"search {result.search_id}: best {result.metric} {result.best_score:.4f} "
+            f"(default {result.default_score:.4f}), {result.trials} trials "
+            f"({result.trials_pruned} pruned), stopped by {result.stopped_by}"
+        )
+        return dg.MaterializeResult(metadata=search_metadata(result, mlflow))
+
+    return model_search
 
 
 def build_champion_asset(dataset: Dataset) -> dg.AssetsDefinition:
@@ -194,6 +279,7 @@ def training_definitions(dataset: Dataset) -> dg.Definitions:
     return dg.Definitions(
         assets=[
             build_model_asset(dataset),
+            build_model_search_asset(dataset),
             build_champion_asset(dataset),
             build_predictions_asset(dataset),
         ]

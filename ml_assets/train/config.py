@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 
 NOT_CATBOOST = frozenset(
-    {"valid_share", "test_share", "tolerance", "slice_tolerance", "min_slice_rows"}
+    {"valid_share", "test_share", "tolerance", "slice_tolerance", "min_slice_rows", "params_from"}
 )
 """The fields that are the split's and the gate's; every other field is a CatBoost parameter."""
 
@@ -66,6 +66,18 @@ class TrainConfig(dg.Config):
     combinations_ctr: list[str] | None = ["Borders:Prior=0.5/1"]
     """Target statistics per combination of categoricals: the smoothed target mean with one
     prior (CatBoost's default, None, adds two more priors and a frequency)."""
+    one_hot_max_size: int | None = None
+    """Categoricals with at most this many values are one-hot encoded instead of target
+    statistics (None: CatBoost's default). Searched by the model search."""
+    border_count: int | None = None
+    """Histogram bins per numeric feature (None: CatBoost's default, 254). Searched."""
+    random_strength: float | None = None
+    """Randomness of split scores against overfitting (None: CatBoost's default, 1). Searched."""
+    params_from: str | None = None
+    """Take the searched hyperparameters of a model search result (issue 13) instead of the
+    fields above: ``latest`` (the dataset's newest finished search) or a search id / result
+    version (``v3`` or ``3``). None: this config as it is. The model's run tag
+    ``params.source`` says which; the promotion gate still decides."""
 
     def catboost_params(self, categorical_features: int = 0) -> dict[str, Any]:
         """The estimator's keyword arguments (the loss comes from the problem kind); a field
@@ -89,3 +101,52 @@ class TrainConfig(dg.Config):
             "allow_writing_files": False,
             "verbose": False,
         }
+
+
+FAMILIES = ("catboost",)
+"""The model families a search may use. LightGBM and XGBoost were judged not worth their
+weight (README, "Model search"): CatBoost handles categoricals natively and is the one model
+format the registry, the Bento and the server know."""
+
+
+class SearchConfig(dg.Config):
+    """A model search's budget, folds, parallelism and search space (``<dataset>/model_search``).
+
+    Each range is ``[low, high]`` (inclusive; ``low == high`` fixes the value). Every setting is
+    checked by :func:`ml_assets.train.search.check_search_config` before anything is tracked.
+    """
+
+    n_trials: int = 30
+    """Most trials, counting those a resumed search already finished (complete or pruned)."""
+    timeout_s: float = 600.0
+    """Wall-time budget of the trials: no trial starts after it (the search ends within it
+    plus one trial)."""
+    folds: int = 3
+    """Expanding-window folds over the training set's event time (each trial, and the default
+    config, is scored on the same folds)."""
+    seed: int = 42
+    """Seeds the sampler; with ``parallel = 1`` the same seed, data and trial count give the
+    same best config."""
+    parallel: int = 1
+    """Trials run at once (threads); each model gets ``cores // parallel`` threads, so model
+    threads times parallel trials never exceed the cores."""
+    model_family: str = "catboost"
+    """One of :data:`FAMILIES`."""
+    iterations: int | None = None
+    """Most boosting rounds of a trial's fit (early stopping ends sooner); None: the training
+    config's ``iterations``."""
+    depth: list[int] = [4, 8]
+    learning_rate: list[float] = [0.02, 0.3]
+    """Sampled on a log scale."""
+    l2_leaf_reg: list[float] = [1.0, 30.0]
+    """Sampled on a log scale."""
+    one_hot_max_size: list[int] = [2, 16]
+    border_count: list[int] = [32, 254]
+    random_strength: list[float] = [0.1, 10.0]
+    """Sampled on a log scale."""
+    study_name: str | None = None
+    """The Optuna study (and ``search.id``); None: derived from the dataset, the training set's
+    fingerprint and every setting that changes what a trial means, so the same search resumes
+    and a different one starts afresh."""
+    resume: bool = True
+    """Continue a stored study of the same name (False: delete it and start again)."""

@@ -20,6 +20,7 @@ import polars as pl
 
 from ml_assets.dataset import Dataset
 from ml_assets.features.training_set import fingerprint
+from ml_assets.registry.tracking import PARAMS_SOURCE_TAG
 from ml_assets.train import core
 from ml_assets.train.config import TrainConfig
 
@@ -88,6 +89,22 @@ def train(
     )
 
 
+def resolve_params(tracking: Any, name: str, config: TrainConfig) -> tuple[TrainConfig, str]:
+    """The config a training fits and where its hyperparameters came from (the run tag
+    ``params.source``): with ``params_from`` set, the searched fields of that model search's
+    result (``latest``, a search id or a version) over ``config``, and the search id; else
+    ``config`` as it is and ``default``. An unknown reference raises ``ValueError`` before
+    anything is trained."""
+    from ml_assets.registry.tracking import SearchTracking
+    from ml_assets.train.search import SEARCHED
+
+    if config.params_from is None:
+        return config, "default"
+    result = SearchTracking(tracking).load_result(name, config.params_from)
+    update = {k: v for k, v in result["params"].items() if k in SEARCHED}
+    return config.model_copy(update=update), str(result["search_id"])
+
+
 @dataclass(frozen=True)
 class TrainingWindow:
     """Where the training set came from (its asset's latest materialization metadata)."""
@@ -122,8 +139,10 @@ def tracking_record(
     run_url: str,
     asset_key: str,
     git_commit: str,
+    params_source: str = "default",
 ) -> TrackingRecord:
-    """What the experiment-tracking standard records for a training."""
+    """What the experiment-tracking standard records for a training; ``params_source`` is
+    where its hyperparameters came from (a model search's id, or ``default``)."""
     ev, metric = trained.evaluation, dataset.kind.primary_metric
     tags = {
         "dagster.run_id": run_id,
@@ -135,6 +154,7 @@ def tracking_record(
         "training_set.fingerprint": trained.fingerprint,
         "features": ",".join(trained.problem.features),
         "problem": trained.problem.to_json(),
+        PARAMS_SOURCE_TAG: params_source,
     }
     params = {
         **config.model_dump(),
@@ -187,11 +207,12 @@ def log_and_register(
     return logged, plots_md
 
 
-def png_markdown(paths: dict[str, Path]) -> str:
-    """Plots inline in Dagster's metadata (markdown with data: URLs)."""
+def png_markdown(paths: dict[str, Path] | dict[str, bytes]) -> str:
+    """Plots inline in Dagster's metadata (markdown with data: URLs), from files or bytes."""
     parts = []
     for name, path in paths.items():
-        data = base64.b64encode(path.read_bytes()).decode()
+        png = path if isinstance(path, bytes) else path.read_bytes()
+        data = base64.b64encode(png).decode()
         parts.append(f"**{name}**\n\n![{name}](data:image/png;base64,{data})")
     return "\n\n".join(parts)
 
@@ -226,3 +247,42 @@ def model_metadata(
         "slices": dg.MetadataValue.md(slices_markdown(ev.slices, metric)),
         "plots": dg.MetadataValue.md(plots_md),
     }
+
+
+def search_metadata(result: Any, tracking: Any) -> dict[str, Any]:
+    """The ``model_search`` asset's materialization metadata: best and default CV scores on
+    the same folds (with their spread), the trial counts, the plots, and the result's version
+    and artifact (what ``TrainConfig.params_from`` names)."""
+    from ml_assets.registry.tracking import BEST_CONFIG
+
+    metric = result.metric
+    meta: dict[str, Any] = {
+        "search_id": result.search_id,
+        "config_version": result.version,
+        "params_from": f"v{result.version}",
+        "primary_metric": metric,
+        f"best_cv_{metric}": round(result.best_score, 6),
+        f"best_cv_{metric}_spread": round(result.best_spread, 6),
+        f"default_cv_{metric}": round(result.default_score, 6),
+        f"default_cv_{metric}_spread": round(result.default_spread, 6),
+        "trials": result.trials,
+        "trials_pruned": result.trials_pruned,
+        "pruned_share": round(result.pruned_share, 4),
+        "trials_this_run": result.trials_this_run,
+        "stopped_by": result.stopped_by,
+        "search_seconds": round(result.seconds, 2),
+        "best_params": dg.MetadataValue.json(result.best_params),
+        "folds": result.folds,
+    }
+    if result.parent_run_id is not None:
+        run = tracking.client().get_run(result.parent_run_id)
+        meta["mlflow_run_id"] = result.parent_run_id
+        meta["mlflow_run"] = dg.MetadataValue.url(
+            tracking.run_url(run.info.experiment_id, result.parent_run_id)
+        )
+        meta["config_artifact"] = f"{run.info.artifact_uri}/{BEST_CONFIG}"
+    if result.plots:
+        meta["plots"] = dg.MetadataValue.md(png_markdown(result.plots))
+    if result.notes:
+        meta["notes"] = dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes))
+    return meta

@@ -1,0 +1,182 @@
+"""The model search (issue 13): best vs default CV score, wall time, trials/min, share pruned,
+and the platform's overhead over the same search run by plain Optuna.
+
+For each dataset (default: car_loan, the 100k-row demo training set, and car_price), the
+training set is built with the platform's feature code (as ``bench_training.py`` does), then,
+side by side in one process:
+
+* ``platform``: :func:`ml_assets.train.search.run_search` as the ``model_search`` asset runs it:
+  settings checked, folds cut, an Optuna study in SQLite RDB storage, the default config
+  scored on the same folds, one MLflow parent run + a nested run per trial on a local SQLite
+  tracking store, the plots and the versioned best-config artifact;
+* ``plain Optuna`` (the floor): the same folds, the same TPE sampler and median pruner with the
+  same seeds, the same objective (CatBoost fitted per fold), an in-memory study, no tracking,
+  no default-config scoring. The same seed gives the same trials, so the difference in wall
+  time is the platform's (storage, tracking, default config, plots).
+
+    .venv/bin/python bench/bench_search.py --trials 30 --out bench/results/search.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")
+
+import numpy as np
+import polars as pl
+
+from ml_assets.contracts import load_contracts
+from ml_assets.features import build_training_set, compute_features, load_feature_spec
+from ml_assets.features.compute import entity_events, fingerprint, label_events
+from ml_assets.features.spec import Source
+from ml_assets.ingest.demo import demo_frames
+from ml_assets.registry.tracking import STANDARD_TAGS, MlflowTracking, SearchTracking
+from ml_assets.train import core, search
+from ml_assets.train.config import SearchConfig, TrainConfig
+
+
+def training_frame(name: str) -> tuple[pl.DataFrame, core.Problem, str]:
+    """The dataset's demo training set (every labelled row), its problem and fingerprint."""
+    contract = load_contracts()[name]
+    spec = load_feature_spec(contract)
+    frames = demo_frames(contract)
+    entity = frames["entity"].with_columns(pl.col(spec.event_time).dt.replace_time_zone("UTC"))
+    labels = frames["labels"].with_columns(
+        pl.col(contract.labels.observed_at).dt.replace_time_zone("UTC")
+    )
+    owners = entity.select(*spec.key, *spec.group_columns)
+    events = {
+        Source.ENTITY: entity_events(spec, entity).collect(),
+        Source.LABELS: label_events(spec, labels, owners).collect(),
+    }
+    feats = compute_features(spec, entity, events)
+    cutoff = labels.get_column(contract.labels.observed_at).max() + dt.timedelta(seconds=1)
+    window = cutoff - entity.get_column(spec.event_time).min()
+    frame = build_training_set(spec, feats, labels, cutoff, window)
+    problem = core.Problem.from_frame(
+        frame, contract.problem_type, contract.target, spec.names, spec.event_time
+    )
+    return frame, problem, fingerprint(frame, spec.key)
+
+
+def plain_optuna(frame: pl.DataFrame, problem: core.Problem, config: SearchConfig) -> dict:
+    """The floor: the same search by Optuna alone (in-memory study, no tracking)."""
+    import optuna
+
+    t0 = time.perf_counter()
+    folds = search.time_folds(frame.get_column(problem.event_time), config.folds)
+    data = search.SearchData.build(frame, problem, folds)
+    startup = max(1, min(10, config.n_trials // 3))
+    study = optuna.create_study(
+        direction="maximize" if problem.kind.higher_is_better else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=startup),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=min(3, startup)),
+    )
+    threads = max(1, search.cores() // config.parallel)
+    base = TrainConfig()
+
+    def objective(trial):
+        params = search.suggest(trial, config)
+
+        def report(k, score):
+            trial.report(score, step=k)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        cfg = search.trial_config(base, config, params)
+        return float(np.mean(search.fold_scores(data, cfg, threads, report)))
+
+    study.optimize(
+        objective, n_trials=config.n_trials, timeout=config.timeout_s, n_jobs=config.parallel
+    )
+    seconds = time.perf_counter() - t0
+    states = [t.state.name for t in study.trials]
+    return {
+        "seconds": seconds,
+        "best": study.best_value,
+        "trials": len(study.trials),
+        "pruned": states.count("PRUNED"),
+    }
+
+
+def platform_search(
+    frame: pl.DataFrame, problem: core.Problem, fp: str, name: str, config: SearchConfig
+) -> search.SearchResult:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        tracking = MlflowTracking(
+            tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
+            artifact_root=str(folder / "artifacts"),
+        )
+        tracking.experiment_id(name)  # create the store first: a one-off, not per search
+        tags = {t: f"bench-{t}" for t in STANDARD_TAGS}
+        return search.run_search(
+            frame,
+            problem,
+            config,
+            name=name,
+            fingerprint=fp,
+            tracking=SearchTracking(tracking),
+            tags=tags,
+            storage=folder / "search" / f"{name}.sqlite",
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--datasets", nargs="+", default=["car_loan", "car_price"])
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--out", default="bench/results/search.md")
+    args = parser.parse_args()
+    config = SearchConfig(n_trials=args.trials, timeout_s=args.timeout, parallel=args.parallel)
+    command = " ".join(
+        ["bench/bench_search.py", "--datasets", *args.datasets, "--trials", str(args.trials)]
+        + (["--parallel", str(args.parallel)] if args.parallel != 1 else [])
+    )
+    lines = [
+        f"# Model search benchmark ({dt.date.today()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()})",
+        "",
+        f"`.venv/bin/python {command} --out {args.out}`",
+        "",
+        f"Load average at the start: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        "",
+        "| dataset | training rows | metric | default CV (fold spread) | best CV (fold spread) "
+        "| trials (pruned) | share pruned | platform s | trials/min | plain Optuna s "
+        "| plain best | overhead | of which default config s | overhead without it |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in args.datasets:
+        frame, problem, fp = training_frame(name)
+        # alternate which runs first would need two runs each; the floor runs first, so the
+        # platform's run is not helped by a warm process (imports, CatBoost's first fit)
+        floor = plain_optuna(frame, problem, config)
+        result = platform_search(frame, problem, fp, name, config)
+        overhead = result.seconds / floor["seconds"] - 1
+        tracking_only = (result.seconds - result.default_seconds) / floor["seconds"] - 1
+        lines.append(
+            f"| {name} | {frame.height:,} | {result.metric} | {result.default_score:.4f} "
+            f"(±{result.default_spread:.4f}) | {result.best_score:.4f} (±{result.best_spread:.4f}) "
+            f"| {result.trials} ({result.trials_pruned}) | {result.pruned_share:.0%} "
+            f"| {result.seconds:.1f} | {result.trials / result.seconds * 60:.1f} "
+            f"| {floor['seconds']:.1f} | {floor['best']:.4f} | {overhead:+.1%} "
+            f"| {result.default_seconds:.1f} | {tracking_only:+.1%} |"
+        )
+        print(lines[-1], flush=True)
+    lines += ["", f"Load average at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}"]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
