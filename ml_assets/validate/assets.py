@@ -224,6 +224,15 @@ def build_validated_assets(dataset: Dataset, role: str) -> dg.AssetsDefinition:
         # a range is committed together: a run that fails part-way changes no partition (the
         # baselines of a partition read its predecessors' staged files in the same run)
         with lake.batch() as batch:
+            # each partition's footer is read once, not once per later partition whose
+            # baseline it is (on an object store each read is a round trip)
+            footers: dict[str, dict | None] = {}
+
+            def stats(p: str) -> dict | None:
+                if p not in footers:
+                    footers[p] = lake.parquet_stats(vkey, p, batch)
+                return footers[p]
+
             for i, (pk, frame) in enumerate(sorted(raw.items()), 1):
                 data = frame.collect()
                 raw_types.update({c: str(t) for c, t in data.schema.items()})
@@ -232,6 +241,7 @@ def build_validated_assets(dataset: Dataset, role: str) -> dg.AssetsDefinition:
                 )
                 lake.write(vkey, pk, valid, batch=batch)
                 lake.write(qkey, pk, quarantined, batch=batch)
+                footers.pop(pk, None)
                 total = total.merge(report)
                 per_partition[pk] = {"valid": report.valid, "quarantined": report.quarantined}
                 context.log.info(
@@ -239,7 +249,7 @@ def build_validated_assets(dataset: Dataset, role: str) -> dg.AssetsDefinition:
                     f"{report.quarantined} quarantined of {report.ingested}"
                 )
                 baseline = recent_stats(
-                    lambda p: lake.parquet_stats(vkey, p, batch),
+                    stats,
                     partitions.before(pk),
                     config.baseline_partitions,
                 )
@@ -252,7 +262,7 @@ def build_validated_assets(dataset: Dataset, role: str) -> dg.AssetsDefinition:
                     row_count_ratio=config.row_count_ratio,
                     null_rate_tolerance=config.null_rate_tolerance,
                     into=anomalies,
-                    season=lake.parquet_stats(vkey, ago, batch) if ago else None,
+                    season=stats(ago) if ago else None,
                 )
         yield from materializations(vkey, qkey, table, contract.version, total, per_partition)
         yield from check_results(vkey, total, anomalies, threshold, raw_types)
