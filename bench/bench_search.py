@@ -77,7 +77,9 @@ def plain_optuna(frame: pl.DataFrame, problem: core.Problem, config: SearchConfi
     study = optuna.create_study(
         direction="maximize" if problem.kind.higher_is_better else "minimize",
         sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=startup),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=min(3, startup)),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=min(3, startup), n_warmup_steps=4 * search.REPORT_EVERY
+        ),
     )
     threads = max(1, search.cores() // config.parallel)
     base = TrainConfig()
@@ -86,12 +88,16 @@ def plain_optuna(frame: pl.DataFrame, problem: core.Problem, config: SearchConfi
         params = search.suggest(trial, config)
 
         def report(k, score):
-            trial.report(score, step=k)
+            trial.report(score, step=search.fold_step(k))
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
         cfg = search.trial_config(base, config, params)
-        return float(np.mean(search.fold_scores(data, cfg, threads, report)))
+        hook = search.round_hook(trial, problem.kind)
+        try:
+            return float(np.mean(search.fold_scores(data, cfg, threads, report, hook)))
+        except search.Pruned:
+            raise optuna.TrialPruned() from None
 
     study.optimize(
         objective, n_trials=config.n_trials, timeout=config.timeout_s, n_jobs=config.parallel

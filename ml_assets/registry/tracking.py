@@ -431,10 +431,18 @@ class SearchTracking:
                 "search.trial_state": trial.state.name.lower(),
             },
         )
+        from ml_assets.train.search import ROUNDS_PER_FOLD, fold_step
+
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(f"fold_{k + 1}", float(v), now, 0) for k, v in trial.intermediate_values.items()
-        ]
+        # the folds' scores; the losses reported during the fits (the steps between) go in as
+        # one series per fold, its step the boosting round
+        metrics = []
+        for step, v in sorted(trial.intermediate_values.items()):
+            k, rnd = divmod(step, ROUNDS_PER_FOLD)
+            if step == fold_step(k):
+                metrics.append(Metric(f"fold_{k + 1}", float(v), now, 0))
+            else:
+                metrics.append(Metric(f"fold_{k + 1}_early_stopping_loss", abs(float(v)), now, rnd))
         if trial.value is not None:
             metrics.append(Metric("cv_score", float(trial.value), now, 0))
         client.log_batch(

@@ -3,7 +3,7 @@
 Plain functions, no Dagster: :func:`check_search_config` refuses a setting that cannot work
 (naming it) before anything is tracked, :func:`time_folds` cuts expanding-window folds over the
 training set's event time, :func:`run_search` runs an Optuna study (TPE sampler, median pruner
-fed after every fold) stored as SQLite under ``$ML_ASSETS_HOME/search``, so a killed search
+fed the early-stopping loss during each fit and every fold's score) stored as SQLite under ``$ML_ASSETS_HOME/search``, so a killed search
 resumes without repeating finished trials, and tracks it by the standard through
 :class:`~ml_assets.registry.tracking.SearchTracking` when given one.
 
@@ -225,15 +225,58 @@ class SearchData:
         return cls(problem, folds, pools)
 
 
+ROUNDS_PER_FOLD = 1_000_000
+"""Pruning steps: boosting round ``r`` of fold ``k`` is step ``k * ROUNDS_PER_FOLD + r``, and
+fold ``k``'s score is step :func:`fold_step` ``(k)``, after all of its rounds."""
+REPORT_EVERY = 20
+"""Boosting rounds between two reports of the early-stopping loss to the pruner."""
+
+
+class Pruned(Exception):
+    """Raised by :func:`fold_scores` when its per-round hook says the trial is to stop."""
+
+
+def fold_step(k: int) -> int:
+    """The pruning step of fold ``k``'s score (after every round of that fold)."""
+    return k * ROUNDS_PER_FOLD + ROUNDS_PER_FOLD - 1
+
+
+class _RoundReporter:
+    """CatBoost callback: every :data:`REPORT_EVERY` rounds, the early-stopping set's loss
+    (CatBoost's first validation metric: lower is better) to ``hook(step, loss)``; a True
+    answer stops the fit."""
+
+    def __init__(self, fold: int, hook: Callable[[int, float], bool]) -> None:
+        self.fold = fold
+        self.hook = hook
+        self.stopped = False
+
+    def after_iteration(self, info: Any) -> bool:
+        if info.iteration % REPORT_EVERY:
+            return True
+        validation = info.metrics.get("validation")
+        if not validation:
+            return True
+        loss = float(next(iter(validation.values()))[-1])
+        if self.hook(self.fold * ROUNDS_PER_FOLD + info.iteration, loss):
+            self.stopped = True
+            return False
+        return True
+
+
 def fold_scores(
     data: SearchData,
     config: TrainConfig,
     thread_count: int,
     report: Callable[[int, float], None] | None = None,
+    every_round: Callable[[int, float], bool] | None = None,
 ) -> list[float]:
     """The primary metric of ``config`` on each fold (fit on the fold's older training rows,
     early stopping on its newest, scored on its validation rows). ``report(k, score)`` is told
-    each fold's score as it comes (it may raise to stop the trial: pruning)."""
+    each fold's score as it comes (it may raise to stop the trial: pruning).
+    ``every_round(step, loss)`` is told the early-stopping loss as the fit goes (every
+    :data:`REPORT_EVERY` rounds; steps as :data:`ROUNDS_PER_FOLD` says): True stops the fit
+    and raises :class:`Pruned`, so a bad trial ends within its first fold."""
     kind = data.problem.kind
     params = {
         **config.catboost_params(len(data.problem.categorical)),
@@ -242,7 +285,15 @@ def fold_scores(
     scores = []
     for k, pools in enumerate(data.pools):
         model = kind.estimator(**params)
-        model.fit(pools.fit, eval_set=pools.early_stopping, use_best_model=True)
+        reporter = _RoundReporter(k, every_round) if every_round is not None else None
+        model.fit(
+            pools.fit,
+            eval_set=pools.early_stopping,
+            use_best_model=True,
+            callbacks=[reporter] if reporter is not None else None,
+        )
+        if reporter is not None and reporter.stopped:
+            raise Pruned(f"pruned in fold {k + 1}, round {model.tree_count_}")
         predicted = kind.scores(model, pools.valid, thread_count=thread_count)
         score = kind.metrics(pools.y_valid, predicted, data.problem.classes)[kind.primary_metric]
         scores.append(float(score))
@@ -391,7 +442,11 @@ def _open_study(sid: str, path: Path, config: SearchConfig, higher_is_better: bo
         study_name=sid,
         direction="maximize" if higher_is_better else "minimize",
         sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=startup),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=min(3, startup), n_warmup_steps=0),
+        # rounds of the first fold before the pruner may stop a trial: the loss of the first
+        # rounds says little about where a trial ends
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=min(3, startup), n_warmup_steps=4 * REPORT_EVERY
+        ),
         load_if_exists=True,
     )
     # a killed search leaves its running trials behind: they count for nothing, and are failed
@@ -399,6 +454,21 @@ def _open_study(sid: str, path: Path, config: SearchConfig, higher_is_better: bo
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         log.info("search %s: trial %d was left running (killed search): failed", sid, t.number)
     return study
+
+
+def round_hook(trial: Any, kind: Any) -> Callable[[int, float], bool]:
+    """The per-round pruning hook of an Optuna ``trial``: the loss reported as a value in the
+    study's direction (negated when the primary metric is higher-is-better), then the
+    pruner's decision."""
+    sign = -1.0 if kind.higher_is_better else 1.0
+
+    def hook(step: int, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return True
+        trial.report(sign * loss, step=step)
+        return bool(trial.should_prune())
+
+    return hook
 
 
 def run_search(
@@ -460,11 +530,15 @@ def run_search(
         def report(k: int, score: float) -> None:
             if not math.isfinite(score):
                 raise optuna.TrialPruned(f"fold {k + 1} score is {score}")
-            trial.report(score, step=k)
+            trial.report(score, step=fold_step(k))
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after fold {k + 1}")
 
-        scores = fold_scores(data, trial_config(base, config, params), threads, report)
+        cfg = trial_config(base, config, params)
+        try:
+            scores = fold_scores(data, cfg, threads, report, round_hook(trial, kind))
+        except Pruned as stop:
+            raise optuna.TrialPruned(str(stop)) from None
         trial.set_user_attr("fold_scores", scores)
         return float(np.mean(scores))
 

@@ -129,6 +129,48 @@ def test_folds_expand_and_never_train_on_a_later_row(folds):
     )
 
 
+# --- pruning within a fold ---------------------------------------------------------------
+
+
+def test_the_pruner_hears_the_loss_during_the_fit_and_can_stop_a_trial_in_its_first_fold():
+    """Every REPORT_EVERY rounds the early-stopping loss reaches the hook, at steps of the first
+    fold; a stop ends the fit at once and the trial never reaches its second fold."""
+    frame = _frame(n=1200)
+    problem = _problem(frame)
+    data = search.SearchData.build(frame, problem, time_folds(frame.get_column("ts"), 3))
+    config = TrainConfig(iterations=200, early_stopping_rounds=1000)
+    heard: list[tuple[int, float]] = []
+    folds: list[int] = []
+
+    def hook(step: int, loss: float) -> bool:
+        heard.append((step, loss))
+        return step >= 3 * search.REPORT_EVERY  # stop at the third report (rounds count from 1)
+
+    with pytest.raises(search.Pruned, match="pruned in fold 1"):
+        search.fold_scores(data, config, 1, lambda k, s: folds.append(k), hook)
+    assert folds == []  # the first fold's score was never reached
+    steps = [step for step, _ in heard]
+    assert steps == [search.REPORT_EVERY * i for i in (1, 2, 3)]
+    assert all(0 < loss < 1 for _, loss in heard)  # binary log loss, falling as it learns
+    assert heard[-1][1] < heard[0][1]
+    # unstopped, the hook hears every fold, at steps that never collide across folds
+    heard.clear()
+
+    def listens(step: int, loss: float) -> bool:
+        heard.append((step, loss))
+        return False
+
+    scores = search.fold_scores(data, TrainConfig(iterations=60), 1, None, listens)
+    assert len(scores) == 3
+    by_fold = {step // search.ROUNDS_PER_FOLD for step, _ in heard}
+    assert by_fold == {0, 1, 2}
+    assert (
+        search.fold_step(0)
+        < search.ROUNDS_PER_FOLD
+        <= min(s for s, _ in heard if s >= search.ROUNDS_PER_FOLD)
+    )
+
+
 # --- budgets ------------------------------------------------------------------------------
 
 
@@ -146,7 +188,7 @@ def test_the_trial_budget_is_respected_and_tracked_by_the_standard(tmp_path):
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["search.trial_state"] in ("complete", "pruned")
         assert set(run.data.params) == set(SEARCHED)
-        assert "fold_1" in run.data.metrics
+        assert "fold_1" in run.data.metrics or "fold_1_early_stopping_loss" in run.data.metrics
     states = sorted(r.data.tags["search.trial_state"] for r in trials)
     assert states.count("pruned") == result.trials_pruned
     m = parent.data.metrics
@@ -210,10 +252,10 @@ def test_parallel_trials_never_oversubscribe_the_cores(tmp_path, monkeypatch):
     threads: list[int] = []
     real = search.fold_scores
 
-    def spy(data, config, thread_count, report=None):
+    def spy(data, config, thread_count, report=None, every_round=None):
         if report is not None:  # a trial (the default config uses every core, alone)
             threads.append(thread_count)
-        return real(data, config, thread_count, report)
+        return real(data, config, thread_count, report, every_round)
 
     monkeypatch.setattr(search, "fold_scores", spy)
     result = _search(_frame(), tmp_path, n_trials=2, parallel=2)
@@ -233,10 +275,10 @@ from pathlib import Path
 done = []
 real = search.fold_scores
 
-def dies_in_the_third_trial(data, config, threads, report=None):
+def dies_in_the_third_trial(data, config, threads, report=None, every_round=None):
     if report is not None and len(done) == 2:
         os.kill(os.getpid(), signal.SIGKILL)  # mid-trial: trial 2 is left RUNNING
-    return real(data, config, threads, report)
+    return real(data, config, threads, report, every_round)
 
 def counted(trial):
     done.append(trial.number)
