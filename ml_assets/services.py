@@ -428,9 +428,24 @@ def _wait_ready(s: settings.Settings, svc: Service, proc: subprocess.Popen) -> N
         time.sleep(0.5)
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any live (not zombie) process is left in process group ``pgid``: a service's
+    children outlive it otherwise (the Dagster daemon's code server, whose own children kept
+    evaluating sensors after the daemon had stopped)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) == pgid and _alive(int(entry)):
+                return True
+        except (ProcessLookupError, PermissionError):
+            continue
+    return False
+
+
 def down(s: settings.Settings | None = None, timeout_seconds: float = 20.0) -> list[str]:
-    """Stop every service started here (SIGTERM to its process group, SIGKILL after the
-    timeout), the last started first; the names stopped."""
+    """Stop every service started here (SIGTERM to its process group, SIGKILL to what is
+    left of the group after the timeout), the last started first; the names stopped."""
     s = s or settings.current()
     stopped = []
     pids = running(s)
@@ -442,9 +457,9 @@ def down(s: settings.Settings | None = None, timeout_seconds: float = 20.0) -> l
     deadline = time.monotonic() + timeout_seconds
     for name in stopped:
         pid = pids[name]
-        while _alive(pid) and time.monotonic() < deadline:
+        while group_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _alive(pid):
+        if group_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
     for path in state_dir(s).glob("*.pid"):

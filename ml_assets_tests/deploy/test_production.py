@@ -82,8 +82,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         s.cli("seed", "--dataset", DATASET, "--rows", ROWS)
         yield s
     finally:
+        groups = [int(p.read_text().split()[0]) for p in (home / "services").glob("*.pid")]
         subprocess.run([CLI, "services", "down"], env=env, cwd=REPO, timeout=120)
         profile.drop_databases()
+    # nothing of any service is left running: the Dagster daemon's code server (and its
+    # sensor-evaluating child) once outlived the daemon, burning a core after the tests
+    from ml_assets.services import group_alive
+
+    left = [g for g in groups if group_alive(g)]
+    assert not left, f"`services down` left processes in the process groups {left}"
 
 
 def _run_facts(stack: Stack, run_ids: list[str]) -> list[dict]:
