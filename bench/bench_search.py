@@ -112,6 +112,55 @@ def plain_optuna(frame: pl.DataFrame, problem: core.Problem, config: SearchConfi
     }
 
 
+def flaml_search(frame: pl.DataFrame, problem: core.Problem, config: SearchConfig) -> dict:
+    """The alternative library: FLAML's ``tune.run`` (its default BlendSearch: Optuna's TPE
+    for the global search, FLAML's cost-frugal CFO around the best points) over the same
+    space, the same folds and the same objective; FLAML has no pruner, so every trial runs all
+    folds. Same trial count and time budget; in memory, no tracking."""
+    from flaml import tune
+
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    folds = search.time_folds(frame.get_column(problem.event_time), config.folds)
+    data = search.SearchData.build(frame, problem, folds)
+    threads = max(1, search.cores() // config.parallel)
+    base = TrainConfig()
+    space = {}
+    for name in search.SEARCHED:
+        low, high = getattr(config, name)
+        if name in search.INT_RANGES:
+            space[name] = tune.randint(int(low), int(high) + 1)  # upper bound exclusive
+        elif name in search.LOG_RANGES:
+            space[name] = tune.loguniform(float(low), float(high))
+        else:
+            space[name] = tune.uniform(float(low), float(high))
+
+    def evaluate(params: dict) -> dict:
+        chosen = {
+            k: int(v) if k in search.INT_RANGES else float(v)
+            for k, v in params.items()
+            if k in search.SEARCHED
+        }
+        cfg = search.trial_config(base, config, chosen)
+        return {"score": float(np.mean(search.fold_scores(data, cfg, threads)))}
+
+    analysis = tune.run(
+        evaluate,
+        config=space,
+        metric="score",
+        mode="max" if problem.kind.higher_is_better else "min",
+        num_samples=config.n_trials,
+        time_budget_s=config.timeout_s,
+        verbose=0,
+    )
+    return {
+        "seconds": time.perf_counter() - t0,
+        "cpu": time.process_time() - cpu0,
+        "best": float(analysis.best_result["score"]),
+        "trials": len(analysis.trials),
+    }
+
+
 def platform_search(
     frame: pl.DataFrame, problem: core.Problem, fp: str, name: str, config: SearchConfig
 ) -> search.SearchResult:
@@ -142,11 +191,15 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--out", default="bench/results/search.md")
+    parser.add_argument(
+        "--flaml", action="store_true", help="also run the same search with FLAML's tune.run"
+    )
     args = parser.parse_args()
     config = SearchConfig(n_trials=args.trials, timeout_s=args.timeout, parallel=args.parallel)
     command = " ".join(
         ["bench/bench_search.py", "--datasets", *args.datasets, "--trials", str(args.trials)]
         + (["--parallel", str(args.parallel)] if args.parallel != 1 else [])
+        + (["--flaml"] if args.flaml else [])
     )
     lines = [
         f"# Model search benchmark ({dt.date.today()}, {os.cpu_count()} cores, "
@@ -162,6 +215,7 @@ def main() -> None:
         "| CPU s platform / plain | CPU overhead |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    flaml_rows = []
     for name in args.datasets:
         frame, problem, fp = training_frame(name)
         # alternate which runs first would need two runs each; the floor runs first, so the
@@ -186,6 +240,24 @@ def main() -> None:
             f"| {platform_cpu:.0f} / {floor_cpu:.0f} | {platform_cpu / floor_cpu - 1:+.1%} |"
         )
         print(lines[-1], flush=True)
+        if args.flaml:
+            other = flaml_search(frame, problem, config)
+            flaml_rows.append(
+                f"| {name} | {result.metric} | {result.best_score:.4f} | {result.seconds:.1f} "
+                f"| {platform_cpu:.0f} | {other['best']:.4f} | {other['trials']} "
+                f"| {other['seconds']:.1f} | {other['cpu']:.0f} |"
+            )
+            print(flaml_rows[-1], flush=True)
+    if flaml_rows:
+        lines += [
+            "",
+            "FLAML (`tune.run`, BlendSearch, no pruner) on the same space, folds and objective:",
+            "",
+            "| dataset | metric | platform best | platform s | platform CPU s | FLAML best "
+            "| FLAML trials | FLAML s | FLAML CPU s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            *flaml_rows,
+        ]
     lines += ["", f"Load average at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
