@@ -78,7 +78,7 @@ def plain_optuna(frame: pl.DataFrame, problem: core.Problem, config: SearchConfi
         direction="maximize" if problem.kind.higher_is_better else "minimize",
         sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=startup),
         pruner=optuna.pruners.MedianPruner(
-            n_startup_trials=min(3, startup), n_warmup_steps=4 * search.REPORT_EVERY
+            n_startup_trials=min(3, startup), n_warmup_steps=2 * search.REPORT_EVERY
         ),
     )
     threads = max(1, search.cores() // config.parallel)

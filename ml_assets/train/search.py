@@ -228,7 +228,7 @@ class SearchData:
 ROUNDS_PER_FOLD = 1_000_000
 """Pruning steps: boosting round ``r`` of fold ``k`` is step ``k * ROUNDS_PER_FOLD + r``, and
 fold ``k``'s score is step :func:`fold_step` ``(k)``, after all of its rounds."""
-REPORT_EVERY = 20
+REPORT_EVERY = 50
 """Boosting rounds between two reports of the early-stopping loss to the pruner."""
 
 
@@ -445,7 +445,7 @@ def _open_study(sid: str, path: Path, config: SearchConfig, higher_is_better: bo
         # rounds of the first fold before the pruner may stop a trial: the loss of the first
         # rounds says little about where a trial ends
         pruner=optuna.pruners.MedianPruner(
-            n_startup_trials=min(3, startup), n_warmup_steps=4 * REPORT_EVERY
+            n_startup_trials=min(3, startup), n_warmup_steps=2 * REPORT_EVERY
         ),
         load_if_exists=True,
     )
