@@ -23,6 +23,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,11 +33,11 @@ os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")
 import numpy as np
 import polars as pl
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_training  # the training bench's demo training set
+
 from ml_assets.contracts import load_contracts
-from ml_assets.features import build_training_set, compute_features, load_feature_spec
-from ml_assets.features.compute import entity_events, fingerprint, label_events
-from ml_assets.features.spec import Source
-from ml_assets.ingest.demo import demo_frames
+from ml_assets.features.compute import fingerprint
 from ml_assets.registry.tracking import STANDARD_TAGS, MlflowTracking, SearchTracking
 from ml_assets.train import core, search
 from ml_assets.train.config import SearchConfig, TrainConfig
@@ -44,22 +45,8 @@ from ml_assets.train.config import SearchConfig, TrainConfig
 
 def training_frame(name: str) -> tuple[pl.DataFrame, core.Problem, str]:
     """The dataset's demo training set (every labelled row), its problem and fingerprint."""
+    frame, spec = bench_training.training_frame(None, name)
     contract = load_contracts()[name]
-    spec = load_feature_spec(contract)
-    frames = demo_frames(contract)
-    entity = frames["entity"].with_columns(pl.col(spec.event_time).dt.replace_time_zone("UTC"))
-    labels = frames["labels"].with_columns(
-        pl.col(contract.labels.observed_at).dt.replace_time_zone("UTC")
-    )
-    owners = entity.select(*spec.key, *spec.group_columns)
-    events = {
-        Source.ENTITY: entity_events(spec, entity).collect(),
-        Source.LABELS: label_events(spec, labels, owners).collect(),
-    }
-    feats = compute_features(spec, entity, events)
-    cutoff = labels.get_column(contract.labels.observed_at).max() + dt.timedelta(seconds=1)
-    window = cutoff - entity.get_column(spec.event_time).min()
-    frame = build_training_set(spec, feats, labels, cutoff, window)
     problem = core.Problem.from_frame(
         frame, contract.problem_type, contract.target, spec.names, spec.event_time
     )

@@ -37,8 +37,9 @@ from ml_assets.train.config import TrainConfig
 from ml_assets.train.plots import evaluation_plots
 
 
-def training_frame(rows: int | None) -> tuple[pl.DataFrame, object]:
-    contract = load_contracts()["car_loan"]
+def training_frame(rows: int | None, name: str = "car_loan") -> tuple[pl.DataFrame, object]:
+    """A shipped dataset's demo training set (every labelled row) and its feature spec."""
+    contract = load_contracts()[name]
     spec = load_feature_spec(contract)
     frames = demo_frames(contract, rows=rows)
     entity = frames["entity"].with_columns(pl.col(spec.event_time).dt.replace_time_zone("UTC"))

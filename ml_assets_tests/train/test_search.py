@@ -247,8 +247,9 @@ def test_each_problem_kind_is_searched_by_its_primary_metric(tmp_path, kind):
     assert result.best_score == (max(done) if problem_kind.higher_is_better else min(done))
 
 
-@pytest.mark.skipif(search.cores() < 2, reason="needs two cores")
 def test_parallel_trials_never_oversubscribe_the_cores(tmp_path, monkeypatch):
+    if search.cores() < 2:  # on CI a missing core is a failure, not a skipped test
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("needs two cores")
     threads: list[int] = []
     real = search.fold_scores
 
