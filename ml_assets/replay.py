@@ -70,6 +70,8 @@ class Story:
     weeks: list[Week] = field(default_factory=list)
     retrains: list[dict[str, Any]] = field(default_factory=list)
     servers: list[str] = field(default_factory=list)
+    realized: int = 0
+    """Partitions whose realized performance was recomputed once the outcomes had arrived."""
     ok: bool = True
 
     def alerting(self, check: str) -> list[str]:
@@ -294,6 +296,8 @@ class Replay:
             if self.server is not None:
                 self.server.stop()
         took = time.perf_counter() - t_loop
+        if story.ok:
+            self._outcomes_arrive(story)
         self._summarise(story, took)
         summary = self._execute(jobs.monitoring_summary)
         if summary.success:
@@ -424,6 +428,53 @@ class Replay:
                         f"({time.perf_counter() - t0:.1f} s to start; the old server stopped)"
                     )
 
+    def _outcomes_arrive(self, story: Story) -> None:
+        """The weeks were monitored as of their own end, before any outcome had arrived (they
+        come weeks later). Now, after the last week, every outcome is known: recompute only the
+        realized performance of each replayed partition still missing labels, against the
+        champion it was monitored with, as the late-labels sensor does when a label batch lands
+        (its drift and estimated performance stay as they were computed live). Then the summary
+        holds realized beside estimated performance, and the ``estimate_vs_realized`` check
+        judges each week."""
+        from ml_assets.monitor.sensors import incomplete_partitions, late_labels_run_config
+
+        d = self.dataset
+        results = self._results(story)
+        waiting = [p for p in incomplete_partitions(results) if p in set(story.partitions)]
+        t0 = time.perf_counter()
+        failed = []
+        gap_warned = []
+        op = d.keys.monitoring.to_python_identifier()
+        for partition in waiting:
+            config = late_labels_run_config(d)  # the late-labels sensor's request, as it is
+            config["ops"][op]["config"]["plots"] = partition == story.partitions[-1]
+            redone = self._execute(d.jobs.monitor, partitions=[partition], run_config=config)
+            if not redone.success:
+                failed.append(partition)
+                continue
+            for evaluation in redone.get_asset_check_evaluations():
+                if evaluation.check_name == "estimate_vs_realized" and not evaluation.passed:
+                    gap_warned.append(partition)
+        story.realized = len(waiting) - len(failed)
+        story.ok = story.ok and not failed
+        self.out(
+            f"  outcomes arrived after the weeks: realized performance of {story.realized} "
+            f"partitions recomputed, nothing else ({time.perf_counter() - t0:.1f} s)"
+            + (f"; FAILED: {', '.join(failed)}" if failed else "")
+            + (
+                f"; estimate vs realized beyond its bound: {_ranges(gap_warned, story.partitions)}"
+                if gap_warned
+                else "; estimate and realized agree within their bound every week"
+            )
+        )
+
+    def _results(self, story: Story) -> pl.DataFrame:
+        from ml_assets.monitor.sensors import read_results
+
+        return read_results(self.lake, self.dataset).filter(
+            pl.col("partition").is_in(story.partitions)
+        )
+
     def _summarise(self, story: Story, took: float) -> None:
         from ml_assets.monitor.assets import ESTIMATED
 
@@ -434,18 +485,30 @@ class Replay:
             f"  {len(weeks)} partitions monitored in {took:.1f} s: {rows:,} predictions, "
             f"{served:,} of them served over HTTP"
         )
-        from ml_assets.monitor.sensors import read_results
+        from ml_assets.monitor.assets import drift_alerts
 
-        results = read_results(self.lake, self.dataset).filter(
-            pl.col("partition").is_in(story.partitions) & pl.col("alert").fill_null(False)
-        )
-        for calculator, what in (
-            ("estimated_performance", "estimated performance alert"),
-            ("multivariate_drift", "reconstruction error alert"),
-            ("univariate_drift", "univariate drift alert"),
+        results = self._results(story)
+        primary = self.dataset.kind.nannyml_metrics[0]
+        alerting: dict[str, set[str]] = {"estimated": set(), "realized": set(), "drift": set()}
+        for (partition,), rows in results.group_by("partition"):
+            counted, _ = drift_alerts(rows)
+            if counted.filter(calculator="univariate_drift").height:
+                alerting["drift"].add(str(partition))
+            for what in ("estimated", "realized"):
+                hit = rows.filter(
+                    calculator=f"{what}_performance", metric=primary, alert=True
+                ).height
+                if hit:
+                    alerting[what].add(str(partition))
+        recon = results.filter(calculator="multivariate_drift", alert=True)
+        alerting["reconstruction"] = set(recon.get_column("partition").to_list())
+        for key, what in (
+            ("estimated", f"estimated {primary} alert"),
+            ("realized", f"realized {primary} alert"),
+            ("reconstruction", "reconstruction error alert"),
+            ("drift", "univariate drift alert (every method of a feature)"),
         ):
-            alerting = results.filter(calculator=calculator).get_column("partition").unique()
-            ordered = [p for p in story.partitions if p in set(alerting.to_list())]
+            ordered = [p for p in story.partitions if p in alerting[key]]
             out(f"  {what}: {_ranges(ordered, story.partitions) or 'none'}")
         for champion in dict.fromkeys(w.champion for w in weeks):
             mine = [w for w in weeks if w.champion == champion]

@@ -54,6 +54,10 @@ class Source(StrEnum):
 class _Named(_Strict):
     name: str
     description: str = ""
+    drift: bool | None = None
+    """Whether drift monitoring compares this feature with the champion's reference. Default:
+    yes, except calendar parts and aggregates of labels (see
+    :attr:`~ml_assets.features.spec.FeatureSpec.drift_exempt`)."""
 
     @field_validator("name")
     @classmethod

@@ -118,6 +118,32 @@ class FeatureSpec:
         return [*rows, *(f.name for f in self.file.request)]
 
     @property
+    def drift_exempt(self) -> dict[str, str]:
+        """Features drift monitoring leaves out, with why (they stay model inputs, monitored
+        for missing values). By default:
+
+        * calendar parts (:attr:`calendar`): their distribution is set by the calendar;
+        * aggregates of labels (``source: labels``): a partition holds one slowly moving value
+          per group, computed from outcomes that arrive late, so against a reference of a few
+          months it alerts on every partition (measured on car-loan: a 90-day default rate by
+          salary band alerted in 20 of 21 stable weeks); what it tracks, the outcome rate, is
+          what realized performance watches.
+
+        A feature's ``drift: true`` or ``drift: false`` overrides the default."""
+        calendar = set(self.calendar)
+        out: dict[str, str] = {}
+        for f in (*self.file.row, *self.file.aggregates, *self.file.request):
+            if f.drift is True:
+                continue
+            if f.drift is False:
+                out[f.name] = "drift: false in the features file"
+            elif f.name in calendar:
+                out[f.name] = "a calendar part of the time"
+            elif isinstance(f, Aggregate) and f.source is Source.LABELS:
+                out[f.name] = "an aggregate of labels (realized performance watches the outcomes)"
+        return out
+
+    @property
     def names(self) -> list[str]:
         """Every feature, in output order: row, aggregates, request."""
         return [f.name for f in (*self.file.row, *self.file.aggregates, *self.file.request)]

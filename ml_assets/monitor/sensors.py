@@ -37,6 +37,8 @@ from ml_assets.storage import Lake
 CURSOR_LIMIT = 500
 """Most incident ids the cursor keeps (the oldest are forgotten; run keys still dedupe)."""
 TAG_PREFIX = "ml_assets"
+INCIDENT_FIRST_PARTITION_TAG = f"{TAG_PREFIX}/incident_first_partition"
+"""Run tag of a retrain run: the first partition of the incident that launched it."""
 
 
 def monitored_partitions(lake: Lake, dataset: Dataset) -> list[str]:
@@ -149,6 +151,32 @@ def dump_cursor(handled: Iterable[str]) -> str:
     return json.dumps({"handled": ids})
 
 
+def judged(incidents: list[Incident], primary: str) -> list[Incident]:
+    """The incidents a retrain may answer: of the performance calculators only those of the
+    primary metric (NannyML's name; what the ``estimated_performance`` check judges), of the
+    others every one."""
+    performance = {c.value for c in PERFORMANCE}
+    return [i for i in incidents if i.calculator not in performance or i.metric == primary]
+
+
+def episodes(incidents: list[Incident]) -> list[tuple[Incident, list[Incident]]]:
+    """Incidents grouped into episodes: incidents whose partition ranges overlap (estimated
+    and realized performance, or reconstruction error, alerting through the same weeks) are
+    one shift, answered by one retrain. Each episode is (the incident that began first, the
+    others), in order of first partition."""
+    ordered = sorted(incidents, key=lambda i: (i.first_partition, i.id))
+    out: list[tuple[Incident, list[Incident]]] = []
+    end = ""
+    for incident in ordered:
+        if out and incident.first_partition <= end:
+            out[-1][1].append(incident)
+            end = max(end, incident.last_partition)
+        else:
+            out.append((incident, []))
+            end = incident.last_partition
+    return out
+
+
 def build_retrain_sensor(
     dataset: Dataset,
     *,
@@ -204,10 +232,14 @@ def build_retrain_sensor(
         requests: list[dg.RunRequest] = []
         waiting: list[str] = []
         clock = monitoring_clock(dataset, results)
-        for incident in retrain_candidates(results, consecutive=n, calculators=wanted):
+        candidates = retrain_candidates(results, consecutive=n, calculators=wanted)
+        for incident, same in episodes(judged(candidates, dataset.kind.nannyml_metrics[0])):
             if incident.id in seen:
                 continue
-            if ongoing_only and not incident.ongoing:
+            if same:  # other metrics alerting over the same partitions: one retrain for all
+                seen.update(i.id for i in same)
+                handled.extend(i.id for i in same)
+            if ongoing_only and not (incident.ongoing or any(i.ongoing for i in same)):
                 seen.add(incident.id)
                 handled.append(incident.id)
                 context.log.info(f"{incident.id}: recovered by {incident.last_partition}; no run")
@@ -234,6 +266,8 @@ def build_retrain_sensor(
                 f"{TAG_PREFIX}/label_coverage": f"{share:.4f}",
                 f"{TAG_PREFIX}/cutoff": clock.isoformat(),
             }
+            if same:
+                tags[f"{TAG_PREFIX}/same_episode"] = ",".join(i.id for i in same)[:4000]
             requests.append(
                 dg.RunRequest(
                     run_key=incident.id,

@@ -52,6 +52,10 @@ SEARCH_ID_TAG = "search.id"
 SEARCH_ROLE_TAG = "search.role"
 """``parent`` (one run per search) or ``trial`` (one nested run per trial)."""
 SEARCH_VERSION_TAG = "search.result_version"
+REFERENCE_FROM_TAG = "monitoring.reference_from"
+"""On a model version trained because of a monitoring incident: the start (UTC, ISO) of the
+incident's first partition. Its monitoring reference starts there (the new regime) instead of at
+the whole held-out window's start, when enough of it is held out."""
 PARAMS_SOURCE_TAG = "params.source"
 """On a model's run and version: the search id its hyperparameters came from, or ``default``."""
 BEST_CONFIG = "best_config.json"

@@ -13,7 +13,13 @@ import polars as pl
 from ml_assets.dataset import Dataset
 from ml_assets.features.assets import EMPTY_REASON
 from ml_assets.registry.promotion import run_gate
-from ml_assets.registry.tracking import CHALLENGER, CHAMPION, MlflowTracking, git_commit
+from ml_assets.registry.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    REFERENCE_FROM_TAG,
+    MlflowTracking,
+    git_commit,
+)
 from ml_assets.storage import LAKE_IO, Lake
 from ml_assets.train import core
 from ml_assets.train.config import SearchConfig, TrainConfig
@@ -87,6 +93,7 @@ def build_model_asset(dataset: Dataset) -> dg.AssetsDefinition:
         )
         source = str(lake.path(keys.training_set, None))
         logged, plots_md = log_and_register(mlflow, dataset, trained, record, source)
+        _record_incident_start(context, dataset, mlflow, logged.version)
         gate = run_gate(mlflow, contract.name, trained, config)
         mlflow.record_decision(
             contract.name, logged.version, gate.verdict, gate.summary, gate.numbers
@@ -101,6 +108,23 @@ def build_model_asset(dataset: Dataset) -> dg.AssetsDefinition:
         )
 
     return model
+
+
+def _record_incident_start(
+    context: dg.AssetExecutionContext, dataset: Dataset, mlflow: MlflowTracking, version: str
+) -> None:
+    """On a model trained by the retrain sensor (its run names the incident), record where the
+    incident began on the model version: its monitoring reference starts there."""
+    from ml_assets.monitor.sensors import INCIDENT_FIRST_PARTITION_TAG
+
+    first = context.run.tags.get(INCIDENT_FIRST_PARTITION_TAG)
+    if not first:
+        return
+    start = dataset.partitions.utc_window(first)[0]
+    mlflow.client().set_model_version_tag(
+        dataset.name, version, REFERENCE_FROM_TAG, start.isoformat()
+    )
+    context.log.info(f"v{version} was trained for an incident from {first}: recorded")
 
 
 def build_model_search_asset(dataset: Dataset) -> dg.AssetsDefinition:

@@ -245,3 +245,32 @@ def test_calendar_features_are_the_parts_of_the_event_or_request_time() -> None:
         "request_weekday",
     ]
     assert "car_value" not in datasets["car_loan"].spec.calendar
+
+
+def test_drift_leaves_out_calendar_parts_and_label_aggregates_unless_told() -> None:
+    """By default drift monitoring skips the calendar parts and the aggregates of labels (with
+    the reason); a feature's ``drift:`` overrides that either way."""
+    from ml_assets.dataset import load_datasets
+    from ml_assets.features.spec import parse_feature_spec
+
+    car_loan = load_datasets()["car_loan"]
+    exempt = car_loan.spec.drift_exempt
+    assert sorted(exempt) == [
+        "application_month",
+        "default_rate_90d_by_salary",
+        "outcomes_90d_by_salary",
+        "request_hour",
+        "request_weekday",
+    ]
+    assert "calendar" in exempt["request_hour"]
+    assert "aggregate of labels" in exempt["outcomes_90d_by_salary"]
+    text = car_loan.spec.origin and Path(car_loan.spec.origin).read_text(encoding="utf-8")
+    text = text.replace(
+        "    agg: count\n    window: 90d", "    agg: count\n    window: 90d\n    drift: true"
+    ).replace(
+        "  - {name: loan_length, op: passthrough, column: loan_length}",
+        "  - {name: loan_length, op: passthrough, column: loan_length, drift: false}",
+    )
+    spec = parse_feature_spec(text, car_loan.contract)
+    assert "outcomes_90d_by_salary" not in spec.drift_exempt
+    assert spec.drift_exempt["loan_length"] == "drift: false in the features file"

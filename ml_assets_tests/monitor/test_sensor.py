@@ -272,15 +272,45 @@ RECONSTRUCTION = ("multivariate_drift", None, "pca", "reconstruction_error")
 
 
 def test_the_contract_says_which_calculators_retrain(car_loan, lake, instance):
-    """car_loan's contract adds multivariate drift to performance (its weekly ROC AUC is too
-    noisy for the threshold to see its shift); univariate drift still launches nothing."""
+    """By default performance (estimated or realized) retrains; a contract may add multivariate
+    drift (``monitoring.retrain_on``); univariate drift still launches nothing then."""
     assert car_loan.contract.monitoring.retrain_on == [
         "estimated_performance",
         "realized_performance",
-        "multivariate_drift",
     ]
     write_monitoring(lake, car_loan, {RECONSTRUCTION: [F, T, T], DRIFT: [T, T, T]})
-    [request] = Daemon(build_retrain_sensor(car_loan), instance, lake).tick().run_requests
+    assert Daemon(build_retrain_sensor(car_loan), instance, lake).tick().run_requests == []
+    monitoring = car_loan.contract.monitoring.model_copy(
+        update={"retrain_on": ["estimated_performance", "multivariate_drift"]}
+    )
+    contract = car_loan.contract.model_copy(update={"monitoring": monitoring})
+    on_drift = Dataset.build(contract)
+    sensor = build_retrain_sensor(on_drift)
+    [request] = Daemon(sensor, instance, lake).tick().run_requests
     assert request.run_key.startswith("car_loan:multivariate_drift:")
-    others = Daemon(build_retrain_sensor(load_datasets()["car_price"]), instance, lake)
-    assert others.sensor.description and "multivariate" not in others.sensor.description
+    assert "multivariate" in (sensor.description or "")
+
+
+F1 = ("estimated_performance", None, "cbpe", "f1")
+
+
+def test_metrics_alerting_over_the_same_weeks_are_one_incident_and_one_retrain(
+    car_loan, lake, instance
+):
+    """Estimated ROC AUC, realized ROC AUC and estimated F1 alerting through overlapping weeks
+    are one shift: one run, keyed by the incident that began first, naming the others; F1 (not
+    the primary metric, which the check judges) never launches a run of its own."""
+    write_monitoring(
+        lake,
+        car_loan,
+        {ESTIMATED: [F, T, T, T, T], REALIZED: [F, F, T, T, T], F1: [T, T, T, T, T]},
+    )
+    daemon = Daemon(build_retrain_sensor(car_loan), instance, lake)
+    [request] = daemon.tick().run_requests
+    assert request.run_key == "car_loan:estimated_performance:-:cbpe:roc_auc:2018-01-08"
+    assert request.tags["ml_assets/same_episode"] == (
+        "car_loan:realized_performance:-:realized:roc_auc:2018-01-15"
+    )
+    assert daemon.tick().run_requests == []
+    write_monitoring(lake, car_loan, {F1: [T, T, T, T, T, T, T]})
+    assert daemon.tick().run_requests == []
