@@ -513,6 +513,13 @@ def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
                 ),
                 "alerts": int(results.get_column("alert").fill_null(False).sum()),
                 "recomputed": "realized_performance" if keep is not None else "all",
+                "drift_leaves_out": dg.MetadataValue.json(
+                    {
+                        f: why
+                        for f, why in dataset.spec.drift_exempt.items()
+                        if f in problem.features
+                    }
+                ),
                 "report": dg.MetadataValue.path(str(report_dir)),
                 "plots": dg.MetadataValue.md(_plots_markdown(files)),
             },

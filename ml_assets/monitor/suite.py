@@ -376,7 +376,7 @@ class FittedSuite:
         out: list[Key] = []
         for c in sorted(set(calculators), key=_ORDER.index):
             if c is Calculator.UNIVARIATE_DRIFT:
-                for f in m.features:
+                for f in m.drift_features:
                     methods = CATEGORICAL_METHODS if f in m.categorical else CONTINUOUS_METHODS
                     out += [(c, f, meth, meth) for meth in methods]
             elif c is Calculator.MULTIVARIATE_DRIFT:

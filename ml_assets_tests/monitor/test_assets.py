@@ -154,6 +154,10 @@ def test_a_partition_is_monitored_from_batch_and_served_rows(world, monkeypatch)
     )  # fmt: skip
     assert meta["rows_by_source"].value == {"batch": batch, "served": served}
     assert meta["reference"].value == "car_loan@v1"
+    left_out = meta["drift_leaves_out"].value
+    assert "default_rate_90d_by_salary" in left_out and "request_hour" in left_out
+    drifted = set(results.filter(calculator="univariate_drift").get_column("column").to_list())
+    assert drifted and not drifted & set(left_out)
     checks = {e.check_name for e in result.get_asset_check_evaluations()}
     assert checks == {DRIFT, ESTIMATED, GAP, QUALITY}
     ops = results.filter(pl.col("calculator") == "operational")
