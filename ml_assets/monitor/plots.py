@@ -62,8 +62,8 @@ class PlotFiles:
     """The files of one calculator's plot.
 
     ``columns``: for a per-column calculator, every column of the HTML report, most relevant
-    first (:func:`rank_columns`); ``png_columns`` of them, the first, are in the PNG. Empty and 0
-    for the other calculators (and for files found on disk)."""
+    first (:func:`rank_columns`); the first ``png_columns`` of them are in the PNG (0 when no
+    PNG was written). Empty and 0 for the other calculators (and for files found on disk)."""
 
     png: Path
     html: Path
@@ -197,6 +197,9 @@ def stack_figures(figures: Sequence[Any], *, title: str, height: int | None = No
             new_domain[n] = [max(0.0, hi - size), hi]
             top[ys[n][1]] = hi
             row += 1
+        old_span = (min(d[0] for d in ys.values()), max(d[1] for d in ys.values()))
+        new_span = (min(d[0] for d in new_domain.values()), max(d[1] for d in new_domain.values()))
+        place = _Placement(top, old_span, new_span)
         numbers = set(ys)
         for key, axis in lay.items():
             m = _AXIS_KEY.match(key)
@@ -221,9 +224,9 @@ def stack_figures(figures: Sequence[Any], *, title: str, height: int | None = No
                 shown.add(entry)
             data.append(trace)
         for shape in lay.get("shapes", ()):
-            layout["shapes"].append(_moved(shape, offset, top))
+            layout["shapes"].append(_moved(shape, offset, place))
         for note in lay.get("annotations", ()):
-            layout["annotations"].append(_moved(note, offset, top))
+            layout["annotations"].append(_moved(note, offset, place))
         offset += max(numbers, default=0)
     return go.Figure(data=data, layout=layout)
 
@@ -248,17 +251,38 @@ def _renumber(ref: str, offset: int) -> str:
     return f"{m.group(1)}{'' if n == 1 else n}{m.group(3) or ''}"
 
 
-def _moved(item: Mapping[str, Any], offset: int, top: Mapping[float, float]) -> dict[str, Any]:
-    """A shape or annotation of a stacked figure: axis references renumbered; a paper-referenced
-    ``y`` at a panel's top (a subplot title) moved to the panel's new top."""
+@dataclass(frozen=True)
+class _Placement:
+    """Where one figure's panels went in a stack (paper coordinates)."""
+
+    top: Mapping[float, float]
+    """The old top of each of its panels -> the new one."""
+    old: tuple[float, float]
+    """The span of its panels, bottom to top, before..."""
+    new: tuple[float, float]
+    """... and after."""
+
+    def y(self, y: float) -> float:
+        """A paper ``y``: a panel's top goes to the panel's new top (subplot titles), anything
+        else scales with the figure's span."""
+        for old, new in self.top.items():
+            if abs(old - y) < 1e-6:
+                return new
+        (a, b), (c, d) = self.old, self.new
+        return c + (y - a) * (d - c) / (b - a) if b > a else y
+
+
+def _moved(item: Mapping[str, Any], offset: int, place: _Placement) -> dict[str, Any]:
+    """A shape or annotation of a stacked figure: axis references renumbered, paper ``y``s
+    placed (:meth:`_Placement.y`)."""
     out = dict(item)
     for ref in ("xref", "yref"):
         if isinstance(out.get(ref), str):
             out[ref] = _renumber(out[ref], offset)
-    if out.get("yref") == "paper" and isinstance(out.get("y"), int | float):
-        near = [new for old, new in top.items() if abs(old - out["y"]) < 1e-6]
-        if near:
-            out["y"] = near[0]
+    if out.get("yref") == "paper":
+        for key in ("y", "y0", "y1"):
+            if isinstance(out.get(key), int | float):
+                out[key] = place.y(out[key])
     return out
 
 
@@ -370,7 +394,7 @@ def plot_results(
         html, image = out / f"{name}.html", out / f"{name}.png"
         if per_column(result):
             files[calculator] = _plot_columns(
-                calculator, result, html, image if png else None, width, height, png_columns
+                calculator, result, html, image, png, width, height, png_columns
             )
         else:
             fig = figure(calculator, result)
@@ -424,7 +448,8 @@ def _plot_columns(
     calculator: Calculator,
     result: Any,
     html: Path,
-    image: Path | None,
+    image: Path,
+    png: bool,
     width: int,
     height: int | None,
     png_columns: int,
@@ -434,16 +459,11 @@ def _plot_columns(
     intro = _index(columns.ranks, anchors)
     write_report(columns.figures, html, title=columns.title, intro=intro, anchors=anchors)
     shown = 0
-    if image is not None:
+    if png:
         fig = top_figure(columns, png_columns, report=html.name, height=height)
-        write_png(fig, image, width=width, height=int(fig.layout.height))
-        shown = min(max(png_columns, 1), len(columns.ranks))
-    return PlotFiles(
-        image if image is not None else html.with_suffix(".png"),
-        html,
-        tuple(r.column for r in columns.ranks),
-        shown,
-    )
+        if write_png(fig, image, width=width, height=int(fig.layout.height)):
+            shown = min(max(png_columns, 1), len(columns.ranks))
+    return PlotFiles(image, html, tuple(r.column for r in columns.ranks), shown)
 
 
 def _title(fig: Any, calculator: Calculator) -> str:
