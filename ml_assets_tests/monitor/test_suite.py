@@ -330,25 +330,6 @@ def test_partition_bounds_are_utc_and_naive_bounds_are_taken_as_utc():
     assert naive["reference"].unique().to_list() == ["car_loan@v3"]
 
 
-# --- plots ---------------------------------------------------------------------------------
-
-
-def test_plots_render_offline_to_png_and_html_sharing_one_plotly_js(tmp_path):
-    from ml_assets.monitor.plots import PLOTLY_JS, plot_results
-
-    scored = _car_loan()
-    suite = _suite(calculators=[C.ESTIMATED_PERFORMANCE, C.MISSING_VALUES])
-    _run(suite, _month(scored, MAY))
-    files = plot_results(suite.results, tmp_path, prefix="2019-05_")
-    assert set(files) == {C.ESTIMATED_PERFORMANCE, C.MISSING_VALUES}
-    for f in files.values():
-        assert f.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        html = f.html.read_text()
-        assert f'src="{PLOTLY_JS}"' in html
-        assert f.html.stat().st_size < 500_000  # plotly.js itself is not embedded
-    assert (tmp_path / PLOTLY_JS).stat().st_size > 1_000_000
-
-
 # --- weekly partitions: thresholds from chunks shaped like the partitions ----------------
 
 
