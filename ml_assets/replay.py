@@ -485,7 +485,7 @@ class Replay:
             f"  {len(weeks)} partitions monitored in {took:.1f} s: {rows:,} predictions, "
             f"{served:,} of them served over HTTP"
         )
-        from ml_assets.monitor.assets import drift_alerts
+        from ml_assets.monitor.incidents import drift_alerts
 
         results = self._results(story)
         primary = self.dataset.kind.nannyml_metrics[0]

@@ -130,7 +130,7 @@ def test_the_demo_replay_detects_the_shift_retrains_once_and_serves_the_new_cham
     of its first weeks' outcomes are known; the challenger is promoted and its Bento served; its
     reference starts where the incident began, and against it the later weeks (the same new
     regime) raise neither alert."""
-    from ml_assets.monitor.assets import drift_alerts
+    from ml_assets.monitor.incidents import drift_alerts
 
     home, out = car_loan_demo.home, car_loan_demo.out
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

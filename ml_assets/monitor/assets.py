@@ -298,6 +298,8 @@ def check_results(
         more = f" (+{rows.height - 8} more)" if rows.height > 8 else ""
         return "; ".join(parts) + more
 
+    from ml_assets.monitor.incidents import drift_alerts
+
     drift, lone = drift_alerts(results)
     estimated = alerts(Calculator.ESTIMATED_PERFORMANCE, metric=_nannyml_metric(primary))
     quality = alerts(Calculator.MISSING_VALUES, Calculator.UNSEEN_VALUES)
@@ -360,31 +362,6 @@ def check_results(
         )
         for name, failing, severity, description, metadata in verdicts
     ]
-
-
-def drift_alerts(results: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The drift alerts a partition's ``drift`` check fails on, and the ones it only reports.
-
-    Failing: the multivariate reconstruction error, and every univariate alert of a feature on
-    which ALL its methods alert (Jensen-Shannon and Kolmogorov-Smirnov, or chi-squared and
-    Jensen-Shannon). Reported only: a feature alerting on one method. Each method alerts on
-    about 0.3% of stable partitions per feature (three standard deviations), so a dozen
-    features and two methods give a lone alert every few weeks; a real shift moves a feature's
-    distribution for both tests (on the car-loan replay: 1 lone alert in 21 stable weeks, and
-    both methods on several features in every shifted week)."""
-    alerting = results.filter(pl.col("alert").fill_null(False))
-    multivariate = alerting.filter(pl.col("calculator") == Calculator.MULTIVARIATE_DRIFT.value)
-    uni = results.filter(pl.col("calculator") == Calculator.UNIVARIATE_DRIFT.value)
-    agreed = (
-        uni.group_by("column")
-        .agg(pl.col("alert").fill_null(False).all().alias("every"))
-        .filter("every")
-        .get_column("column")
-    )
-    uni_alerts = alerting.filter(pl.col("calculator") == Calculator.UNIVARIATE_DRIFT.value)
-    counted = uni_alerts.filter(pl.col("column").is_in(agreed.implode()))
-    lone = uni_alerts.filter(~pl.col("column").is_in(agreed.implode()))
-    return pl.concat([multivariate, counted]), lone
 
 
 def _nannyml_metric(primary: str) -> str:
@@ -493,7 +470,7 @@ def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
         if keep is not None:  # the other calculators' plots of the earlier run still hold
             files = {**_existing_plots(report_dir), **files}
         checks = check_results(results, kind.primary_metric, config, len(read.unreadable))
-        _alert(context, dataset, lake, report_dir, results)
+        _alert(context, dataset, lake, report_dir)
         counts = dict(analysis.get_column(SOURCE).value_counts().iter_rows())
         return dg.MaterializeResult(
             metadata={
@@ -593,13 +570,10 @@ def _kept_results(
     return previous.filter(pl.col("calculator") != realized)
 
 
-def _alert(
-    context: Any, dataset: Dataset, lake: Lake, report_dir: Path, current: pl.DataFrame
-) -> None:
-    """Send the dataset's ongoing incidents to the alert sinks (never fails the asset). A
-    univariate drift incident is sent only while the partition's ``drift`` check counts its
-    feature (every method alerting, :func:`drift_alerts`): a lone method's alert is reported
-    in the check, not paged."""
+def _alert(context: Any, dataset: Dataset, lake: Lake, report_dir: Path) -> None:
+    """Send the dataset's ongoing incidents to the alert sinks (never fails the asset). A lone
+    method's univariate alert is no incident (:func:`~ml_assets.monitor.incidents.counted`):
+    it is reported in the ``drift`` check, not paged."""
     from ml_assets.monitor.alerts import send_alerts
     from ml_assets.monitor.incidents import find_incidents
     from ml_assets.monitor.sensors import read_results
@@ -609,10 +583,6 @@ def _alert(
     except Exception as exc:  # reading old partitions must not fail this one
         context.log.error(f"monitoring incidents of {dataset.name} not computed: {exc!r}")
         return
-    counted, _ = drift_alerts(current)
-    drifting = set(counted.get_column("column").drop_nulls().to_list())
-    univariate = Calculator.UNIVARIATE_DRIFT.value
-    incidents = [i for i in incidents if i.calculator != univariate or i.column in drifting]
     send_alerts(incidents, context.log, report_url=str(report_dir))
 
 

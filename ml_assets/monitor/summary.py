@@ -37,7 +37,7 @@ import polars as pl
 
 from ml_assets import settings
 from ml_assets.dataset import Dataset
-from ml_assets.monitor.incidents import Incident, find_incidents
+from ml_assets.monitor.incidents import Incident, counted, find_incidents
 from ml_assets.monitor.plots import PLOTLY_JS
 from ml_assets.monitor.schema import PERFORMANCE, UTC_US, Calculator
 from ml_assets.monitor.sensors import read_results
@@ -141,6 +141,7 @@ def summary_table(results: pl.DataFrame, metric: str | None = None) -> pl.DataFr
     if results.is_empty():
         return pl.DataFrame(schema=SUMMARY_SCHEMA)
     metric = primary_metric(results, metric)
+    results = counted(results)
     parts = _partitions(results)
     est, real = Calculator.ESTIMATED_PERFORMANCE.value, Calculator.REALIZED_PERFORMANCE.value
     is_metric = pl.col("metric") == metric
@@ -269,6 +270,7 @@ def _of(incidents: Sequence[Incident], calculator: str, **match: str | None) -> 
 def _panels(
     results: pl.DataFrame, incidents: Sequence[Incident], metric: str | None, top: int
 ) -> list[_Panel]:
+    results = counted(results)  # a lone method's univariate alert does not make a feature drift
     parts = _partitions(results)
     panels: list[_Panel] = []
 
@@ -305,14 +307,14 @@ def _panels(
         per = uni.group_by("partition").agg(
             pl.col("column").filter(pl.col("alert").fill_null(False)).unique().sort()
         )
-        counted = parts.join(per, on="partition", how="inner", maintain_order="left").select(
+        bars = parts.join(per, on="partition", how="inner", maintain_order="left").select(
             x="chunk_start", y=pl.col("column").list.len(), names=pl.col("column")
         )
-        hover = [", ".join(n) or "none" for n in counted.get_column("names").to_list()]
+        hover = [", ".join(n) or "none" for n in bars.get_column("names").to_list()]
         drifting.traces = [
             _Trace(
                 "features drifting",
-                counted.select("x", "y"),
+                bars.select("x", "y"),
                 kind="bar",
                 color=_COLORS[4],
                 hover=hover,

@@ -6,8 +6,8 @@ import datetime as dt
 
 import polars as pl
 
-from ml_assets.monitor.assets import drift_alerts
 from ml_assets.monitor.chunking import window_chunks
+from ml_assets.monitor.incidents import drift_alerts
 from ml_assets_tests.monitor.alert_tables import results
 
 D = dt.datetime

@@ -125,3 +125,20 @@ def test_nine_partitions_fixture_matches_the_contract():
     from ml_assets.dataset import load_datasets
 
     assert load_datasets()["car_loan"].partitions.keys()[: len(WEEKS)] == WEEKS
+
+
+def test_a_lone_methods_univariate_alert_is_no_incident() -> None:
+    """A feature alerting on one of its methods only is reported by the drift check, never an
+    incident (nor an alert, a shaded period or a retrain); both methods alerting is one
+    incident per method."""
+    from ml_assets.monitor.incidents import find_incidents
+    from ml_assets_tests.monitor.alert_tables import results
+
+    ks = ("univariate_drift", "car_value", "kolmogorov_smirnov", "kolmogorov_smirnov")
+    js = ("univariate_drift", "car_value", "jensen_shannon", "jensen_shannon")
+    lone = results({js: [False, True, True, False], ks: [False, False, True, False]})
+    found = find_incidents(lone)
+    assert [(i.method, i.first_partition, i.length) for i in found] == [
+        ("jensen_shannon", "2018-01-15", 1),
+        ("kolmogorov_smirnov", "2018-01-15", 1),
+    ]

@@ -353,7 +353,8 @@ def test_car_loan_weekly_partitions_flag_the_shift_in_the_shifted_weeks_only():
     standard error of about 0.007 (its spread over the reference's weeks), the estimate far less.
     """
     from ml_assets.dataset import load_datasets
-    from ml_assets.monitor.assets import drift_alerts, reference_starts
+    from ml_assets.monitor.assets import reference_starts
+    from ml_assets.monitor.incidents import drift_alerts
 
     dataset = load_datasets()["car_loan"]
     scored = champion("car_loan")
