@@ -835,7 +835,8 @@ def estimate_gap(results: pl.DataFrame) -> pl.DataFrame:
     """Estimated minus realized performance, per partition and metric.
 
     Columns: the partition's keys, ``metric``, ``estimator``, ``estimated``, ``realized``,
-    ``gap`` (= estimated - realized; null until labels arrive), ``label_coverage``. A later check
+    ``gap`` (= estimated - realized; null until labels arrive), ``relative_gap`` (gap over the
+    realized value's magnitude: comparable across metrics and units), ``label_coverage``. A later check
     compares ``gap`` with a bound once coverage is high enough: a large gap means the estimator
     (and so the label-free alerting) cannot be trusted for this model.
     """
@@ -846,5 +847,8 @@ def estimate_gap(results: pl.DataFrame) -> pl.DataFrame:
         *GAP_KEYS, pl.col("value").alias("realized"), "label_coverage"
     )
     return est.join(real, on=GAP_KEYS, how="left", nulls_equal=True).with_columns(
-        (pl.col("estimated") - pl.col("realized")).alias("gap")
+        (pl.col("estimated") - pl.col("realized")).alias("gap"),
+        ((pl.col("estimated") - pl.col("realized")) / pl.col("realized").abs()).alias(
+            "relative_gap"
+        ),
     )

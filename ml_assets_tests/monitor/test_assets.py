@@ -242,3 +242,31 @@ def test_a_late_label_batch_recomputes_only_the_realized_performance_of_its_part
         instance=instance, resources={"lake": lake}, cursor=second.cursor
     )
     assert sensor(context).run_requests == []
+
+
+def test_the_gap_bound_is_a_share_of_the_realized_value_so_it_fits_every_metric() -> None:
+    """An RMSE of 872 estimated against 870 realized (0.3%) agrees; 1,000 against 870 (15%)
+    does not; a ROC AUC 0.02 below (2%) agrees; the description names both values."""
+    from ml_assets.monitor.assets import GAP, MonitoringConfig, check_results
+    from ml_assets_tests.monitor.alert_tables import results
+
+    def table(metric: str, estimated: float, realized: float) -> pl.DataFrame:
+        est = ("estimated_performance", None, "DLE", metric)
+        real = ("realized_performance", None, "realized", metric)
+        frame = results({est: [False], real: [False]})
+        return frame.with_columns(
+            value=pl.when(pl.col("calculator") == "estimated_performance")
+            .then(estimated)
+            .otherwise(realized)
+        )
+
+    def gap_check(frame: pl.DataFrame, primary: str):
+        [check] = [
+            c for c in check_results(frame, primary, MonitoringConfig()) if c.check_name == GAP
+        ]
+        return check
+
+    assert gap_check(table("rmse", 872.0, 870.0), "rmse").passed
+    wide = gap_check(table("rmse", 1000.0, 870.0), "rmse")
+    assert not wide.passed and "1000" in wide.description and "870" in wide.description
+    assert gap_check(table("roc_auc", 0.95, 0.97), "roc_auc").passed
