@@ -40,7 +40,7 @@ MASKS = [
 # A warning's or failure's description lists data-dependent partitions: only its presence counts.
 DESCRIPTION = re.compile(r"^(\s+\[(?:WARN|FAIL)\] \S+) - .+$")
 # So do the replay's alerting partitions.
-ALERTING = re.compile(r"^(\s+[a-z ]+ alert): .+$")
+ALERTING = re.compile(r"^(\s+[a-z_ ]+ alert(?: \([a-z ]+\))?): .+$")
 
 
 def mask(text: str) -> list[str]:
