@@ -269,7 +269,8 @@ def fitted_suite(
     key = (dataset.name, version)
     if key not in _FITTED:
         _FITTED.clear()
-        model = MonitoredModel.from_problem(problem, dataset.spec.drift_exempt)
+        aggregates = [a.name for a in dataset.spec.aggregates]
+        model = MonitoredModel.from_problem(problem, dataset.spec.drift_exempt, aggregates)
         starts = reference_starts(dataset, reference, problem.event_time)
         _FITTED[key] = fit_suite(model, reference, reference_starts=starts)
     return _FITTED[key]
@@ -502,6 +503,9 @@ def build_monitoring_asset(dataset: Dataset) -> dg.AssetsDefinition:
                         for f, why in dataset.spec.drift_exempt.items()
                         if f in problem.features
                     }
+                ),
+                "domain_classifier_also_leaves_out": dg.MetadataValue.json(
+                    list(suite.model.classifier_exempt)
                 ),
                 "report": dg.MetadataValue.path(str(report_dir)),
                 "plots": dg.MetadataValue.md(_plots_markdown(files)),

@@ -115,10 +115,22 @@ class MonitoredModel:
     reference's months, and aggregates of labels); they stay model inputs and are monitored
     for missing values."""
 
+    classifier_exempt: tuple[str, ...] = ()
+    """Inputs the domain classifier also leaves out: window aggregates per group. A partition
+    holds a few levels of such a feature (one per group, moving day by day), which identify the
+    period they come from, so a classifier tells any two periods apart by them (measured on the
+    car-loan weeks after the retrain: AUROC 0.84-0.86 with them, 0.49-0.50 without, every week
+    against a reference of the same regime)."""
+
     @classmethod
-    def from_problem(cls, problem: Any, drift_exempt: Iterable[str] = ()) -> MonitoredModel:
+    def from_problem(
+        cls,
+        problem: Any,
+        drift_exempt: Iterable[str] = (),
+        classifier_exempt: Iterable[str] = (),
+    ) -> MonitoredModel:
         """From a :class:`ml_assets.train.core.Problem` (the registry's ``problem`` tag), and
-        the feature spec's drift-exempt features."""
+        the feature spec's drift-exempt features (and those the domain classifier leaves out)."""
         return cls(
             problem_kind(problem.problem_type),
             list(problem.features),
@@ -127,12 +139,18 @@ class MonitoredModel:
             problem.target,
             problem.event_time,
             tuple(c for c in drift_exempt if c in problem.features),
+            tuple(c for c in classifier_exempt if c in problem.features),
         )
 
     @property
     def drift_features(self) -> list[str]:
         """The inputs drift is computed on: every feature but the exempt ones."""
         return [f for f in self.features if f not in self.drift_exempt]
+
+    @property
+    def classifier_features(self) -> list[str]:
+        """The inputs of the domain classifier: the drift inputs but window aggregates."""
+        return [f for f in self.drift_features if f not in self.classifier_exempt]
 
     @property
     def continuous(self) -> list[str]:
@@ -559,8 +577,9 @@ def _domain(model: MonitoredModel, chunker: Any) -> Any:
     # enough, and each costs a 5-fold LightGBM fit on the whole reference.
     chunker.max_reference_chunks = 2
     return nml.DomainClassifierCalculator(
-        feature_column_names=model.drift_features,
-        treat_as_categorical=[c for c in model.categorical if c in model.drift_features] or None,
+        feature_column_names=model.classifier_features,
+        treat_as_categorical=[c for c in model.categorical if c in model.classifier_features]
+        or None,
         timestamp_column_name=model.timestamp,
         chunker=chunker,
         hyperparameters={**DEFAULT_LGBM_HYPERPARAMS, **QUIET_LGBM},

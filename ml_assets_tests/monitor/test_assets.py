@@ -158,6 +158,8 @@ def test_a_partition_is_monitored_from_batch_and_served_rows(world, monkeypatch)
     assert "default_rate_90d_by_salary" in left_out and "request_hour" in left_out
     drifted = set(results.filter(calculator="univariate_drift").get_column("column").to_list())
     assert drifted and not drifted & set(left_out)
+    assert "applications_7d_by_salary" in drifted  # an entity aggregate: drift compares it,
+    assert "applications_7d_by_salary" in meta["domain_classifier_also_leaves_out"].value
     checks = {e.check_name for e in result.get_asset_check_evaluations()}
     assert checks == {DRIFT, ESTIMATED, GAP, QUALITY}
     ops = results.filter(pl.col("calculator") == "operational")
