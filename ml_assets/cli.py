@@ -3,7 +3,7 @@
 ml-assets demo [-v]               seed the SQLite demo source and run every dataset's job
 ml-assets seed [--url URL]        seed a SQLAlchemy database with the demo tables
 ml-assets run [-v] DATASET [--from KEY] [--to KEY] [--cutoff ISO] [--window-days N]
-        [--config FILE.yaml] [--only pipeline|train|search|score]
+        [--config FILE.yaml] [--only pipeline|train|search|score|monitor]
                                   run a dataset's jobs (partitioned ones over a range, one run)
 ml-assets settings                print every setting in effect
 ml-assets check CONTRACT [--features FILE] [--url URL]
@@ -225,6 +225,70 @@ def run_job(
     return result.success
 
 
+def scored_partitions(dataset, within: list[str] | None = None) -> list[str]:
+    """The dataset's partitions (of ``within``, default all) whose batch predictions are in the
+    lake with at least one row, in partition order: what monitoring has to look at."""
+    import polars as pl
+
+    from ml_assets.definitions import resources
+
+    lake = resources()["lake"]
+    keys = within if within is not None else dataset.partitions.keys()
+    scored = [p for p in keys if lake.exists(dataset.keys.predictions, p)]
+    return [
+        p
+        for p in scored
+        if lake.scan(dataset.keys.predictions, [p]).select(pl.len()).collect().item()
+    ]
+
+
+def run_monitoring(
+    dataset,
+    partitions: list[str],
+    view: RunView | None = None,
+    *,
+    instance=None,
+    run_config: dict | None = None,
+) -> bool:
+    """Monitor ``partitions`` one run each (a partition's checks are its own; the newest draws
+    the plots), then the monitoring summary. Prints one line: how many, the status, the time,
+    and the checks that did not pass (each run's detail is in the log)."""
+    import dagster as dg
+
+    view = view or RunView()
+    instance = instance or dg.DagsterInstance.get()
+    op = dataset.keys.monitoring.to_python_identifier()
+    t0 = time.perf_counter()
+    failed: list[str] = []
+    ok = True
+    for p in partitions:
+        mine = {"ops": {op: {"config": {"plots": p == partitions[-1]}}}}
+        result = execute(
+            dataset.jobs.monitor,
+            instance,
+            view,
+            partitions=[p],
+            run_config=_merge(mine, run_config or {}),
+            bar=False,
+        )
+        ok = ok and result.success
+        failed += [
+            f"{p}:{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
+        ]
+        if not result.success:
+            failed.append(f"{p}: FAILED (see the log)")
+    summary = execute(dataset.jobs.monitoring_summary, instance, view, bar=False)
+    ok = ok and summary.success
+    status = "succeeded" if ok else "FAILED"
+    what = describe_partitions(partitions) if partitions else "no scored partition"
+    _out(
+        f"{dataset.jobs.monitor}: {what} and the summary, {status} in "
+        f"{time.perf_counter() - t0:.1f} s"
+        + (f"; checks not passed: {', '.join(failed)}" if failed else "")
+    )
+    return ok
+
+
 def model_lines(result) -> list[str]:
     """The model, model search, champion and Bento a run produced, one line each (and the
     serve command)."""
@@ -276,9 +340,10 @@ def _view(command: str, verbose: bool) -> RunView:
 
 JOB_ROLES = ("pipeline", "train", "score")
 """The jobs ``ml-assets run`` runs, in pipeline order (``--only`` and ``--config`` name them)."""
-OPT_IN_ROLES = ("search",)
-"""Jobs that run only when ``--only`` names them: the model search (``<dataset>_model_search``)."""
-ALL_ROLES = ("pipeline", "train", "search", "score")
+OPT_IN_ROLES = ("search", "monitor")
+"""Jobs that run only when ``--only`` names them: the model search (``<dataset>_model_search``)
+and monitoring (``<dataset>_monitor``, one run per scored partition, then the summary)."""
+ALL_ROLES = ("pipeline", "train", "search", "score", "monitor")
 """Every role ``--only`` and ``--config`` take, in the order they run."""
 
 
@@ -373,10 +438,10 @@ def plan_runs(
     partitions and run config: the ``--config`` file's entry for the job (its role, then its
     full name, merged), then ``--cutoff`` / ``--window-days`` in the training set's config."""
     roles = [r for r in ALL_ROLES if r in (only or JOB_ROLES)]
-    if (first or last) and not {"pipeline", "score"} & set(roles):
+    if (first or last) and not {"pipeline", "score", "monitor"} & set(roles):
         raise RunOptionsError(
-            "--from/--to select partitions of the pipeline and score jobs; the train job is not "
-            "partitioned (its training set takes --cutoff and --window-days)"
+            "--from/--to select partitions of the pipeline, score and monitor jobs; the train "
+            "job is not partitioned (its training set takes --cutoff and --window-days)"
         )
     if (cutoff is not None or window_days is not None) and "train" not in roles:
         raise RunOptionsError(
@@ -483,10 +548,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         _out(f"ml-assets run: {exc}")
         return 2
     view = _view("run", args.verbose)
-    ok = all(
-        run_job(r.job, view=view, partitions=r.partitions, run_config=r.run_config or None)
-        for r in runs
-    )
+    from ml_assets.dataset import load_datasets
+
+    monitors = {d.jobs.monitor: d for d in load_datasets().values()}
+    ok = True
+    for r in runs:
+        if r.job in monitors:  # one run per scored partition of the range, then the summary
+            dataset = monitors[r.job]
+            parts = scored_partitions(dataset, r.partitions)
+            ok = run_monitoring(dataset, parts, view, run_config=r.run_config or None) and ok
+        else:
+            ok = (
+                run_job(r.job, view=view, partitions=r.partitions, run_config=r.run_config or None)
+                and ok
+            )
+        if not ok:
+            break
     return 0 if ok else 1
 
 
@@ -733,14 +810,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--config",
         metavar="FILE.yaml",
-        help="run config per job: {pipeline|train|search|score|<job name>: <Dagster run config>}",
+        help="run config per job: {pipeline|train|search|score|monitor|<job name>: "
+        "<Dagster run config>}",
     )
     p.add_argument(
         "--only",
         action="append",
         choices=ALL_ROLES,
         help="run only this job (repeatable; default: pipeline, train, score; search, the "
-        "model search, runs only when named)",
+        "model search, and monitor, NannyML over each scored partition of the range then the "
+        "summary, run only when named)",
     )
     p.set_defaults(fn=cmd_run)
 

@@ -551,47 +551,9 @@ def monitor_latest(
     """Monitor the dataset's ``n`` latest batch-scored partitions (one run each, the plots of
     the newest), then its monitoring summary: what the demo does for datasets it does not
     replay."""
-    import dagster as dg
+    from ml_assets.cli import run_monitoring, scored_partitions
 
-    from ml_assets.cli import execute
-    from ml_assets.definitions import resources
-
-    lake = resources()["lake"]
-    instance = instance or dg.DagsterInstance.get()
-    every: list[str] = dataset.partitions.keys()
-    scored = [p for p in every if lake.exists(dataset.keys.predictions, p)]
-    with_rows = [
-        p
-        for p in scored
-        if lake.scan(dataset.keys.predictions, [p]).select(pl.len()).collect().item()
-    ][-n:]
-    op = dataset.keys.monitoring.to_python_identifier()
-    t0 = time.perf_counter()
-    failed: list[str] = []
-    ok = True
-    for p in with_rows:
-        config = {"plots": p == with_rows[-1]}
-        result = execute(
-            dataset.jobs.monitor,
-            instance,
-            view,
-            partitions=[p],
-            run_config={"ops": {op: {"config": config}}},
-            bar=False,
-        )
-        ok = ok and result.success
-        failed += [
-            f"{p}:{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
-        ]
-    summary = execute(dataset.jobs.monitoring_summary, instance, view, bar=False)
-    ok = ok and summary.success
-    status = "succeeded" if ok else "FAILED"
-    out(
-        f"{dataset.jobs.monitor}: {len(with_rows)} latest partitions "
-        f"({', '.join(with_rows)}) and the summary, {status} in {time.perf_counter() - t0:.1f} s"
-        + (f"; checks not passed: {', '.join(failed)}" if failed else "")
-    )
-    return ok
+    return run_monitoring(dataset, scored_partitions(dataset)[-n:], view, instance=instance)
 
 
 def others_main(argv: list[str] | None = None) -> int:

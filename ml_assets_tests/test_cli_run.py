@@ -150,13 +150,13 @@ def test_a_missing_config_file_exits_2(home, capsys, tmp_path: Path) -> None:
     assert code == 2 and "nope.yaml: cannot read it" in out
 
 
-def test_only_takes_the_three_jobs_and_the_search(home, capsys) -> None:
+def test_only_takes_the_three_jobs_the_search_and_monitoring(home, capsys) -> None:
     with pytest.raises(SystemExit) as exited:
-        main(["run", "survey", "--only", "monitor"])
+        main(["run", "survey", "--only", "summary"])
     assert exited.value.code == 2
     assert (
-        "invalid choice: 'monitor' (choose from 'pipeline', 'train', 'search', 'score')"
-        in capsys.readouterr().err
+        "invalid choice: 'summary' (choose from 'pipeline', 'train', 'search', 'score', "
+        "'monitor')" in capsys.readouterr().err
     )
 
 
@@ -225,6 +225,16 @@ def test_options_become_partitions_and_run_config_per_job(tmp_path: Path) -> Non
     assert runs == [
         PlannedRun("survey_train", None, {}),
         PlannedRun("survey_model_search", None, search),
+    ]
+    # monitoring too: last, over the range (one run per scored partition when it runs)
+    assert "survey_monitor" not in [r.job for r in plan_runs(dataset)]
+    monitor = {"ops": {"survey__monitoring": {"config": {"gap_bound": 0.1}}}}
+    runs = plan_runs(
+        dataset, first="2024-01-01", only=["monitor", "score"], file_config={"monitor": monitor}
+    )
+    assert runs == [
+        PlannedRun("survey_score", ["2024-01-01", "2024-02-01"], {}),
+        PlannedRun("survey_monitor", ["2024-01-01", "2024-02-01"], monitor),
     ]
 
 
