@@ -33,15 +33,16 @@ from ml_assets.features.declarations import (
 )
 from ml_assets.features.spec import COLUMN_DTYPES, FeatureSpec
 from ml_assets.features.training_set import (
+    assemble,
     build_training_set,
     fingerprint,
+    gather_chunks,
     labelled_rows,
     target_stats,
 )
 from ml_assets.features.windows import (
     CHUNK_ROWS,
     ROW,
-    STREAMING,
     TIME,
     UTC_US,
     aggregate_snapshot,
@@ -172,32 +173,27 @@ def compute_training_set(
     """
     picked = labelled_rows(spec, rows, labels, cutoff, window)
     position = picked.get_column(ROW)
-
-    def read(columns: list[str]) -> pl.DataFrame:
-        """Whole columns of ``rows`` (an in-memory frame's are not copied)."""
-        frame = rows.select(columns)
-        return frame if isinstance(frame, pl.DataFrame) else frame.collect(engine=STREAMING)
-
     out: dict[str, pl.Series] = {}
     if spec.aggregates:  # first, while the output is still small: they need the most memory
-        queries = read([*spec.group_columns, spec.event_time])[position]
+        columns = [*spec.group_columns, spec.event_time]
+        queries = assemble(gather_chunks(rows, position, columns, chunk_rows))
         queries = queries.rename({spec.event_time: TIME})
         out.update(window_aggregates(spec, queries, events or {}, chunk_rows=chunk_rows).to_dict())
         del queries
-    base = read([*spec.key, spec.event_time])[position]
-    # One feature at a time, from just its input columns, ``chunk_rows`` rows at a time: each
-    # output column is allocated once, whole, and the temporaries stay chunk-sized.
-    for f, expr in zip([*spec.row, *spec.request], row_expressions(spec), strict=True):
-        source = read(_inputs(spec, f))
-        parts = [
-            source[position[i : i + chunk_rows]].select(expr).to_series()
-            for i in range(0, max(position.len(), 1), chunk_rows)
-        ]
-        del source
-        out[f.name] = pl.concat(parts, rechunk=True)
-        del parts
+    # Key, event time and every row and request feature, ``chunk_rows`` rows at a time: one
+    # read of the input columns of those rows (a scan reads just their row groups) and one
+    # pass of all the row expressions over them.
+    base = [*spec.key, spec.event_time]
+    features = [*spec.row, *spec.request]
+    inputs = list(dict.fromkeys([*base, *(c for f in features for c in _inputs(spec, f))]))
+    exprs = row_expressions(spec)
+    parts = assemble(
+        pl.concat([chunk.select(base), chunk.select(exprs)], how="horizontal")
+        for chunk in gather_chunks(rows, position, inputs, chunk_rows)
+    )
+    out.update(parts.drop(base).to_dict())
     target = picked.get_column(spec.contract.target)
-    return pl.DataFrame([*base.get_columns(), *(out[n] for n in spec.names), target])
+    return pl.DataFrame([*parts.select(base).get_columns(), *(out[n] for n in spec.names), target])
 
 
 def feature_schema(spec: FeatureSpec) -> dict[str, pl.DataType]:

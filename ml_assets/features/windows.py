@@ -18,9 +18,11 @@ row transforms. No Dagster here: the serving path imports it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 
+import numpy as np
 import polars as pl
 
 from ml_assets.contracts.model import ColumnType
@@ -166,6 +168,7 @@ def _cumulative(
         ordered.select(g, TIME, *per_event)
         .with_columns(running)  # cum_sum / forward_fill over g follow the time order
         .collect()
+        .rechunk()  # gathers from one buffer are several times faster than from many chunks
     )
 
 
@@ -231,6 +234,9 @@ def _bucket_features(
     running totals; each aggregate then gathers just its own totals at those rows,
     ``chunk_rows`` points at a time, so no frame holds every running column at every point.
     """
+    few = _few_group_features(spec, bucket, points, events, index, chunk_rows)
+    if few is not None:
+        return few
     g = bucket.group_by
     dtypes = spec.dtypes()
     running = _cumulative(spec, bucket, events, index)
@@ -268,6 +274,224 @@ def _bucket_features(
             pl.concat(parts, rechunk=True) if parts else pl.Series(a.name, [], dtypes[a.name])
         )
         del parts
+    return out
+
+
+FEW_GROUPS = 64
+"""Distinct group values up to which a bucket's aggregates are computed one group at a time by
+binary searches (:func:`_few_group_features`); also up to one per ``ROWS_PER_GROUP`` events.
+Beyond that (a group per customer, say), as-of joins by group (:func:`_bucket_features`)."""
+ROWS_PER_GROUP = 4096
+
+
+def _segments(codes: np.ndarray) -> tuple[np.ndarray, dict[object, slice]]:
+    """A stable order of ``codes`` by value, and each value's slice of that order."""
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    cuts = [0, *(np.flatnonzero(ordered[1:] != ordered[:-1]) + 1).tolist(), len(ordered)]
+    return order, {ordered[a].item(): slice(a, b) for a, b in pairwise(cuts) if b > a}
+
+
+def _numbers(column: pl.Series) -> np.ndarray:
+    """A column as a numpy array of numbers (times as their integer ticks; nulls as zeros)."""
+    physical = column.to_physical()
+    if physical.dtype == pl.Boolean:
+        physical = physical.cast(pl.UInt8)
+    return physical.fill_null(0).to_numpy()
+
+
+def _ticks(window: dt.timedelta, dtype: pl.Datetime) -> int:
+    """A window in the integer ticks of a datetime type."""
+    return pl.Series([window]).cast(pl.Duration(dtype.time_unit or "us")).to_physical().item()
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A bucket's events laid out group after group, each group in time order, behind a zero.
+
+    Group k's places are [start + k, stop + k] (``start``, ``stop``: its slice of ``order``): a
+    zero, then one place per event; so a running total after the group's first n events is at
+    the group's ``base`` + n. The last place is a zero for points without a group.
+    """
+
+    order: np.ndarray
+    """Rows of the time-ordered events, group after group (a stable sort by group)."""
+    groups: dict[object, slice]
+    bases: dict[object, int]
+    times: np.ndarray
+    """Event times in ``order`` (not padded): what a group's binary searches run over."""
+
+    @classmethod
+    def of(cls, codes: np.ndarray, times: np.ndarray) -> _Layout:
+        order, groups = _segments(codes)
+        bases = {value: seg.start + k for k, (value, seg) in enumerate(groups.items())}
+        return cls(order, groups, bases, times[order])
+
+    @property
+    def size(self) -> int:
+        return len(self.order) + len(self.groups) + 1
+
+    def places(self) -> Iterator[tuple[slice, slice]]:
+        """Each group's slice of ``order`` and its events' places."""
+        for value, seg in self.groups.items():
+            base = self.bases[value]
+            yield seg, slice(base + 1, base + 1 + seg.stop - seg.start)
+
+    def padded(self, values: np.ndarray, fill: object = 0) -> np.ndarray:
+        """``values`` (one per event, in time order) in their places, ``fill`` elsewhere."""
+        out = np.full(self.size, fill, dtype=values.dtype)
+        for seg, place in self.places():
+            np.take(values, self.order[seg], out=out[place])
+        return out
+
+    def running(self, values: np.ndarray) -> np.ndarray:
+        """Running totals per group, in time order (a sequential cumulative sum, the very
+        floats of the as-of path's ``cum_sum``), zero before each group's first event."""
+        totals = self.padded(values)
+        for _, place in self.places():
+            np.cumsum(totals[place], out=totals[place])
+        return totals
+
+    def latest(self, present: np.ndarray) -> np.ndarray:
+        """For each place, the place of the latest event so far in its group for which
+        ``present`` holds; -1 for none."""
+        where = np.where(self.padded(present, False), np.arange(self.size), -1)
+        for _, place in self.places():
+            mine = where[place.start - 1 : place.stop]  # from the group's zero on
+            np.maximum.accumulate(mine, out=mine)
+        return where
+
+
+def _few_group_features(
+    spec: FeatureSpec,
+    bucket: _Bucket,
+    points: pl.DataFrame,
+    events: pl.DataFrame,
+    index: dict[str, int],
+    chunk_rows: int,
+) -> dict[str, pl.Series] | None:
+    """:func:`_bucket_features` when the events hold a few groups, with exactly the same values
+    (None when there are too many groups, or group values that are not plain numbers).
+
+    The events are laid out group after group (:class:`_Layout`), with the running totals of
+    each contribution per group. A point's window is then two binary searches of its group's
+    event times, for the events strictly before t and those strictly before t - window, and
+    its aggregate the difference of the running totals there, ``chunk_rows`` points at a time:
+    no hash table, and every step a pass over contiguous arrays (several times less CPU time
+    than the as-of joins by group). A count needs no running total at all (it is the number of
+    events between the two), nor does the count behind a mean or a rate when its column has no
+    null.
+    """
+    g = bucket.group_by
+    gtype, ttype = points.schema[g], points.schema[TIME]
+    if not (gtype.is_integer() or gtype == pl.Boolean or gtype.is_temporal()):
+        return None
+    if not isinstance(ttype, pl.Datetime) or events.schema[TIME] != ttype:
+        return None
+    ordered = events.filter(pl.col(g).is_not_null())
+    if ordered.get_column(g).n_unique() > max(FEW_GROUPS, ordered.height // ROWS_PER_GROUP):
+        return None
+    has_last = any(a.agg is Agg.LAST for a in bucket.aggregates)
+    # Events at one instant are ordered by key, so "last" never depends on file order.
+    if has_last or not ordered.get_column(TIME).is_sorted():
+        # One thread: a third less CPU time than polars' parallel sort, and no more wall time
+        # on a machine busy with other work.
+        ordered = ordered.sort(
+            [TIME, *spec.key] if has_last else TIME, maintain_order=True, multithreaded=False
+        )
+    layout = _Layout.of(_numbers(ordered.get_column(g)), _numbers(ordered.get_column(TIME)))
+    # What each aggregate reads at a point's two places: running sums (and counts when the
+    # column has nulls); for ``last``, the latest event with a value, its time and its row.
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    latest: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, pl.Series]] = {}
+    for a in bucket.aggregates:
+        if a.agg is Agg.COUNT:
+            continue
+        assert a.column is not None
+        column = ordered.get_column(a.column)
+        if a.agg is Agg.LAST:
+            latest[a.name] = (
+                layout.latest(_numbers(column.is_not_null()).astype(bool)),
+                layout.padded(_numbers(ordered.get_column(TIME))),
+                layout.padded(np.arange(ordered.height)),
+                column,
+            )
+            continue
+        value = (column == a.equals) if a.agg is Agg.RATE else column
+        sums[a.name] = layout.running(_numbers(value.cast(pl.Float64).fill_null(0.0)))
+        if column.null_count():
+            counts[a.name] = layout.running(_numbers(column.is_not_null().cast(pl.Int64)))
+    del ordered
+
+    windows = {
+        w: _ticks(w, ttype) for w in dict.fromkeys(a.window_delta for a in bucket.aggregates)
+    }
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {a.name: [] for a in bucket.aggregates}
+    for i in range(0, points.height, chunk_rows):  # the temporaries stay chunk-sized
+        chunk = points.slice(i, chunk_rows)
+        has_group = _numbers(chunk.get_column(g).is_not_null()).astype(bool)
+        t = _numbers(chunk.get_column(TIME))
+        # Per point: its group's base, and how many of the group's events lie strictly before
+        # t (``before``) and strictly before t - window (``after``). A point without a group,
+        # or of a group without events, has none: the last place, a zero.
+        base = np.full(len(t), layout.size - 1, dtype=np.int64)
+        before = np.zeros(len(t), dtype=np.int64)
+        after = {w: np.zeros(len(t), dtype=np.int64) for w in windows}
+        local, mine = _segments(_numbers(chunk.get_column(g)))
+        for value, seg in layout.groups.items():
+            if value not in mine:
+                continue
+            rows = local[mine[value]]
+            rows = rows[has_group[rows]]
+            theirs, at = layout.times[seg], t[rows]
+            base[rows] = layout.bases[value]
+            before[rows] = np.searchsorted(theirs, at, side="left")
+            for w, ticks in windows.items():
+                after[w][rows] = np.searchsorted(theirs, at - ticks, side="left")
+        hi = base + before
+        for a in bucket.aggregates:
+            w = a.window_delta
+            lo = base + after[w]
+            if a.agg is Agg.LAST:
+                # The latest value before t, if it came at t - window or later: its row.
+                place, when, row, _ = latest[a.name]
+                found = place[hi]
+                fresh = (found >= 0) & (when[found] >= t - windows[w])
+                parts[a.name].append((np.where(fresh, row[found], 0), fresh))
+                continue
+            # Without nulls every event counts: the number of events between the two places.
+            n = counts[a.name][hi] - counts[a.name][lo] if a.name in counts else before - after[w]
+            if a.agg is Agg.COUNT:
+                parts[a.name].append((n, has_group))
+                continue
+            s = sums[a.name][hi] - sums[a.name][lo]
+            if a.agg is Agg.SUM:
+                parts[a.name].append((s, has_group))
+            else:
+                good = n > 0
+                parts[a.name].append((np.where(good, s, 0.0) / np.maximum(n, 1), has_group & good))
+    dtypes = spec.dtypes()
+    out: dict[str, pl.Series] = {}
+    for a in bucket.aggregates:
+        mine_parts = parts.pop(a.name)
+        values = np.concatenate([v for v, _ in mine_parts]) if mine_parts else np.zeros(0, int)
+        ok = np.concatenate([k for _, k in mine_parts]) if mine_parts else np.zeros(0, bool)
+        del mine_parts
+        if a.agg is Agg.LAST:
+            column = latest[a.name][3]
+            series = (
+                column.gather(pl.Series(values))
+                if column.len()
+                else pl.repeat(None, len(values), dtype=column.dtype, eager=True)
+            )
+        else:
+            series = pl.Series(a.name, values)
+        del values
+        # A point without a group, or without a value in the window, has none (not a zero).
+        if not ok.all():
+            series = pl.select(pl.when(pl.lit(pl.Series(ok))).then(pl.lit(series))).to_series()
+        out[a.name] = series.cast(dtypes[a.name]).alias(a.name)
     return out
 
 
