@@ -6,8 +6,8 @@
   (:func:`~ml_assets.features.windows.window_aggregates`) for entity rows: the feature table.
 * :func:`compute_training_set`: the training set straight from entity rows and labels (what
   :func:`build_training_set` gives from the feature table), computing features only for the
-  labelled rows of the window, a column and a chunk of rows at a time, so it needs little
-  memory besides the training set itself (no feature table).
+  labelled rows of the window, a chunk of rows at a time, so it needs little memory besides
+  the training set itself (no feature table).
 
 The window machinery and the online store's snapshot are :mod:`ml_assets.features.windows`;
 training sets and fingerprints are :mod:`ml_assets.features.training_set`. Their names are
@@ -165,24 +165,22 @@ def compute_training_set(
 
     Features are computed only for the rows that make it into the training set (in the window,
     labelled at the cutoff): the labelled rows are found from the rows' key and event time,
-    then the aggregates are computed at those rows' points, then each row feature from just its
-    input columns (lazy ``rows``, scans, are read a few columns at a time; their row order must
-    not change between reads, as a scan's does not), ``chunk_rows`` rows at a time. Nothing as
-    wide as the feature table or the entity rows is built besides the output. Any chunk size
-    gives exactly the same frame.
+    then the aggregates are computed at those rows' points (while the output is still small:
+    they need the most memory), then the row and request features, ``chunk_rows`` rows at a
+    time, each chunk with one read of just the input columns of its range of rows and one pass
+    of every row expression (lazy ``rows``, scans, are read a range at a time; their row order
+    must not change between reads, as a scan's does not). Nothing as wide as the feature table
+    or the entity rows is built besides the output. Any chunk size gives exactly the same frame.
     """
     picked = labelled_rows(spec, rows, labels, cutoff, window)
     position = picked.get_column(ROW)
     out: dict[str, pl.Series] = {}
-    if spec.aggregates:  # first, while the output is still small: they need the most memory
+    if spec.aggregates:
         columns = [*spec.group_columns, spec.event_time]
         queries = assemble(gather_chunks(rows, position, columns, chunk_rows))
         queries = queries.rename({spec.event_time: TIME})
         out.update(window_aggregates(spec, queries, events or {}, chunk_rows=chunk_rows).to_dict())
         del queries
-    # Key, event time and every row and request feature, ``chunk_rows`` rows at a time: one
-    # read of the input columns of those rows (a scan reads just their row groups) and one
-    # pass of all the row expressions over them.
     base = [*spec.key, spec.event_time]
     features = [*spec.row, *spec.request]
     inputs = list(dict.fromkeys([*base, *(c for f in features for c in _inputs(spec, f))]))

@@ -3,10 +3,13 @@
 * :func:`entity_events` / :func:`label_events` turn entity rows and labels into events (group
   columns, value columns and the time ``__t`` at which each happened).
 * :func:`window_aggregates` computes trailing-window aggregates for query points (group value,
-  time) from event frames, with per-group cumulative sums and two strict backward
-  ``join_asof`` lookups: the window of a point at time t is [t - window, t), so an event at t or
-  later is never used. Offline the query points are the entity rows; the online store runs the
-  very same function for one point per group at its as-of time (:func:`aggregate_snapshot`).
+  time) from event frames, with per-group cumulative sums read at two places per point, the
+  latest event strictly before t and the latest strictly before t - window: the window of a
+  point at time t is [t - window, t), so an event at t or later is never used. The places are
+  found by binary searches of each group's event times when the events hold a few groups, by
+  strict backward ``join_asof`` lookups by group otherwise; both give the same values, bit for
+  bit. Offline the query points are the entity rows; the online store runs the very same
+  function for one point per group at its as-of time (:func:`aggregate_snapshot`).
 * :func:`group_text` / :func:`from_group_text`: group values as the store keys them;
   :func:`to_utc`: the one way a time becomes an aware UTC datetime.
 
@@ -80,15 +83,19 @@ def label_events(
     right = entity.lazy().select(*spec.key, *groups)
     if len(spec.key) == 1 and spec.column_type(spec.key[0]) is ColumnType.INT:
         # One integer key: both sides sorted by it and merged by an as-of join (the equal key,
-        # if there is one). Sorting what is already in key order is a linear pass, and this
-        # takes about two thirds of the time and three quarters of the memory of a hash join
-        # of ten million labels with ten million rows; it is no slower on shuffled keys.
+        # if there is one). This takes about two thirds of the time and three quarters of the
+        # memory of a hash join of ten million labels with ten million rows, and is no slower
+        # on shuffled keys. A side already in key order (the usual case: both are written in
+        # key order) is not sorted again: a lazy sort costs a few times the look at the keys.
         k = spec.key[0]
         match = "__match"
+        if not _in_key_order(labels, lab.key_columns[0]):
+            left = left.sort(k)
+        if not _in_key_order(entity, k):
+            right = right.sort(k)
         return (
-            left.sort(k)
-            .join_asof(
-                right.sort(k).with_columns(pl.col(k).alias(match)),
+            left.join_asof(
+                right.with_columns(pl.col(k).alias(match)),
                 on=k,
                 strategy="backward",
                 check_sortedness=False,
@@ -97,6 +104,13 @@ def label_events(
             .drop(match)
         )
     return left.join(right, on=spec.key, how="inner")
+
+
+def _in_key_order(frame: pl.DataFrame | pl.LazyFrame, key: str) -> bool:
+    """Whether ``key`` never decreases down the frame (a lazy frame's key column is read)."""
+    if isinstance(frame, pl.DataFrame):
+        return frame.get_column(key).is_sorted()
+    return not frame.select((pl.col(key).diff() < 0).any()).collect().item()
 
 
 # --- window aggregates -----------------------------------------------------------------------
@@ -388,7 +402,7 @@ def _few_group_features(
         return None
     if not isinstance(ttype, pl.Datetime) or events.schema[TIME] != ttype:
         return None
-    ordered = events.filter(pl.col(g).is_not_null())
+    ordered = events.filter(pl.col(g).is_not_null()) if events.get_column(g).has_nulls() else events
     if ordered.get_column(g).n_unique() > max(FEW_GROUPS, ordered.height // ROWS_PER_GROUP):
         return None
     has_last = any(a.agg is Agg.LAST for a in bucket.aggregates)
