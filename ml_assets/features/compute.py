@@ -170,8 +170,15 @@ def compute_training_set(
     time, each chunk with one read of just the input columns of its range of rows and one pass
     of every row expression (lazy ``rows``, scans, are read a range at a time; their row order
     must not change between reads, as a scan's does not). Nothing as wide as the feature table
-    or the entity rows is built besides the output. Any chunk size gives exactly the same frame.
+    or the entity rows is built besides the output; lazy ``rows`` of at most ``chunk_rows`` rows
+    are read once, their needed columns only. Any chunk size gives exactly the same frame.
     """
+    base = [*spec.key, spec.event_time]
+    features = [*spec.row, *spec.request]
+    inputs = list(dict.fromkeys([*base, *(c for f in features for c in _inputs(spec, f))]))
+    if isinstance(rows, pl.LazyFrame) and rows.select(pl.len()).collect().item() <= chunk_rows:
+        # One chunk: the columns are read once, not once per step.
+        rows = rows.select(*dict.fromkeys([*inputs, *spec.group_columns])).collect()
     picked = labelled_rows(spec, rows, labels, cutoff, window)
     position = picked.get_column(ROW)
     out: dict[str, pl.Series] = {}
@@ -181,9 +188,6 @@ def compute_training_set(
         queries = queries.rename({spec.event_time: TIME})
         out.update(window_aggregates(spec, queries, events or {}, chunk_rows=chunk_rows).to_dict())
         del queries
-    base = [*spec.key, spec.event_time]
-    features = [*spec.row, *spec.request]
-    inputs = list(dict.fromkeys([*base, *(c for f in features for c in _inputs(spec, f))]))
     exprs = row_expressions(spec)
     parts = assemble(
         pl.concat([chunk.select(base), chunk.select(exprs)], how="horizontal")
