@@ -107,10 +107,11 @@ def label_events(
 
 
 def _in_key_order(frame: pl.DataFrame | pl.LazyFrame, key: str) -> bool:
-    """Whether ``key`` never decreases down the frame (a lazy frame's key column is read)."""
-    if isinstance(frame, pl.DataFrame):
-        return frame.get_column(key).is_sorted()
-    return not frame.select((pl.col(key).diff() < 0).any()).collect().item()
+    """Whether ``key`` has no null and never decreases down the frame (a lazy frame's key
+    column is read)."""
+    k = pl.col(key)
+    unsorted = frame.lazy().select(k.is_null().any() | (k.diff() < 0).any()).collect().item()
+    return not unsorted
 
 
 # --- window aggregates -----------------------------------------------------------------------
