@@ -172,13 +172,31 @@ def compute_training_set(
     must not change between reads, as a scan's does not). Nothing as wide as the feature table
     or the entity rows is built besides the output; lazy ``rows`` of at most ``chunk_rows`` rows
     are read once, their needed columns only. Any chunk size gives exactly the same frame.
+
+    ``events`` None: the events of the rows and labels given (:func:`entity_events` of
+    ``rows``, :func:`label_events` of ``labels`` and ``rows``), which then need hold every row
+    and label the aggregates' windows reach; labels that fit in one chunk are read once too,
+    for the labelled rows and the label events both.
     """
     base = [*spec.key, spec.event_time]
     features = [*spec.row, *spec.request]
     inputs = list(dict.fromkeys([*base, *(c for f in features for c in _inputs(spec, f))]))
-    if isinstance(rows, pl.LazyFrame) and rows.select(pl.len()).collect().item() <= chunk_rows:
-        # One chunk: the columns are read once, not once per step.
-        rows = rows.select(*dict.fromkeys([*inputs, *spec.group_columns])).collect()
+    derive = events is None and bool(spec.aggregates)
+    # A table that fits in one chunk is read once (just the columns needed), not once per step.
+    if _fits(rows, chunk_rows):
+        values = [a.column for a in spec.aggregates if a.source is Source.ENTITY and a.column]
+        rows = rows.select(*dict.fromkeys([*inputs, *spec.group_columns, *values])).collect()
+    if derive and _fits(labels, chunk_rows):
+        lab = spec.contract.labels
+        values = [a.column for a in spec.aggregates if a.source is Source.LABELS and a.column]
+        columns = [*lab.key_columns, lab.observed_at, spec.contract.target, *values]
+        labels = labels.select(*dict.fromkeys(columns)).collect()
+    if derive:
+        sources = {a.source for a in spec.aggregates}
+        events = {
+            Source.ENTITY: entity_events(spec, rows) if Source.ENTITY in sources else None,
+            Source.LABELS: label_events(spec, labels, rows) if Source.LABELS in sources else None,
+        }
     picked = labelled_rows(spec, rows, labels, cutoff, window)
     position = picked.get_column(ROW)
     out: dict[str, pl.Series] = {}
@@ -196,6 +214,11 @@ def compute_training_set(
     out.update(parts.drop(base).to_dict())
     target = picked.get_column(spec.contract.target)
     return pl.DataFrame([*parts.select(base).get_columns(), *(out[n] for n in spec.names), target])
+
+
+def _fits(frame: pl.DataFrame | pl.LazyFrame, chunk_rows: int) -> bool:
+    """A lazy frame of at most ``chunk_rows`` rows (a scan counts them from its metadata)."""
+    return isinstance(frame, pl.LazyFrame) and frame.select(pl.len()).collect().item() <= chunk_rows
 
 
 def feature_schema(spec: FeatureSpec) -> dict[str, pl.DataType]:

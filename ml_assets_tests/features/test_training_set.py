@@ -1,7 +1,8 @@
 """The low-memory training-set builds give exactly the one-shot training set.
 
-``compute_training_set`` (features of the labelled rows only, in chunks of rows) and
-``build_training_set`` over a lazy feature table (streamed through in chunks) must equal
+``compute_training_set`` (features of the labelled rows only, in chunks of rows, with events
+given or derived from its rows and labels) and ``build_training_set`` over a lazy feature
+table (streamed through in chunks) must equal
 ``build_training_set(compute_features(...))`` over in-memory frames in one chunk, value for
 value, whatever the chunk size, on rows with several groups (and null groups), late labels,
 corrected labels, labels of rows outside the window and labels of no row.
@@ -103,6 +104,12 @@ def test_chunked_builds_equal_the_one_shot_build(
             chunk_rows=chunk,
         )
         assert streamed.equals(expected), chunk
+        # Events left to it: those of the same rows and labels (read once when they fit).
+        for ent_in, lab_in in ((ent, lab), (scanned, scanned_labels)):
+            derived = compute_training_set(
+                toy_spec, ent_in, lab_in, None, CUTOFF, WINDOW, chunk_rows=chunk
+            )
+            assert derived.equals(expected), chunk
 
     feats = compute_features(toy_spec, ent, _events(toy_spec, ent, lab))
     feats.write_parquet(tmp_path / "features.parquet", row_group_size=16)
