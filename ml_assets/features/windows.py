@@ -242,14 +242,17 @@ def _bucket_features(
     events: pl.DataFrame,
     index: dict[str, int],
     chunk_rows: int,
+    by_group: dict[int, _PointGroups] | None = None,
 ) -> dict[str, pl.Series]:
-    """The bucket's aggregates at ``points`` (group, time; sorted by time), one Series each.
+    """The bucket's aggregates at ``points`` (group, time; sorted by time), one Series each;
+    ``by_group``: where the points' chunks by group are kept for the next bucket of the same
+    group column, if they are to be (see :func:`_few_group_features`).
 
     One as-of lookup at t and one per distinct window at t - window give row numbers of the
     running totals; each aggregate then gathers just its own totals at those rows,
     ``chunk_rows`` points at a time, so no frame holds every running column at every point.
     """
-    few = _few_group_features(spec, bucket, points, events, index, chunk_rows)
+    few = _few_group_features(spec, bucket, points, events, index, chunk_rows, by_group)
     if few is not None:
         return few
     g = bucket.group_by
@@ -377,6 +380,31 @@ class _Layout:
         return where
 
 
+@dataclass(frozen=True)
+class _PointGroups:
+    """A chunk of points by group: what the binary searches of every bucket grouping by the
+    same column start from (worked out once for all of them)."""
+
+    times: np.ndarray
+    """The points' times (ticks), in the chunk's order."""
+    has_group: np.ndarray
+    rows: dict[object, tuple[np.ndarray, np.ndarray]]
+    """Per group value: its points (rows of the chunk, in time order) and their times."""
+
+    @classmethod
+    def of(cls, chunk: pl.DataFrame, g: str) -> _PointGroups:
+        has_group = _numbers(chunk.get_column(g).is_not_null()).astype(bool)
+        times = _numbers(chunk.get_column(TIME))
+        local, groups = _segments(_numbers(chunk.get_column(g)))  # nulls: zeros, left out
+        rows = {}
+        for value, seg in groups.items():
+            mine = local[seg]
+            mine = mine[has_group[mine]]
+            if len(mine):
+                rows[value] = mine, times[mine]
+        return cls(times, has_group, rows)
+
+
 def _few_group_features(
     spec: FeatureSpec,
     bucket: _Bucket,
@@ -384,6 +412,7 @@ def _few_group_features(
     events: pl.DataFrame,
     index: dict[str, int],
     chunk_rows: int,
+    by_group: dict[int, _PointGroups] | None = None,
 ) -> dict[str, pl.Series] | None:
     """:func:`_bucket_features` when the events hold a few groups, with exactly the same values
     (None when there are too many groups, or group values that are not plain numbers).
@@ -442,58 +471,13 @@ def _few_group_features(
     windows = {
         w: _ticks(w, ttype) for w in dict.fromkeys(a.window_delta for a in bucket.aggregates)
     }
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {a.name: [] for a in bucket.aggregates}
-    for i in range(0, points.height, chunk_rows):  # the temporaries stay chunk-sized
-        chunk = points.slice(i, chunk_rows)
-        has_group = _numbers(chunk.get_column(g).is_not_null()).astype(bool)
-        t = _numbers(chunk.get_column(TIME))
-        # Per point: its group's base, and how many of the group's events lie strictly before
-        # t (``before``) and strictly before t - window (``after``). A point without a group,
-        # or of a group without events, has none: the last place, a zero.
-        base = np.full(len(t), layout.size - 1, dtype=np.int64)
-        before = np.zeros(len(t), dtype=np.int64)
-        after = {w: np.zeros(len(t), dtype=np.int64) for w in windows}
-        local, mine = _segments(_numbers(chunk.get_column(g)))
-        for value, seg in layout.groups.items():
-            if value not in mine:
-                continue
-            rows = local[mine[value]]
-            rows = rows[has_group[rows]]
-            theirs, at = layout.times[seg], t[rows]
-            base[rows] = layout.bases[value]
-            before[rows] = np.searchsorted(theirs, at, side="left")
-            for w, ticks in windows.items():
-                after[w][rows] = np.searchsorted(theirs, at - ticks, side="left")
-        hi = base + before
-        for a in bucket.aggregates:
-            w = a.window_delta
-            lo = base + after[w]
-            if a.agg is Agg.LAST:
-                # The latest value before t, if it came at t - window or later: its row.
-                place, when, row, _ = latest[a.name]
-                found = place[hi]
-                fresh = (found >= 0) & (when[found] >= t - windows[w])
-                parts[a.name].append((np.where(fresh, row[found], 0), fresh))
-                continue
-            # Without nulls every event counts: the number of events between the two places.
-            n = counts[a.name][hi] - counts[a.name][lo] if a.name in counts else before - after[w]
-            if a.agg is Agg.COUNT:
-                parts[a.name].append((n, has_group))
-                continue
-            s = sums[a.name][hi] - sums[a.name][lo]
-            if a.agg is Agg.SUM:
-                parts[a.name].append((s, has_group))
-            else:
-                good = n > 0
-                parts[a.name].append((np.where(good, s, 0.0) / np.maximum(n, 1), has_group & good))
     dtypes = spec.dtypes()
-    out: dict[str, pl.Series] = {}
-    for a in bucket.aggregates:
-        mine_parts = parts.pop(a.name)
-        values = np.concatenate([v for v, _ in mine_parts]) if mine_parts else np.zeros(0, int)
-        ok = np.concatenate([k for _, k in mine_parts]) if mine_parts else np.zeros(0, bool)
-        del mine_parts
-        if a.agg is Agg.LAST:
+
+    def finish(a: Aggregate, values: np.ndarray, ok: np.ndarray) -> pl.Series:
+        """A chunk's values of an aggregate as a polars Series, null where ``ok`` is false (a
+        point without a group, or without a value in the window: none, not a zero). Made at
+        once, so the numpy temporaries stay one chunk's, reused chunk after chunk."""
+        if a.agg is Agg.LAST:  # ``values``: rows of the events' column
             column = latest[a.name][3]
             series = (
                 column.gather(pl.Series(values))
@@ -502,12 +486,66 @@ def _few_group_features(
             )
         else:
             series = pl.Series(a.name, values)
-        del values
-        # A point without a group, or without a value in the window, has none (not a zero).
         if not ok.all():
             series = pl.select(pl.when(pl.lit(pl.Series(ok))).then(pl.lit(series))).to_series()
-        out[a.name] = series.cast(dtypes[a.name]).alias(a.name)
-    return out
+        return series.cast(dtypes[a.name]).alias(a.name)
+
+    parts: dict[str, list[pl.Series]] = {a.name: [] for a in bucket.aggregates}
+    for i in range(0, points.height, chunk_rows):  # the temporaries stay chunk-sized
+        mine = by_group.get(i) if by_group is not None else None
+        if mine is None:
+            mine = _PointGroups.of(points.slice(i, chunk_rows), g)
+            if by_group is not None:
+                by_group[i] = mine
+        t, has_group = mine.times, mine.has_group
+        # Per point: its group's base, and how many of the group's events lie strictly before
+        # t (``before``) and strictly before t - window (``after``). A point without a group,
+        # or of a group without events, has none: the last place, a zero.
+        base = np.full(len(t), layout.size - 1, dtype=np.int64)
+        before = np.zeros(len(t), dtype=np.int64)
+        after = {w: np.zeros(len(t), dtype=np.int64) for w in windows}
+        for value, seg in layout.groups.items():
+            if value not in mine.rows:
+                continue
+            rows, at = mine.rows[value]
+            theirs = layout.times[seg]
+            base[rows] = layout.bases[value]
+            before[rows] = np.searchsorted(theirs, at, side="left")
+            for w, ticks in windows.items():
+                after[w][rows] = np.searchsorted(theirs, at - ticks, side="left")
+        hi = base + before
+        lo = {w: base + n for w, n in after.items()}
+        for a in bucket.aggregates:
+            w = a.window_delta
+            if a.agg is Agg.LAST:
+                # The latest value before t, if it came at t - window or later: its row.
+                place, when, row, _ = latest[a.name]
+                found = place[hi]
+                fresh = (found >= 0) & (when[found] >= t - windows[w])
+                parts[a.name].append(finish(a, np.where(fresh, row[found], 0), fresh))
+                continue
+            # Without nulls every event counts: the number of events between the two places.
+            n = (
+                counts[a.name][hi] - counts[a.name][lo[w]]
+                if a.name in counts
+                else before - after[w]
+            )
+            if a.agg is Agg.COUNT:
+                parts[a.name].append(finish(a, n, has_group))
+                continue
+            s = sums[a.name][hi] - sums[a.name][lo[w]]
+            if a.agg is Agg.SUM:
+                parts[a.name].append(finish(a, s, has_group))
+            else:
+                good = n > 0
+                mean = np.divide(s, n, out=np.zeros(len(s)), where=good)
+                parts[a.name].append(finish(a, mean, has_group & good))
+    return {
+        a.name: pl.concat(parts[a.name], rechunk=False)
+        if parts[a.name]
+        else pl.Series(a.name, [], dtypes[a.name])
+        for a in bucket.aggregates
+    }
 
 
 def _events(
@@ -553,9 +591,12 @@ def _group_features(
             points, *coded = _encode(g, [points, *frames.values()])
             frames = dict(zip(frames, coded, strict=True))
     out: dict[str, pl.Series] = {}
+    # The points by group, worked out once for every bucket when they are one chunk (more
+    # would be kept in memory the whole time: then once per bucket).
+    by_group: dict[int, _PointGroups] | None = {} if points.height <= chunk_rows else None
     for b in buckets:
         ev = frames.pop(b.source) if code is None else _events(spec, events, b.source, columns(b))
-        out.update(_bucket_features(spec, b, points, ev, index, chunk_rows))
+        out.update(_bucket_features(spec, b, points, ev, index, chunk_rows, by_group))
         del ev
     return out
 
