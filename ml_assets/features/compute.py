@@ -46,6 +46,7 @@ from ml_assets.features.windows import (
     TIME,
     UTC_US,
     aggregate_snapshot,
+    code_groups,
     entity_events,
     from_group_text,
     group_text,
@@ -191,18 +192,21 @@ def compute_training_set(
         values = [a.column for a in spec.aggregates if a.source is Source.LABELS and a.column]
         columns = [*lab.key_columns, lab.observed_at, spec.contract.target, *values]
         labels = labels.select(*dict.fromkeys(columns)).collect()
+    # In memory, text groups are coded once for the events and the points (the row features
+    # read the text itself).
+    coded = code_groups(spec, rows) if isinstance(rows, pl.DataFrame) else rows
     if derive:
         sources = {a.source for a in spec.aggregates}
         events = {
-            Source.ENTITY: entity_events(spec, rows) if Source.ENTITY in sources else None,
-            Source.LABELS: label_events(spec, labels, rows) if Source.LABELS in sources else None,
+            Source.ENTITY: entity_events(spec, coded) if Source.ENTITY in sources else None,
+            Source.LABELS: label_events(spec, labels, coded) if Source.LABELS in sources else None,
         }
     picked = labelled_rows(spec, rows, labels, cutoff, window)
     position = picked.get_column(ROW)
     out: dict[str, pl.Series] = {}
     if spec.aggregates:
         columns = [*spec.group_columns, spec.event_time]
-        queries = assemble(gather_chunks(rows, position, columns, chunk_rows))
+        queries = assemble(gather_chunks(coded, position, columns, chunk_rows))
         queries = queries.rename({spec.event_time: TIME})
         out.update(window_aggregates(spec, queries, events or {}, chunk_rows=chunk_rows).to_dict())
         del queries

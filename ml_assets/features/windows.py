@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -629,11 +630,12 @@ def window_aggregates(
     for g in dict.fromkeys(b.group_by for b in buckets):
         mine = [b for b in buckets if b.group_by == g]
         at = points.select(g, TIME)
-        allowed = spec.contract.entity.columns[g].allowed if at.schema[g] == pl.String else None
-        if allowed:
+        enum = group_enum(spec, g) if at.schema[g] in (pl.String, pl.Enum) else None
+        if enum is not None:
             # Text group values become small integer codes (the as-of joins hash those), in the
-            # same pass that reads the events: the text column is never collected.
-            code = pl.col(g).cast(pl.Enum(sorted(map(str, allowed)))).to_physical()
+            # same pass that reads the events: the text column is never collected. (Already
+            # coded, as :func:`group_enum` codes them: the cast costs nothing.)
+            code = pl.col(g).cast(enum).to_physical()
             try:
                 columns.update(
                     _group_features(spec, mine, at.with_columns(code), events, code, chunk_rows)
@@ -649,6 +651,26 @@ def window_aggregates(
     if not in_order:
         out = out.with_columns(points.get_column(ROW)).sort(ROW).drop(ROW)
     return out
+
+
+def group_enum(spec: FeatureSpec, g: str) -> pl.Enum | None:
+    """The codes of a group column of allowed values (an Enum of them, in sorted order); None
+    for a column without. Text groups are coded so before their aggregates are computed."""
+    allowed = spec.contract.entity.columns[g].allowed
+    return pl.Enum(sorted(map(str, allowed))) if allowed else None
+
+
+def code_groups(spec: FeatureSpec, rows: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` with each text group column of allowed values cast to its :func:`group_enum`,
+    where every value is an allowed one (otherwise left as text): events and points made from
+    them carry the codes, so the text is hashed once rather than by each step."""
+    for g in spec.group_columns:
+        enum = group_enum(spec, g)
+        if enum is not None and rows.schema[g] == pl.String:
+            # A value outside them: left as text, window_aggregates codes the values present.
+            with suppress(pl.exceptions.InvalidOperationError):
+                rows = rows.with_columns(pl.col(g).cast(enum))
+    return rows
 
 
 # --- the online store's snapshot -------------------------------------------------------------

@@ -149,3 +149,17 @@ def test_no_labelled_row_gives_an_empty_frame_of_the_same_schema(toy_spec: Featu
     got = compute_training_set(toy_spec, ent, lab, _events(toy_spec, ent, lab), early, WINDOW)
     assert expected.height == 0 and got.equals(expected)
     assert got.schema == expected.schema
+
+
+def test_a_group_value_outside_the_allowed_ones_is_still_aggregated(toy_spec: FeatureSpec) -> None:
+    """Text groups are coded by their allowed values when every value is one; a value outside
+    them (rows not validated) leaves the column as text, with the same training set."""
+    ent, lab = _data(3, in_key_order=True)
+    ent = ent.with_columns(
+        pl.when(pl.col("id") % 7 == 0).then(pl.lit("odd")).otherwise(pl.col("band")).alias("band")
+    )
+    expected = _one_shot(toy_spec, ent, lab)
+    assert expected.filter(pl.col("band_rank").is_null()).height > 0
+    got = compute_training_set(toy_spec, ent, lab, None, CUTOFF, WINDOW)
+    assert got.equals(expected)
+    assert got.get_column("band_n_1d").drop_nulls().len() > 0
