@@ -34,17 +34,15 @@ def gather_chunks(
     The rows are picked by a boolean mask over the range, not gathered by position: a filter
     is several times faster than a gather, most of all over the many chunks a scan hands over.
     """
-    lazy = rows.lazy().select(columns)
+    source = rows.select(columns)
     if position.is_empty():
-        yield lazy.head(0).collect()
+        yield source.lazy().head(0).collect()
     for i in range(0, position.len(), chunk_rows):
         at = position[i : i + chunk_rows]
         first = at[0]
-        span = at[-1] - first + 1
-        frame = rows.select(columns).slice(first, span) if isinstance(rows, pl.DataFrame) else None
-        if frame is None:
-            frame = lazy.slice(first, span).collect()
-        yield frame.filter(_mask(at - first, span))
+        span = source.slice(first, at[-1] - first + 1)
+        frame = span if isinstance(span, pl.DataFrame) else span.collect()
+        yield frame.filter(_mask(at - first, frame.height))
 
 
 def _mask(at: pl.Series, length: int) -> pl.Series:
@@ -132,7 +130,7 @@ def labelled_rows(
         # A merge of the two sorted key columns (an as-of join: the greatest label key at or
         # below each row's): where it lands on the equal key, the row has that label.
         found = "__label_key"
-        match = (
+        return (
             keys.lazy()
             .join_asof(
                 known.lazy().select(pl.col(k).alias(found), pl.col(k), target),
@@ -144,7 +142,6 @@ def labelled_rows(
             .select(ROW, target)
             .collect()
         )
-        return match
     # A plain hash join, then a sort of one integer column: cheaper than an order-keeping join.
     match = keys.join(known, on=key, how="inner").select(ROW, TIME, target).sort(ROW)
     position = match.get_column(ROW)
