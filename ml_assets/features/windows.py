@@ -416,16 +416,17 @@ def _few_group_features(
     by_group: dict[int, _PointGroups] | None = None,
 ) -> dict[str, pl.Series] | None:
     """:func:`_bucket_features` when the events hold a few groups, with exactly the same values
-    (None when there are too many groups, or group values that are not plain numbers).
+    (None when there are too many groups, group values that are not plain numbers or times that
+    are not datetimes).
 
     The events are laid out group after group (:class:`_Layout`), with the running totals of
     each contribution per group. A point's window is then two binary searches of its group's
     event times, for the events strictly before t and those strictly before t - window, and
     its aggregate the difference of the running totals there, ``chunk_rows`` points at a time:
-    no hash table, and every step a pass over contiguous arrays (several times less CPU time
-    than the as-of joins by group). A count needs no running total at all (it is the number of
-    events between the two), nor does the count behind a mean or a rate when its column has no
-    null.
+    no hash table, and every step a pass over contiguous arrays (car_loan's four aggregates at
+    a million points: half the CPU time of the as-of joins by group). A count needs no running
+    total at all (it is the number of events between the two), nor does the count behind a
+    mean or a rate when its column has no null.
     """
     g = bucket.group_by
     gtype, ttype = points.schema[g], points.schema[TIME]
