@@ -585,7 +585,9 @@ def main() -> int:
             )
             same = [compare_outputs(folder) + " to pandas"] if pan is not None and i == 0 else []
             if bef is not None:
-                same.append(compare_before(folder) + " to before")
+                versus = compare_before(folder)
+                ok &= versus == "identical"
+                same.append(versus + " to before")
             speed = pan["seconds"] / pol["seconds"] if pan else float("nan")
             ok &= pan is None or speed >= SPEEDUP_TARGET
             ok &= rows < PEAK_TARGET_ROWS or pol["peak_rss_mb"] <= PEAK_TARGET_MB
