@@ -3,8 +3,9 @@
 1. **Training-set build** at each size (car-loan demo rows resampled with ``demo_frames``):
    every feature of ``contracts/features/car_loan.yaml`` for every row as of its event time
    (row transforms; label aggregates by ``observed_at``; entity aggregates; request-time parts)
-   and the labels known at the cutoff. Ours: ``compute_training_set`` (polars, per-group
-   cumulative sums + strict ``join_asof``, see ``--polars-path``). Baseline: the same algorithm
+   and the labels known at the cutoff. Ours: ``compute_training_set`` (polars and numpy,
+   per-group cumulative sums read where a binary search of the group's event times lands, at
+   t and at t - window, see ``--polars-path``). Baseline: the same algorithm
    step by step in pandas, generic over the same spec (per-group ``cumsum`` +
    ``pd.merge_asof(..., allow_exact_matches=False)`` at t and at t - window). Each runs in its
    own process on the same parquet inputs, best of ``--repeat`` builds: wall time (and CPU
@@ -24,6 +25,14 @@ labelled rows only) or ``two-step`` (``compute_features`` of every row, then
 files scanned lazily inside the timed build, as the platform reads its lake) or ``memory`` (read
 first, untimed, like pandas'). The process's peak RSS includes its inputs, so with ``memory``
 it cannot go below inputs + output.
+
+``--before DIR`` runs the same build of another checkout too (its ``bench/bench_features.py``
+worker, with its own ``ml_assets``), in the same run on the same inputs, for a before/after
+table side by side with pandas; its output must equal ours value for value at every size:
+
+    git worktree add --detach /tmp/before <commit>
+    .venv/bin/python bench/bench_features.py --rows 1000000 10000000 --skip-online \
+        --before /tmp/before
 
 PostgreSQL: a fresh database on ``--pg-url``'s server (default: the local test server),
 dropped afterwards.
@@ -124,7 +133,8 @@ def polars_build(
     folder: Path, cutoff: str, window_days: int, path: str = "direct", inputs: str = "scan"
 ) -> tuple[Any, dict]:
     """Ours. ``path``: ``direct`` = ``compute_training_set`` (features of the labelled rows in
-    the window only, column by column); ``two-step`` = ``compute_features`` for every row, then
+    the window only, events derived from the same rows and labels: each file read once when it
+    fits in one chunk); ``two-step`` = ``compute_features`` for every row, then
     ``build_training_set`` (the feature-table path; all main had). ``inputs``: ``scan`` = the
     parquet files scanned lazily, read inside the timed build (as the platform reads its lake);
     ``memory`` = read into memory first, untimed, like pandas' inputs."""
@@ -143,14 +153,14 @@ def polars_build(
     base = _rss_mb()
     cpu = _cpu_s()
     started = time.perf_counter()
-    events = {
-        Source.ENTITY: compute.entity_events(spec, ent),
-        Source.LABELS: compute.label_events(spec, lab, ent),
-    }
     cut, window = dt.datetime.fromisoformat(cutoff), dt.timedelta(days=window_days)
-    if path == "direct":
-        out = compute.compute_training_set(spec, ent, lab, events, cut, window)
+    if path == "direct":  # the events of these very rows and labels (events=None)
+        out = compute.compute_training_set(spec, ent, lab, None, cut, window)
     else:
+        events = {
+            Source.ENTITY: compute.entity_events(spec, ent),
+            Source.LABELS: compute.label_events(spec, lab, ent),
+        }
         feats = compute.compute_features(spec, ent, events)
         out = compute.build_training_set(spec, feats, lab, cut, window)
     took = time.perf_counter() - started
@@ -304,12 +314,20 @@ def worker(
 
 
 def run_worker(
-    impl: str, folder: Path, data: dict, repeat: int, path: str = "direct", inputs: str = "scan"
+    impl: str,
+    folder: Path,
+    data: dict,
+    repeat: int,
+    path: str = "direct",
+    inputs: str = "scan",
+    script: Path | None = None,
 ) -> dict:
+    """One implementation's builds in a process of their own; ``script``: this benchmark as
+    another checkout has it (its worker imports that checkout's ``ml_assets``)."""
     result = folder / f"{impl}.json"
     cmd = [
         sys.executable,
-        __file__,
+        str(script or __file__),
         "--worker",
         impl,
         "--data",
@@ -347,6 +365,15 @@ def compare_outputs(folder: Path) -> str:
     report = compare_features(a, b, [*spec.names, spec.contract.target], rtol=1e-6)
     bad = {k: v for k, v in report.mismatches.items() if v}
     return "identical (floats within 1e-6)" if not bad else f"MISMATCH {bad} {report.examples[:3]}"
+
+
+def compare_before(folder: Path) -> str:
+    """Our output against the checkout's (``--before``): the same frame, value for value."""
+    import polars as pl
+
+    before = pl.read_parquet(folder / "out_before.parquet")
+    ours = pl.read_parquet(folder / "out_polars.parquet")
+    return "identical" if ours.equals(before) else f"DIFFERENT ({ours.shape} vs {before.shape})"
 
 
 # --- online lookups --------------------------------------------------------------------------
@@ -485,6 +512,12 @@ def main() -> int:
     parser.add_argument(
         "--skip-online", action="store_true", help="only the training-set build, no lookups"
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of the code before (e.g. `git worktree add DIR COMMIT`): its polars "
+        "build runs too, in the same run on the same inputs, and the outputs are compared",
+    )
     parser.add_argument("--worker", choices=["polars", "pandas"])
     parser.add_argument("--data")
     parser.add_argument("--cutoff")
@@ -516,37 +549,58 @@ def main() -> int:
         f"polars {pl.__version__}, pandas {__import__('pandas').__version__}\n"
     )
     ok = True
+    before = "| before s (CPU s) | before peak RSS MB | before speedup " if args.before else ""
     lines = [
-        "| rows | labelled rows out | polars build s (CPU s) | polars peak RSS MB "
+        f"| rows | labelled rows out {before}| polars build s (CPU s) | polars peak RSS MB "
         "| pandas build s (CPU s) | pandas peak RSS MB | speedup | outputs |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---:|---:|"
+        + ("---:|---:|---:|" if args.before else "")
+        + "---:|---:|---:|---:|---:|---|",
     ]
+
+    def cells(facts: dict) -> str:
+        return (
+            f"| {facts['seconds']:.2f} ({facts['cpu_seconds']:.2f}) | {facts['peak_rss_mb']:,.0f} "
+        )
+
     with tempfile.TemporaryDirectory(prefix="bench_features_") as tmp:
         for i, rows in enumerate(args.rows):
             folder = Path(tmp) / str(rows)
             data = make_data(rows, folder)
             print(f"generated {rows:,} rows in {data['seconds']:.1f} s", file=sys.stderr)
+            bef = None
+            if args.before:  # the checkout's build, then ours, on the same inputs
+                script = args.before.resolve() / "bench" / "bench_features.py"
+                bef = run_worker(
+                    "polars", folder, data, args.repeat, args.polars_path, args.inputs, script
+                )
+                (folder / "out_polars.parquet").rename(folder / "out_before.parquet")
             pol = run_worker("polars", folder, data, args.repeat, args.polars_path, args.inputs)
             skip = args.skip_pandas_above is not None and rows > args.skip_pandas_above
             pan = None if skip else run_worker("pandas", folder, data, args.repeat)
             print(
-                f"{rows:,}: polars {pol['all_seconds']}, pandas {pan and pan['all_seconds']}",
+                f"{rows:,}: before {bef and bef['all_seconds']}, polars {pol['all_seconds']}, "
+                f"pandas {pan and pan['all_seconds']}",
                 file=sys.stderr,
             )
-            same = compare_outputs(folder) if pan is not None and i == 0 else "-"
+            same = [compare_outputs(folder) + " to pandas"] if pan is not None and i == 0 else []
+            if bef is not None:
+                versus = compare_before(folder)
+                ok &= versus == "identical"
+                same.append(versus + " to before")
             speed = pan["seconds"] / pol["seconds"] if pan else float("nan")
             ok &= pan is None or speed >= SPEEDUP_TARGET
             ok &= rows < PEAK_TARGET_ROWS or pol["peak_rss_mb"] <= PEAK_TARGET_MB
             lines.append(
-                f"| {rows:,} | {pol['rows_out']:,} | {pol['seconds']:.2f} ({pol['cpu_seconds']:.2f}) "
-                f"| {pol['peak_rss_mb']:,.0f} "
+                f"| {rows:,} | {pol['rows_out']:,} "
                 + (
-                    f"| {pan['seconds']:.2f} ({pan['cpu_seconds']:.2f}) | {pan['peak_rss_mb']:,.0f} "
-                    f"| {speed:.1f}x "
-                    if pan
-                    else "| skipped | - | - "
+                    cells(bef) + (f"| {pan['seconds'] / bef['seconds']:.1f}x " if pan else "| - ")
+                    if bef
+                    else ""
                 )
-                + f"| {same} |"
+                + cells(pol)
+                + (cells(pan) + f"| {speed:.1f}x " if pan else "| skipped | - | - ")
+                + f"| {'; '.join(same) or '-'} |"
             )
             for p in folder.glob("*.parquet"):
                 p.unlink()

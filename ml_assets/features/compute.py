@@ -6,8 +6,8 @@
   (:func:`~ml_assets.features.windows.window_aggregates`) for entity rows: the feature table.
 * :func:`compute_training_set`: the training set straight from entity rows and labels (what
   :func:`build_training_set` gives from the feature table), computing features only for the
-  labelled rows of the window, a column and a chunk of rows at a time, so it needs little
-  memory besides the training set itself (no feature table).
+  labelled rows of the window, a chunk of rows at a time, so it needs little memory besides
+  the training set itself (no feature table).
 
 The window machinery and the online store's snapshot are :mod:`ml_assets.features.windows`;
 training sets and fingerprints are :mod:`ml_assets.features.training_set`. Their names are
@@ -33,18 +33,20 @@ from ml_assets.features.declarations import (
 )
 from ml_assets.features.spec import COLUMN_DTYPES, FeatureSpec
 from ml_assets.features.training_set import (
+    assemble,
     build_training_set,
     fingerprint,
+    gather_chunks,
     labelled_rows,
     target_stats,
 )
 from ml_assets.features.windows import (
     CHUNK_ROWS,
     ROW,
-    STREAMING,
     TIME,
     UTC_US,
     aggregate_snapshot,
+    code_groups,
     entity_events,
     from_group_text,
     group_text,
@@ -164,40 +166,63 @@ def compute_training_set(
 
     Features are computed only for the rows that make it into the training set (in the window,
     labelled at the cutoff): the labelled rows are found from the rows' key and event time,
-    then the aggregates are computed at those rows' points, then each row feature from just its
-    input columns (lazy ``rows``, scans, are read a few columns at a time; their row order must
-    not change between reads, as a scan's does not), ``chunk_rows`` rows at a time. Nothing as
-    wide as the feature table or the entity rows is built besides the output. Any chunk size
-    gives exactly the same frame.
+    then the aggregates are computed at those rows' points (while the output is still small:
+    they need the most memory), then the row and request features, ``chunk_rows`` rows at a
+    time, each chunk with one read of just the input columns of its range of rows and one pass
+    of every row expression (lazy ``rows``, scans, are read a range at a time; their row order
+    must not change between reads, as a scan's does not). Nothing as wide as the feature table
+    or the entity rows is built besides the output; lazy ``rows`` of at most ``chunk_rows`` rows
+    are read once, their needed columns only. Any chunk size gives exactly the same frame.
+
+    ``events`` None: the events of the rows and labels given (:func:`entity_events` of
+    ``rows``, :func:`label_events` of ``labels`` and ``rows``), which then need hold every row
+    and label the aggregates' windows reach; labels that fit in one chunk are read once too,
+    for the labelled rows and the label events both.
     """
+    base = [*spec.key, spec.event_time]
+    features = [*spec.row, *spec.request]
+    inputs = list(dict.fromkeys([*base, *(c for f in features for c in _inputs(spec, f))]))
+    derive = events is None and bool(spec.aggregates)
+    # A table that fits in one chunk is read once (just the columns needed), not once per step.
+    if _fits(rows, chunk_rows):
+        values = [a.column for a in spec.aggregates if a.source is Source.ENTITY and a.column]
+        rows = rows.select(*dict.fromkeys([*inputs, *spec.group_columns, *values])).collect()
+    if derive and _fits(labels, chunk_rows):
+        lab = spec.contract.labels
+        values = [a.column for a in spec.aggregates if a.source is Source.LABELS and a.column]
+        columns = [*lab.key_columns, lab.observed_at, spec.contract.target, *values]
+        labels = labels.select(*dict.fromkeys(columns)).collect()
+    # In memory, text groups are coded once for the events and the points (the row features
+    # read the text itself).
+    coded = code_groups(spec, rows) if isinstance(rows, pl.DataFrame) else rows
+    if derive:
+        sources = {a.source for a in spec.aggregates}
+        events = {
+            Source.ENTITY: entity_events(spec, coded) if Source.ENTITY in sources else None,
+            Source.LABELS: label_events(spec, labels, coded) if Source.LABELS in sources else None,
+        }
     picked = labelled_rows(spec, rows, labels, cutoff, window)
     position = picked.get_column(ROW)
-
-    def read(columns: list[str]) -> pl.DataFrame:
-        """Whole columns of ``rows`` (an in-memory frame's are not copied)."""
-        frame = rows.select(columns)
-        return frame if isinstance(frame, pl.DataFrame) else frame.collect(engine=STREAMING)
-
     out: dict[str, pl.Series] = {}
-    if spec.aggregates:  # first, while the output is still small: they need the most memory
-        queries = read([*spec.group_columns, spec.event_time])[position]
+    if spec.aggregates:
+        columns = [*spec.group_columns, spec.event_time]
+        queries = assemble(gather_chunks(coded, position, columns, chunk_rows))
         queries = queries.rename({spec.event_time: TIME})
         out.update(window_aggregates(spec, queries, events or {}, chunk_rows=chunk_rows).to_dict())
         del queries
-    base = read([*spec.key, spec.event_time])[position]
-    # One feature at a time, from just its input columns, ``chunk_rows`` rows at a time: each
-    # output column is allocated once, whole, and the temporaries stay chunk-sized.
-    for f, expr in zip([*spec.row, *spec.request], row_expressions(spec), strict=True):
-        source = read(_inputs(spec, f))
-        parts = [
-            source[position[i : i + chunk_rows]].select(expr).to_series()
-            for i in range(0, max(position.len(), 1), chunk_rows)
-        ]
-        del source
-        out[f.name] = pl.concat(parts, rechunk=True)
-        del parts
+    exprs = row_expressions(spec)
+    parts = assemble(
+        pl.concat([chunk.select(base), chunk.select(exprs)], how="horizontal")
+        for chunk in gather_chunks(rows, position, inputs, chunk_rows)
+    )
+    out.update(parts.drop(base).to_dict())
     target = picked.get_column(spec.contract.target)
-    return pl.DataFrame([*base.get_columns(), *(out[n] for n in spec.names), target])
+    return pl.DataFrame([*parts.select(base).get_columns(), *(out[n] for n in spec.names), target])
+
+
+def _fits(frame: pl.DataFrame | pl.LazyFrame, chunk_rows: int) -> bool:
+    """A lazy frame of at most ``chunk_rows`` rows (a scan counts them from its metadata)."""
+    return isinstance(frame, pl.LazyFrame) and frame.select(pl.len()).collect().item() <= chunk_rows
 
 
 def feature_schema(spec: FeatureSpec) -> dict[str, pl.DataType]:

@@ -29,29 +29,37 @@ def gather_chunks(
     """``columns`` of ``rows`` at ``position`` (ascending row numbers), ``chunk_rows`` positions
     at a time. Each chunk reads only the range of rows it spans: a scan reads just those row
     groups, so a lazy table is streamed through, never all read at once (its row order must not
-    change between reads, as a scan's does not). No positions: one empty frame."""
-    if isinstance(rows, pl.DataFrame):
-        frame = rows.select(columns)
-        for i in range(0, max(position.len(), 1), chunk_rows):
-            yield frame[position[i : i + chunk_rows]]
-        return
-    lazy = rows.select(columns)
+    change between reads, as a scan's does not). No positions: one empty frame.
+
+    The rows are picked by a boolean mask over the range, not gathered by position: a filter
+    is several times faster than a gather, most of all over the many chunks a scan hands over.
+    """
+    source = rows.select(columns)
     if position.is_empty():
-        yield lazy.head(0).collect()
+        yield source.lazy().head(0).collect()
     for i in range(0, position.len(), chunk_rows):
         at = position[i : i + chunk_rows]
         first = at[0]
-        yield lazy.slice(first, at[-1] - first + 1).collect()[at - first]
+        span = source.slice(first, at[-1] - first + 1)
+        frame = span if isinstance(span, pl.DataFrame) else span.collect()
+        yield frame.filter(_mask(at - first, frame.height))
+
+
+def _mask(at: pl.Series, length: int) -> pl.Series:
+    """A boolean Series of ``length``: true at the row numbers ``at``, false elsewhere."""
+    return pl.repeat(False, length, dtype=pl.Boolean, eager=True).scatter(at, True)
 
 
 def assemble(chunks: Iterable[pl.DataFrame]) -> pl.DataFrame:
-    """Frames stacked, each column made one contiguous buffer: a column's chunks are freed as
-    soon as it is joined, so the stacking needs one column's worth of memory, not the frame's."""
+    """Frames stacked column by column, the chunks linked rather than copied into one buffer:
+    the stacking needs no memory of its own (copying took a column's worth at a time, and at
+    ten million rows left 0.7 GB more of the process's peak in the allocator), and a reader
+    that wants one buffer (``rechunk``) pays for it when it needs it."""
     parts: dict[str, list[pl.Series]] = {}
     for frame in chunks:
         for column in frame.get_columns():
             parts.setdefault(column.name, []).append(column)
-    return pl.DataFrame([pl.concat(parts.pop(name), rechunk=True) for name in list(parts)])
+    return pl.DataFrame([pl.concat(parts.pop(name), rechunk=False) for name in list(parts)])
 
 
 def known_labels(
@@ -94,9 +102,9 @@ def labelled_rows(
 
     Only the key and event time of ``rows`` are read. A key labelled more than once takes its
     latest label observed before the cutoff. One integer key, sorted in the rows and sorted
-    without repeats in the labels (the usual case: both written in key order), is matched by a
-    binary search of the labels' keys (several times faster than hashing ten million keys, and
-    next to no memory); any other keys by a hash join.
+    without repeats in the labels (the usual case: both written in key order), is matched by
+    merging the two sorted key columns (several times faster than hashing ten million keys, or
+    than a binary search of each, and next to no memory); any other keys by a hash join.
     """
     cutoff = to_utc(cutoff)
     target = spec.contract.target
@@ -109,7 +117,7 @@ def labelled_rows(
         .filter(t >= pl.lit(cutoff - window, UTC_US), t < pl.lit(cutoff, UTC_US))
         .select(ROW, *key)
         .collect(engine=STREAMING)
-        .rechunk()  # the streaming engine hands over many chunks; their positions gather faster
+        .rechunk()
     )
     known = known_labels(spec, labels, cutoff).rechunk()
     k = key[0]
@@ -119,18 +127,20 @@ def labelled_rows(
         and keys.get_column(k).is_sorted()
         and _sorted_unique(known.get_column(k))
     ):
-        # A binary search of each row's key among the labels' (unique) keys: where it lands
-        # holds the equal key, or the row has no label.
-        theirs, mine = known.get_column(k), keys.get_column(k)
-        if theirs.is_empty():
-            return pl.DataFrame([keys.get_column(ROW).head(0), known.get_column(target)])
-        at = theirs.search_sorted(mine, side="left")
-        hit = theirs.gather(at.clip(upper_bound=theirs.len() - 1)) == mine
-        return pl.DataFrame(
-            [
-                keys.get_column(ROW).filter(hit),
-                known.get_column(target).gather(at.filter(hit)),
-            ]
+        # A merge of the two sorted key columns (an as-of join: the greatest label key at or
+        # below each row's): where it lands on the equal key, the row has that label.
+        found = "__label_key"
+        return (
+            keys.lazy()
+            .join_asof(
+                known.lazy().select(pl.col(k).alias(found), pl.col(k), target),
+                on=k,
+                strategy="backward",
+                check_sortedness=False,
+            )
+            .filter(pl.col(found) == pl.col(k))
+            .select(ROW, target)
+            .collect()
         )
     # A plain hash join, then a sort of one integer column: cheaper than an order-keeping join.
     match = keys.join(known, on=key, how="inner").select(ROW, TIME, target).sort(ROW)

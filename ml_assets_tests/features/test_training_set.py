@@ -1,7 +1,8 @@
 """The low-memory training-set builds give exactly the one-shot training set.
 
-``compute_training_set`` (features of the labelled rows only, in chunks of rows) and
-``build_training_set`` over a lazy feature table (streamed through in chunks) must equal
+``compute_training_set`` (features of the labelled rows only, in chunks of rows, with events
+given or derived from its rows and labels) and ``build_training_set`` over a lazy feature
+table (streamed through in chunks) must equal
 ``build_training_set(compute_features(...))`` over in-memory frames in one chunk, value for
 value, whatever the chunk size, on rows with several groups (and null groups), late labels,
 corrected labels, labels of rows outside the window and labels of no row.
@@ -103,6 +104,12 @@ def test_chunked_builds_equal_the_one_shot_build(
             chunk_rows=chunk,
         )
         assert streamed.equals(expected), chunk
+        # Events left to it: those of the same rows and labels (read once when they fit).
+        for ent_in, lab_in in ((ent, lab), (scanned, scanned_labels)):
+            derived = compute_training_set(
+                toy_spec, ent_in, lab_in, None, CUTOFF, WINDOW, chunk_rows=chunk
+            )
+            assert derived.equals(expected), chunk
 
     feats = compute_features(toy_spec, ent, _events(toy_spec, ent, lab))
     feats.write_parquet(tmp_path / "features.parquet", row_group_size=16)
@@ -142,3 +149,17 @@ def test_no_labelled_row_gives_an_empty_frame_of_the_same_schema(toy_spec: Featu
     got = compute_training_set(toy_spec, ent, lab, _events(toy_spec, ent, lab), early, WINDOW)
     assert expected.height == 0 and got.equals(expected)
     assert got.schema == expected.schema
+
+
+def test_a_group_value_outside_the_allowed_ones_is_still_aggregated(toy_spec: FeatureSpec) -> None:
+    """Text groups are coded by their allowed values when every value is one; a value outside
+    them (rows not validated) leaves the column as text, with the same training set."""
+    ent, lab = _data(3, in_key_order=True)
+    ent = ent.with_columns(
+        pl.when(pl.col("id") % 7 == 0).then(pl.lit("odd")).otherwise(pl.col("band")).alias("band")
+    )
+    expected = _one_shot(toy_spec, ent, lab)
+    assert expected.filter(pl.col("band_rank").is_null()).height > 0
+    got = compute_training_set(toy_spec, ent, lab, None, CUTOFF, WINDOW)
+    assert got.equals(expected)
+    assert got.get_column("band_n_1d").drop_nulls().len() > 0
