@@ -122,9 +122,9 @@ def test_an_unknown_dataset_names_the_ones_there_are(home, capsys) -> None:
         ("train: [\n", "not YAML"),
         (
             "ops: {survey__training_set: {config: {window_days: 30}}}\n",
-            "ops names no job of this run; use pipeline, score, search, survey_model_search, "
-            "survey_pipeline, survey_score, survey_train, train (the file maps each job to its run config: put `ops:` under "
-            "`train:`)",
+            "ops names no job of this run; use monitor, pipeline, score, search, "
+            "survey_model_search, survey_monitor, survey_pipeline, survey_score, survey_train, "
+            "train (the file maps each job to its run config: put `ops:` under `train:`)",
         ),
         (
             "train: {ops: {survey__training_set: {config: {window_day: 30}}}}\n",
