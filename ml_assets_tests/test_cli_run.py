@@ -90,8 +90,8 @@ def _nothing_ran(env: dict[str, str]) -> None:
         ),
         (
             ["--only", "train", "--from", "2019-01-01"],
-            "--from/--to select partitions of the pipeline and score jobs; the train job is not "
-            "partitioned",
+            "--from/--to select partitions of the pipeline, score and monitor jobs; the train "
+            "job is not partitioned",
         ),
     ],
 )
