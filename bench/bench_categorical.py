@@ -9,8 +9,9 @@ own feature code), one fit at a time: with the old defaults, with
 :class:`~ml_assets.train.config.TrainConfig`'s current ones, with the new CTR settings but
 the learning rate the rule did not pick (0.08 where it picked 0.2, and the reverse), and with
 each ``--vary FIELD=VALUE`` on top of the current defaults, one change at a time. It prints a
-table: wall and CPU seconds of the fit (time split + CatBoost with early stopping), the cores
-other processes used meanwhile (from ``/proc/stat``: on a shared machine a 2-thread fit's wall
+table: wall and CPU seconds of the fit (time split + CatBoost with early stopping), the CPU
+seconds of its busiest thread (a floor on the wall time on an idle machine), the cores other
+processes used meanwhile (from ``/proc/stat``: on a shared machine a 2-thread fit's wall
 time says more about them than about the fit), boosting rounds run, best iteration and the
 problem kind's primary test metric.
 
@@ -22,18 +23,22 @@ synthetic dataset's size (140,000 by default: the old defaults take minutes ther
 (e.g. ``--vary has_time=false early_stopping_rounds=25 bootstrap_type=Bernoulli``: a
 TrainConfig field, or any other CatBoost parameter; values are JSON, else strings),
 ``--repeat`` how many times the whole sequence runs (interleaved, so repeats see the same
-load; the summary takes medians; the fits are deterministic, only the times differ).
+load; the summary takes medians; the fits are deterministic, only the times differ),
+``--seeds`` over how many random seeds each configuration is fitted (42, 43, ...: the spread
+of the metric across seeds is the noise a change of defaults must be judged against).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -101,6 +106,52 @@ def busy_cpu_seconds() -> float | None:
     return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by thread id (empty off Linux)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[tid] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return out
+
+
+class ThreadCpu:
+    """The CPU seconds each thread spent inside a ``with`` block, sampled every 0.2 s (so a
+    thread that ends inside the block still counts, up to its last sample)."""
+
+    def __enter__(self) -> ThreadCpu:
+        self._base, self._seen = _thread_cpu(), {}
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            for tid, cpu in _thread_cpu().items():
+                self._seen[tid] = max(self._seen.get(tid, 0.0), cpu)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._sampler.join()
+        for tid, cpu in _thread_cpu().items():
+            self._seen[tid] = max(self._seen.get(tid, 0.0), cpu)
+
+    def busiest(self) -> float:
+        """The most CPU one thread spent in the block: no machine runs the block in less wall
+        time, however idle (one thread runs on one core at a time)."""
+        return max((c - self._base.get(t, 0.0) for t, c in self._seen.items()), default=0.0)
+
+
 def fit_once(
     frame: pl.DataFrame,
     problem: core.Problem,
@@ -111,8 +162,9 @@ def fit_once(
     config's) and its test evaluation."""
     b0 = busy_cpu_seconds()
     t0, c0 = time.perf_counter(), time.process_time()
-    split = core.time_split(frame, problem.event_time, config.valid_share, config.test_share)
-    model = core.fit(split, problem, config, overrides)
+    with ThreadCpu() as threads:
+        split = core.time_split(frame, problem.event_time, config.valid_share, config.test_share)
+        model = core.fit(split, problem, config, overrides)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     b1 = busy_cpu_seconds()
     others = None if b0 is None or b1 is None else max(0.0, (b1 - b0 - cpu) / wall)
@@ -126,6 +178,7 @@ def fit_once(
         "metric": evaluation.metrics[problem.kind.primary_metric],
         "load": os.getloadavg()[0],
         "others": others,
+        "busiest": threads.busiest(),
     }
 
 
@@ -149,12 +202,14 @@ def main() -> None:
     parser.add_argument("--configs", nargs="*", choices=CONFIGS, default=list(CONFIGS))
     parser.add_argument("--vary", nargs="*", type=parse_vary, default=[], metavar="FIELD=VALUE")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--out", default="bench/results/categorical.md")
     args = parser.parse_args()
     argv = ["--datasets", *args.datasets, "--rows", str(args.rows)]
     argv += ["--configs", *args.configs]
     argv += ["--vary", *(f"{k}={json.dumps(v)}" for k, v in args.vary)] if args.vary else []
     argv += ["--repeat", str(args.repeat)] if args.repeat != 1 else []
+    argv += ["--seeds", str(args.seeds)] if args.seeds != 1 else []
     command = " ".join([".venv/bin/python", "bench/bench_categorical.py", *argv, "--out", args.out])
     lines = [
         f"# Categorical-heavy training, old vs new defaults ({dt.date.today()}, "
@@ -164,12 +219,14 @@ def main() -> None:
         f"`{command}`",
         "",
         f"Old: `TrainConfig(**{OLD_CATEGORICAL_DEFAULTS})`; new: `TrainConfig()` (learning rate "
-        f"0.2 from {CATEGORICAL_HEAVY} categoricals on, else 0.08). Others' cores: CPU the rest "
-        "of the machine used during the fit, in cores.",
+        f"0.2 from {CATEGORICAL_HEAVY} categoricals on, else 0.08). Busiest thread: the CPU "
+        "seconds of the fit's busiest thread, a floor on its wall time on an idle machine (the "
+        "fit's CPU seconds are a ceiling there). Others' cores: CPU the rest of the machine used "
+        "during the fit, in cores.",
         "",
-        "| dataset | rows | categoricals | defaults | fit wall s | fit CPU s | others' cores "
-        "| rounds | best iteration | test metric | load (1 min) |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---:|",
+        "| dataset | rows | categoricals | defaults | fit wall s | fit CPU s | busiest thread "
+        "CPU s | others' cores | rounds | best iteration | test metric | load (1 min) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     summary = []
     for name in args.datasets:
@@ -177,32 +234,49 @@ def main() -> None:
         configs = configurations(len(problem.categorical), args.configs, args.vary)
         results: dict[str, list[dict[str, Any]]] = {label: [] for label in configs}
         for _ in range(args.repeat):
-            for label, (config, overrides) in configs.items():
-                r = fit_once(frame, problem, config, overrides)
+            for (label, (config, overrides)), seed in itertools.product(
+                configs.items(), seeds(args.seeds)
+            ):
+                config = config.model_copy(update={"random_seed": seed})
+                r = {**fit_once(frame, problem, config, overrides), "seed": seed}
                 results[label].append(r)
                 others = "" if r["others"] is None else f"{r['others']:.2f}"
                 lines.append(
                     f"| {name} | {frame.height:,} | {len(problem.categorical)} | {label} | "
-                    f"{r['wall_s']:.2f} | {r['cpu_s']:.2f} | {others} | {r['rounds']} | "
-                    f"{r['best_iteration']} | {problem.kind.primary_metric} {r['metric']:.4f} | "
+                    f"{r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['busiest']:.2f} | {others} | "
+                    f"{r['rounds']} | "
+                    f"{r['best_iteration']} | {problem.kind.primary_metric} {r['metric']:.4f}"
+                    f"{f' (seed {seed})' if args.seeds > 1 else ''} | "
                     f"{r['load']:.1f} |"
                 )
                 print(lines[-1], flush=True)
-        if "old" not in results:
-            continue
-        o = _medians(results["old"])
+        o = _medians(results["old"]) if "old" in results else None
         for label, runs in results.items():
-            if label == "old":
-                continue
             n = _medians(runs)
+            spread = f" (sd {n['metric_sd']:.4f})" if args.seeds > 1 else ""
+            vs_old = (
+                f"{o['wall_s'] / n['wall_s']:.1f}x | {o['cpu_s'] / n['cpu_s']:.1f}x | "
+                f"{n['metric'] - o['metric']:+.4f}"
+                if o is not None and label != "old"
+                else " | | "
+            )
             summary.append(
-                f"| {name} | {label} | {o['wall_s'] / n['wall_s']:.1f}x | "
-                f"{o['cpu_s'] / n['cpu_s']:.1f}x | {n['metric'] - o['metric']:+.4f} |"
+                f"| {name} | {label} | {n['wall_s']:.2f} | {n['cpu_s']:.2f} | "
+                f"{problem.kind.primary_metric} {n['metric']:.4f}{spread} | {vs_old} |"
             )
     lines += [
         "",
-        "| dataset | defaults | wall old / this | CPU old / this | metric this - old |",
-        "|---|---|---:|---:|---:|",
+        "Medians of the wall and CPU seconds over the runs"
+        + (
+            f"; the metric's mean and standard deviation over seeds {', '.join(map(str, seeds(args.seeds)))}"
+            if args.seeds > 1
+            else ""
+        )
+        + ":",
+        "",
+        "| dataset | defaults | fit wall s | fit CPU s | test metric | wall old / this "
+        "| CPU old / this | metric this - old |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
         *summary,
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -236,8 +310,21 @@ def configurations(
     return out
 
 
+def seeds(n: int) -> list[int]:
+    """The random seeds of ``--seeds n``: TrainConfig's default first."""
+    first = TrainConfig.model_fields["random_seed"].default
+    return [first + i for i in range(n)]
+
+
 def _medians(runs: list[dict[str, Any]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in runs) for k in ("wall_s", "cpu_s", "metric")}
+    """Median wall and CPU seconds; the metric's mean and standard deviation (over seeds: each
+    seed's fit is deterministic, so repeats only repeat it)."""
+    metrics = list({r["seed"]: r["metric"] for r in runs}.values())
+    return {
+        **{k: statistics.median(r[k] for r in runs) for k in ("wall_s", "cpu_s")},
+        "metric": statistics.fmean(metrics),
+        "metric_sd": statistics.stdev(metrics) if len(metrics) > 1 else 0.0,
+    }
 
 
 if __name__ == "__main__":

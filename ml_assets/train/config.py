@@ -24,9 +24,11 @@ OLD_CATEGORICAL_DEFAULTS: dict[str, Any] = {
     "max_ctr_complexity": 4,
     "simple_ctr": None,
     "combinations_ctr": None,
+    "has_time": False,
 }
-"""The defaults before issue 10's categorical speed-up (CatBoost's own CTR settings), as
-TrainConfig overrides: what ``bench/bench_categorical.py`` and its test compare against."""
+"""The defaults before issue 10's categorical speed-up (CatBoost's own CTR settings and random
+permutations), as TrainConfig overrides: what ``bench/bench_categorical.py`` and its test
+compare against."""
 
 
 class TrainConfig(dg.Config):
