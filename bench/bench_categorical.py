@@ -36,6 +36,7 @@ import itertools
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import threading
@@ -207,10 +208,11 @@ def main() -> None:
     args = parser.parse_args()
     argv = ["--datasets", *args.datasets, "--rows", str(args.rows)]
     argv += ["--configs", *args.configs]
-    argv += ["--vary", *(f"{k}={json.dumps(v)}" for k, v in args.vary)] if args.vary else []
+    argv += ["--vary", *(f"{k}={_raw(v)}" for k, v in args.vary)] if args.vary else []
     argv += ["--repeat", str(args.repeat)] if args.repeat != 1 else []
     argv += ["--seeds", str(args.seeds)] if args.seeds != 1 else []
-    command = " ".join([".venv/bin/python", "bench/bench_categorical.py", *argv, "--out", args.out])
+    argv += ["--out", args.out]
+    command = shlex.join([".venv/bin/python", "bench/bench_categorical.py", *argv])
     lines = [
         f"# Categorical-heavy training, old vs new defaults ({dt.date.today()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -302,12 +304,17 @@ def configurations(
         other = TrainConfig(learning_rate=0.08 if heavy else 0.2)
         out[f"new, learning rate {other.learning_rate} (not the rule's)"] = other, {}
     for name, value in vary:
-        label = f"new, {name}={json.dumps(value)}"
+        label = f"new, {name}={_raw(value)}"
         if name in TrainConfig.model_fields:
             out[label] = TrainConfig(**{name: value}), {}
         else:
             out[label] = TrainConfig(), {name: value}
     return out
+
+
+def _raw(value: Any) -> str:
+    """A ``--vary`` value as typed: a string as it is, anything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def seeds(n: int) -> list[int]:

@@ -179,7 +179,7 @@ def fit(
     setting :class:`TrainConfig` does not expose (``bench/bench_categorical.py --vary``)."""
     from catboost import Pool
 
-    params = config.catboost_params(categorical_features=len(problem.categorical))
+    params = config.catboost_params(len(problem.categorical), split.train.height)
     model = problem.kind.estimator(**{**params, **(catboost_overrides or {})})
     train = Pool(
         to_pool_frame(split.train, problem),
