@@ -78,9 +78,13 @@ def _lake_checks(env: dict[str, str], out: str) -> None:
     assert training.height == 9 * census.PEOPLE  # 2015 .. 2023: labelled by the end of 2024
 
 
-def _serve_and_check(env: dict[str, str], out: str, tmp_path: Path) -> None:
+def _serve_and_check(
+    env: dict[str, str], out: str, tmp_path: Path, not_inputs: tuple[str, ...] = ()
+) -> None:
     """The Bento the run built, under ``bentoml serve``: a prediction within the data's
-    construction, a category outside the contract and a learned one unseen, both 422."""
+    construction, a category outside the contract and a learned one unseen, both 422;
+    each of ``not_inputs`` (a column of the source that is no feature, e.g. the target) in a
+    record is 422 too, and in neither record schema of the OpenAPI document."""
     found = re.search(r"bento (census_service:[\w.-]+)", out)
     assert found, out
     home = Path(env["ML_ASSETS_HOME"])
@@ -107,6 +111,11 @@ def _serve_and_check(env: dict[str, str], out: str, tmp_path: Path) -> None:
             assert 'expected one of [\\"occ_00\\"' in bad.text  # the learned values, listed
             spec = http.get("/v1/openapi.json").json()
             assert len(json.dumps(spec).split('"occ_')) > 55  # the values in the schema
+            for name in not_inputs:
+                bad = http.post("/v1/predict", json={"records": [{**record, name: 1.0}]})
+                assert bad.status_code == 422 and f"records[0].{name}" in bad.text, bad.text
+                for record_kind in ("FeatureRecord", "EntityRecord"):
+                    assert name not in spec["components"]["schemas"][record_kind]["properties"]
     finally:
         server.stop()
 
@@ -140,15 +149,24 @@ def test_upper_case_source_names_are_read_under_the_contracts_names(
         assert re.search(r"bento census_service:v1-\w+", ran.stdout), ran.stdout
 
 
-def test_labels_in_the_entity_table_known_a_year_later(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.serve
+def test_labels_in_the_entity_table_known_a_year_later(where: str, tmp_path: Path, request) -> None:
     """The income as a column of the answers' table, known 366 days after its wave: the
     entity reads the answers without it and the labels read it, neither warning of the other's
     columns as extra; each income lands in the partition of the year after its wave (the 2019
-    wave's in 2020, known at 2020-01-02); the features never hold it; and the training set cut
-    off at the end of 2024 holds the waves 2015 .. 2023."""
+    wave's in 2020, known at 2020-01-02); the features never hold it; the training set cut
+    off at the end of 2024 holds the waves 2015 .. 2023; and the Bento trained from that
+    one table serves a prediction under ``bentoml serve``, refusing the income as an input.
+    On SQLite and on PostgreSQL: the whole path on each engine."""
     import dagster as dg
 
-    env, ran = _onboard(tmp_path, f"sqlite:///{tmp_path / 'census.sqlite'}", one_table=True)
+    url = (
+        request.getfixturevalue("fresh_pg_url")
+        if where == "postgres"
+        else f"sqlite:///{tmp_path / 'census.sqlite'}"
+    )
+    env, ran = _onboard(tmp_path, url, one_table=True)
     assert "schema_conformance" not in ran.stdout, ran.stdout  # no warning, no failure
     lake = Lake(base_path=str(Path(env["ML_ASSETS_HOME"]) / "lake"))
     labels = lake.scan(dg.AssetKey(["census", "validated_labels"]), ["2020-01-01"]).collect()
@@ -161,3 +179,5 @@ def test_labels_in_the_entity_table_known_a_year_later(tmp_path: Path) -> None:
     assert "income" not in features.columns
     training = lake.scan(dg.AssetKey(["census", "training_set"]), [None]).collect()
     assert training.height == 9 * census.PEOPLE
+    assert "census_train: 1 run, succeeded" in ran.stdout and "champion: v1" in ran.stdout
+    _serve_and_check(env, ran.stdout, tmp_path, not_inputs=("income",))

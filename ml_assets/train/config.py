@@ -19,14 +19,23 @@ CATEGORICAL_HEAVY = 8
 """From this many categorical features on, an unset learning rate is 0.2 instead of 0.08.
 Measured on either side only (3 and 15 categoricals): the exact threshold is a judgement."""
 
+TIME_ORDERED_ROWS = 50_000
+"""From this many rows CatBoost fits on (the time split's training part), an unset
+``has_time`` is True. Measured on the synthetic 15-categorical data (issue 10): one
+permutation instead of four cut a fit's CPU 1.5-1.8x from 35k fitted rows up, for 0.0013-0.0016
+held-out ROC AUC (5 seeds; 3 at 98k); at 14k fitted rows it cost 0.007, where a fit takes
+seconds anyway. The threshold lies between: a judgement, not a measurement."""
+
 OLD_CATEGORICAL_DEFAULTS: dict[str, Any] = {
     "learning_rate": 0.08,
     "max_ctr_complexity": 4,
     "simple_ctr": None,
     "combinations_ctr": None,
+    "has_time": False,
 }
-"""The defaults before issue 10's categorical speed-up (CatBoost's own CTR settings), as
-TrainConfig overrides: what ``bench/bench_categorical.py`` and its test compare against."""
+"""The defaults before issue 10's categorical speed-up (CatBoost's own CTR settings and random
+permutations), as TrainConfig overrides: what ``bench/bench_categorical.py`` and its test
+compare against."""
 
 
 class TrainConfig(dg.Config):
@@ -66,6 +75,14 @@ class TrainConfig(dg.Config):
     combinations_ctr: list[str] | None = ["Borders:Prior=0.5/1"]
     """Target statistics per combination of categoricals: the smoothed target mean with one
     prior (CatBoost's default, None, adds two more priors and a frequency)."""
+    has_time: bool | None = None
+    """Compute the categoricals' target statistics in the training rows' own order, which is
+    event time (:func:`~ml_assets.train.core.time_split` and the search's folds sort by it;
+    ties keep the training set's order, which never depends on the label): each row's
+    statistic comes from the labels of earlier events only. False: CatBoost's default, four
+    random permutations of the rows (a row's statistic may use later events' labels; neither
+    way uses a row's own label). None: True from :data:`TIME_ORDERED_ROWS` fitted rows on
+    (see :meth:`catboost_params`)."""
     one_hot_max_size: int | None = None
     """Categoricals with at most this many values are one-hot encoded instead of target
     statistics (None: CatBoost's default). Searched by the model search."""
@@ -79,23 +96,33 @@ class TrainConfig(dg.Config):
     version (``v3`` or ``3``). None: this config as it is. The model's run tag
     ``params.source`` says which; the promotion gate still decides."""
 
-    def catboost_params(self, categorical_features: int = 0) -> dict[str, Any]:
+    def catboost_params(
+        self, categorical_features: int = 0, training_rows: int = 0
+    ) -> dict[str, Any]:
         """The estimator's keyword arguments (the loss comes from the problem kind); a field
         set to None is left out, so CatBoost uses its own default for it.
 
-        The one rule on the data's shape: an unset ``learning_rate`` is 0.2 when the training
-        set has at least :data:`CATEGORICAL_HEAVY` categorical features, 0.08 otherwise. Each
-        boosting round costs several times more there (target statistics of the categoricals
-        and their pairs), and at 0.08 a 140k-row, 15-categorical set had not converged in 500
-        rounds; 0.2 came within 0.0015 held-out ROC AUC of it in about half the rounds. On the
-        bundled datasets (1-3 categoricals, converging well within 500 rounds at 0.08) 0.2 cost
-        about 0.8% of RMSE / macro F1, so they keep 0.08 (BENCHMARKS.md, "Categorical-heavy
-        training").
+        Two rules on the data's shape, for fields left unset:
+
+        * ``learning_rate`` is 0.2 when the training set has at least
+          :data:`CATEGORICAL_HEAVY` categorical features, 0.08 otherwise. Each boosting round
+          costs several times more there (target statistics of the categoricals and their
+          pairs), and at 0.08 a 140k-row, 15-categorical set had not converged in 500 rounds;
+          0.2 came within 0.0015 held-out ROC AUC of it in about half the rounds. On the
+          bundled datasets (1-3 categoricals, converging well within 500 rounds at 0.08) 0.2
+          cost about 0.8% of RMSE / macro F1, so they keep 0.08.
+        * ``has_time`` is True when CatBoost fits on at least :data:`TIME_ORDERED_ROWS` rows
+          (``training_rows``), False below: one permutation of the rows instead of four,
+          where the fit's time is the problem.
+
+        The measurements: BENCHMARKS.md, "Categorical-heavy training".
         """
         fields = self.model_dump(exclude=set(NOT_CATBOOST))
         if fields["learning_rate"] is None:
             heavy = categorical_features >= CATEGORICAL_HEAVY
             fields["learning_rate"] = 0.2 if heavy else 0.08
+        if fields["has_time"] is None:
+            fields["has_time"] = training_rows >= TIME_ORDERED_ROWS
         return {
             **{k: v for k, v in fields.items() if v is not None},
             "allow_writing_files": False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,13 +167,20 @@ def _labels(frame: pl.DataFrame, problem: Problem) -> np.ndarray:
     return problem.kind.encode(frame.get_column(problem.target), problem.classes)
 
 
-def fit(split: Split, problem: Problem, config: TrainConfig):
-    """Fit CatBoost with early stopping on the validation set. Same inputs, same model."""
+def fit(
+    split: Split,
+    problem: Problem,
+    config: TrainConfig,
+    catboost_overrides: Mapping[str, Any] | None = None,
+):
+    """Fit CatBoost with early stopping on the validation set. Same inputs, same model.
+
+    ``catboost_overrides``: CatBoost parameters on top of the config's, for measuring a
+    setting :class:`TrainConfig` does not expose (``bench/bench_categorical.py --vary``)."""
     from catboost import Pool
 
-    model = problem.kind.estimator(
-        **config.catboost_params(categorical_features=len(problem.categorical))
-    )
+    params = config.catboost_params(len(problem.categorical), split.train.height)
+    model = problem.kind.estimator(**{**params, **(catboost_overrides or {})})
     train = Pool(
         to_pool_frame(split.train, problem),
         _labels(split.train, problem),

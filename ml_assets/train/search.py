@@ -278,13 +278,10 @@ def fold_scores(
     :data:`REPORT_EVERY` rounds; steps as :data:`ROUNDS_PER_FOLD` says): True stops the fit
     and raises :class:`Pruned`, so a bad trial ends within its first fold."""
     kind = data.problem.kind
-    params = {
-        **config.catboost_params(len(data.problem.categorical)),
-        "thread_count": thread_count,
-    }
     scores = []
     for k, pools in enumerate(data.pools):
-        model = kind.estimator(**params)
+        params = config.catboost_params(len(data.problem.categorical), pools.fit.num_row())
+        model = kind.estimator(**{**params, "thread_count": thread_count})
         reporter = _RoundReporter(k, every_round) if every_round is not None else None
         model.fit(
             pools.fit,

@@ -158,8 +158,8 @@ def tracking_record(
     }
     params = {
         **config.model_dump(),
-        # the values CatBoost was given (an unset learning rate follows the data's shape)
-        **config.catboost_params(len(trained.problem.categorical)),
+        # the values CatBoost was given (an unset learning rate or has_time follows the data)
+        **config.catboost_params(len(trained.problem.categorical), trained.split.train.height),
         **trained.split.describe(),
         "cutoff": window.cutoff,
         "window_start": window.start,
