@@ -151,6 +151,7 @@ def production_profile(home: Path, suffix: str) -> ProductionProfile:
             "ML_ASSETS_LAKE": f"s3://{bucket}/lake",
             "ML_ASSETS_MLFLOW_ARTIFACTS": f"s3://{bucket}/mlflow",
             "ML_ASSETS_BENTO_STORE": f"s3://{bucket}/bentos",
+            "ML_ASSETS_PREDICTION_LOG": f"s3://{bucket}/prediction_log",
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
         }
