@@ -595,6 +595,8 @@ def is_url(value: str | os.PathLike[str]) -> bool:
 def location(value: str | os.PathLike[str]) -> Path | UPath:
     """A folder setting as a path object: a local :class:`~pathlib.Path`, or for an fsspec URL
     a :class:`~upath.UPath` (the lake's path type, with the same operations on ``s3://``)."""
+    if isinstance(value, Path) or hasattr(value, "fs"):  # a Path, or a UPath with its options
+        return value  # type: ignore[return-value]
     if not is_url(value):
         return Path(value)
     from upath import UPath

@@ -238,10 +238,22 @@ class PredictionLog:
         while not self._stop.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
+            was_failing = self.failing
             try:
                 self.flush()
-            except Exception:  # keep the writer alive; entries stay queued for the next try
-                log.exception("prediction log: writing a segment failed; retrying")
+            except Exception as exc:  # keep the writer alive; entries stay queued for the next try
+                if was_failing is None:  # the first failure with its traceback, then one line
+                    log.exception("prediction log: writing a segment failed; retrying")
+                else:
+                    log.warning(
+                        "prediction log: writing still fails (%s: %s); %d rows queued",
+                        type(exc).__name__,
+                        exc,
+                        self._pending_rows,
+                    )
+            else:
+                if was_failing is not None:
+                    log.warning("prediction log: writing works again (%s)", self.directory)
         try:
             self.flush()
         except Exception as exc:  # close() reports what is left
