@@ -138,19 +138,22 @@ class Cuttable:
 
     def cut(self) -> None:
         """Refuse new connections and reset the open ones."""
-        import struct
-
-        listener, self._listener = self._listener, None
+        with self._lock:
+            listener, self._listener = self._listener, None
+            doomed, self._open = list(self._open), set()
         if listener is not None:
             listener.close()
-        with self._lock:
-            doomed, self._open = list(self._open), set()
         for sock in doomed:
-            with contextlib.suppress(
-                OSError
-            ):  # RST, not FIN: "connection reset", as on a lost route
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.close()
+            self._reset(sock)
+
+    @staticmethod
+    def _reset(sock: socket.socket) -> None:
+        """Close with RST, not FIN: the peer sees "connection reset", as on a lost route."""
+        import struct
+
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
 
     close = cut
 
@@ -171,8 +174,14 @@ class Cuttable:
                 continue
             upstream.settimeout(None)
             client.settimeout(None)
-            with self._lock:
-                self._open.update((client, upstream))
+            with self._lock:  # cut while connecting: this pair must not outlive the cut
+                live = self._listener is listener
+                if live:
+                    self._open.update((client, upstream))
+            if not live:
+                self._reset(client)
+                self._reset(upstream)
+                return
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
