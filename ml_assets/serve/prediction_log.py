@@ -29,6 +29,7 @@ import atexit
 import collections
 import datetime as dt
 import io
+import itertools
 import logging
 import os
 import re
@@ -131,6 +132,9 @@ HOST = re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname()) or "host"
 STAMP = "%Y%m%dT%H%M%SZ"
 EVENTS = re.compile(r"-at-(\d{8}T\d{6}Z)-(\d{8}T\d{6}Z)\.parquet$")
 """The event-time bounds in a segment's name (a name without them is read, whatever it holds)."""
+_SEQUENCE = itertools.count(1)
+"""Segment numbers of this process, shared by its logs (two logs of one dataset in one process
+must not write the same name)."""
 FETCH_BATCH = 256
 """Segments an object-store reader fetches at once (concurrently), then parses and filters."""
 
@@ -184,7 +188,6 @@ class PredictionLog:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
-        self._seq = 0
         self.rows_written = 0
         self.segments_written = 0
         self.failing: str | None = None
@@ -299,16 +302,16 @@ class PredictionLog:
         return sorted(by_date.items(), key=lambda item: item[0])
 
     def segment_name(self, frame: pl.DataFrame) -> str:
-        """A new segment's name: unique across hosts and workers, in write order within a
-        worker, with the bounds of its rows' event times (:data:`EVENTS`)."""
-        self._seq += 1
+        """A new segment's name: unique across hosts, workers and the logs of a worker, in write
+        order within a worker, with the bounds of its rows' event times (:data:`EVENTS`)."""
+        seq = next(_SEQUENCE)
         when = frame.select(
             pl.coalesce(pl.col(self.layout.event_time), pl.col("ts")).alias("t")
         ).get_column("t")
         first, last = when.min(), when.max()
         assert isinstance(first, dt.datetime) and isinstance(last, dt.datetime)
         return (
-            f"part-{time.time_ns() // 1000}-{HOST}-{os.getpid()}-{self._seq:06d}"
+            f"part-{time.time_ns() // 1000}-{HOST}-{os.getpid()}-{seq:06d}"
             f"-at-{_stamp(first, up=False)}-{_stamp(last, up=True)}.parquet"
         )
 
@@ -547,9 +550,12 @@ def read_prediction_log(
     files = log_files(dataset, lo, hi, root)
     frames = []
     for path, scan in _scans(files):
-        if isinstance(scan, Exception):
-            raise OSError(f"prediction log segment {path}: {scan}") from scan
-        frames.append(scan.collect())
+        try:
+            if isinstance(scan, Exception):
+                raise scan
+            frames.append(scan.collect())
+        except Exception as exc:
+            raise OSError(f"prediction log segment {path}: {exc}") from exc
     if not frames:
         return pl.DataFrame(schema=BASE_SCHEMA)
     frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
