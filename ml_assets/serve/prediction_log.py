@@ -1,15 +1,16 @@
 """The prediction log: every served prediction, durable, readable as a partitioned dataset.
 
-Layout: ``<root>/<dataset>/date=YYYY-MM-DD/part-<time>-<host>-<pid>-<seq>-at-<first>-<last>.parquet``
-(zstd), one row per predicted record: request id (the server's, unique), the client's request id
-(when it sent one), row within the request, time, model version, endpoint, protocol, request
-latency, the record's key and event time (predict by keys), every model input (the features the
-model saw, typed like the feature table) and the outputs (``probability`` /
-``probability_<class>`` and ``prediction``, as batch scoring names them). The date folder is the
-request time's; ``<first>``/``<last>`` bound the segment's event times (a row without one counts
-at its request time), to the second, so a reader of a week of events skips by name, without
-opening them, the segments that cannot hold any (what keeps an object store's reads from growing
-with everything logged since: see :func:`read_served`).
+Layout: ``<root>/<dataset>/date=YYYY-MM-DD/<segment>.parquet`` (zstd), segments named
+``part-<time>-<host>-<pid>-<seq>-at-<first>-<last>.parquet``, one row per predicted record:
+request id (the server's, unique), the client's request id (when it sent one), row within the
+request, time, model version, endpoint, protocol, request latency, the record's key and event
+time (predict by keys), every model input (the features the model saw, typed like the feature
+table) and the outputs (``probability`` / ``probability_<class>`` and ``prediction``, as batch
+scoring names them). The date folder is the request time's; ``<first>``/``<last>`` bound the
+segment's event times (a row without one counts at its request time), to the second, so a
+reader of a week of events skips by name, without opening them, the segments that cannot hold
+any (what keeps an object store's reads from growing with everything logged since: see
+:func:`read_served`).
 
 The root is a local folder (the embedded default) or any fsspec URL (``s3://bucket/prefix``, the
 production profile), so serving workers on several hosts write one log that monitoring on
