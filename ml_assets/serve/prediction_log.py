@@ -451,6 +451,31 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def set_aside(
+    dataset: str, suffix: str, root: str | Path | UPath | None = None
+) -> Path | UPath | None:
+    """Move a dataset's log to ``<dataset>.<suffix>`` beside it (kept, not deleted), so later
+    reads start from an empty log; return where it went (None: there was no log). On an object
+    store every object is copied, then the originals deleted (``Path.rename`` of a UPath prefix
+    moves nothing there, and fsspec's recursive ``mv`` fails on the prefix itself)."""
+    base = dataset_dir(
+        root if root is not None else settings.current().prediction_log_path, dataset
+    )
+    _fresh(base)
+    if not base.exists():
+        return None
+    aside = base.with_name(f"{base.name}.{suffix}")
+    if _on_disk(base):
+        base.rename(aside)
+    else:
+        fs = base.fs
+        objects = fs.find(base.path)
+        fs.copy(objects, [aside.path + o[len(base.path) :] for o in objects])
+        fs.rm(objects)
+        fs.invalidate_cache()
+    return aside
+
+
 # --- reading -----------------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from ml_assets.serve.prediction_log import (
     PredictionLog,
     read_prediction_log,
     read_served,
+    set_aside,
 )
 from ml_assets.testing import Cuttable, MotoServer, wait_until
 
@@ -292,3 +293,24 @@ def test_an_object_store_cut_off_refuses_then_writes_every_queued_row_once_back(
         ("before", 3),
         ("during", 4),
     ]
+
+
+@pytest.mark.parametrize("store", ["folder", "object store"])
+def test_a_log_set_aside_is_kept_beside_and_later_reads_start_empty(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """What a second replay needs (``ml_assets.replay`` moves the log aside): on an object
+    store ``Path.rename`` of the UPath prefix moved nothing, so this moves every object."""
+    root = tmp_path if store == "folder" else object_root(request.getfixturevalue("moto"))
+    log = PredictionLog(LAYOUT, root, flush_seconds=3600)
+    append(log, "a", DAY1, 3, keys=True)
+    append(log, "b", DAY2, 2, keys=True)
+    log.close()
+    aside = set_aside("toy", "before-replay-1", root)
+    assert aside is not None and aside.name == "toy.before-replay-1"
+    assert read_prediction_log("toy", DAY1.date(), DAY2.date() + dt.timedelta(1), root).height == 0
+    kept = read_prediction_log(
+        "toy.before-replay-1", DAY1.date(), DAY2.date() + dt.timedelta(1), root
+    )
+    assert sorted(kept["request_id"].unique()) == ["a", "b"] and kept.height == 5
+    assert set_aside("toy", "before-replay-2", root) is None  # nothing left to move
