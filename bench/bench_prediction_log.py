@@ -529,6 +529,22 @@ def layout_event_time(log: PredictionLog) -> str:
     return log.layout.event_time
 
 
+def stored_bytes(layout: LogLayout, root: Any, url: str | None) -> int:
+    """What the dataset's log takes in the store: files, objects, or the table with its index."""
+    if url is not None:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(
+                f"SELECT pg_total_relation_size('\"{pg_table(layout)}\"')"
+            ).fetchone()
+            return int(row[0])
+    base = root / layout.dataset
+    if isinstance(base, Path):
+        return sum(p.stat().st_size for p in base.rglob("*.parquet"))
+    return int(base.fs.du(base.path))
+
+
 @contextlib.contextmanager
 def name_skipping(enabled: bool) -> Iterator[None]:
     """The shipped reader (skips by the names' event bounds), or one that fetches every
@@ -586,6 +602,7 @@ def week_of(
         log.close()
     read_s, frame = timed(read)
     assert frame.height == written, (backend, frame.height, written)
+    stored = stored_bytes(layout, root, url)
     # more weeks logged after it: a backfilled monitoring partition reads the first
     log = open_log(backend, layout, root, url, **BATCH)
     try:
@@ -603,6 +620,7 @@ def week_of(
         "rows": written,
         "write_s": write_s,
         "read_s": read_s,
+        "bytes_per_row": stored / written,
         "old_read_s": old_s,
         "old_read_noskip_s": noskip_s if url is None else old_s,
     }
@@ -736,18 +754,20 @@ def report(args: argparse.Namespace, results: dict[str, Any], started: str, befo
         lines += [
             "",
             f"**3. A week: {rows0['segments']:,} segments ({rows0['segments'] // 7:,} a day) "
-            f"of {rows0['rows'] // rows0['segments']:,} rows = {rows0['rows']:,} rows.** Write "
-            "time (all flushes), one monitoring read of the week's events, and the same read "
-            f"once {args.later_weeks} more weeks are logged after it.",
+            f"of {rows0['rows'] // rows0['segments']:,} rows = {rows0['rows']:,} rows.** What "
+            "the week takes in the store (files, objects, or the table with its index), the "
+            "write time (all flushes), one monitoring read of the week's events, and the same "
+            f"read once {args.later_weeks} more weeks are logged after it.",
             "",
-            "| store | write s | read week s | read / postgresql | older week, skip by name s "
-            "| older week, no skip s |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| store | bytes per row stored | write s | read week s | read / postgresql | "
+            "older week, skip by name s | older week, no skip s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         pg = next(r for r in shape if r["backend"] == "postgresql")
         for r in shape:
             lines.append(
-                f"| {r['backend']} | {r['write_s']:.1f} | {r['read_s']:.2f} | "
+                f"| {r['backend']} | {r['bytes_per_row']:.0f} | {r['write_s']:.1f} | "
+                f"{r['read_s']:.2f} | "
                 f"{r['read_s'] / pg['read_s']:.2f}x | {r['old_read_s']:.2f} | "
                 f"{r['old_read_noskip_s']:.2f} |"
             )
