@@ -310,7 +310,8 @@ class PredictionLog:
             pl.coalesce(pl.col(self.layout.event_time), pl.col("ts")).alias("t")
         ).get_column("t")
         first, last = when.min(), when.max()
-        assert isinstance(first, dt.datetime) and isinstance(last, dt.datetime)
+        if not isinstance(first, dt.datetime) or not isinstance(last, dt.datetime):
+            first = last = dt.datetime.now(dt.UTC)  # an empty segment: any bounds, it holds no row
         return (
             f"part-{time.time_ns() // 1000}-{HOST}-{os.getpid()}-{seq:06d}"
             f"-at-{_stamp(first, up=False)}-{_stamp(last, up=True)}.parquet"
