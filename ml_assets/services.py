@@ -8,7 +8,8 @@ order, and each waited for until it answers:
    are created if missing (Dagster instance, MLflow backend store, source, online store).
 2. The object store: with ``ML_ASSETS_S3_STANDIN=moto``, moto's S3 server on the loopback
    endpoint ``AWS_ENDPOINT_URL_S3`` (a stand-in: no real object store runs on this machine);
-   the buckets of the lake, MLflow's artifacts and the Bento store are created if missing.
+   the buckets of the lake, MLflow's artifacts, the Bento store and the prediction log are
+   created if missing.
 3. The Celery broker must be reachable (RabbitMQ is a system service).
 4. The MLflow tracking server, its backend store on PostgreSQL and artifacts proxied to S3.
 5. The Dagster webserver (UI and the GraphQL the CLI submits runs through), ``dagster-daemon``
@@ -150,6 +151,7 @@ def bucket_urls(s: settings.Settings) -> dict[str, str]:
         "ML_ASSETS_LAKE": s.lake,
         "ML_ASSETS_MLFLOW_ARTIFACTS": s.mlflow_artifacts_destination,
         "ML_ASSETS_BENTO_STORE": s.bento_store,
+        "ML_ASSETS_PREDICTION_LOG": s.prediction_log,
     }
     return {k: v for k, v in urls.items() if v and v.startswith("s3://")}
 

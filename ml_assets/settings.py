@@ -18,9 +18,12 @@ import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 # Every library in the stack reports usage unless told not to; no machine here has internet.
 TELEMETRY_OFF = {
@@ -180,11 +183,12 @@ class Settings(BaseModel):
         "the Dagster instance the CLI runs jobs in",
         "`$ML_ASSETS_HOME/dagster_home`",
     )
-    prediction_log: Path | None = _setting(
+    prediction_log: str | None = _setting(
         "ML_ASSETS_PREDICTION_LOG",
         None,
-        "root of the prediction log (parquet segments by dataset and date)",
-        "`$ML_ASSETS_HOME/prediction_log`",
+        "root of the prediction log (parquet segments by dataset and date): a folder or any "
+        "fsspec URL (`s3://bucket/prediction_log`), where monitoring on another host reads it",
+        "`$ML_ASSETS_HOME/prediction_log`; production: `s3://ml-assets/prediction_log`",
     )
     bentos_dir: Path | None = _setting(
         "ML_ASSETS_BENTOS",
@@ -353,6 +357,24 @@ class Settings(BaseModel):
         "unset (AWS)",
     )
 
+    @field_validator("prediction_log")
+    @classmethod
+    def _a_folder_or_object_store(cls, value: str | None) -> str | None:
+        if value is None or "://" not in value:
+            return value
+        scheme = value.split("://", 1)[0].lower()
+        if scheme.startswith(("postgres", "sqlite", "mysql", "mssql", "oracle")):
+            raise ValueError(
+                "the prediction log is parquet segments in a folder or on an object store "
+                "(`s3://bucket/prediction_log`), not a database table (README, 'Production "
+                "profile', says why)"
+            )
+        from fsspec.registry import known_implementations, registry
+
+        if scheme not in known_implementations and scheme not in registry:
+            raise ValueError(f"{scheme}:// is not a storage protocol fsspec knows")
+        return value
+
     @field_validator("executor")
     @classmethod
     def _an_executor(cls, value: str) -> str:
@@ -490,8 +512,12 @@ class Settings(BaseModel):
         return self.root / "bentoml"
 
     @property
-    def prediction_log_path(self) -> Path:
-        return self.prediction_log or self.root / "prediction_log"
+    def prediction_log_path(self) -> Path | UPath:
+        """The prediction log's root: a local folder (a :class:`~pathlib.Path`), or a
+        :class:`~upath.UPath` on an object store (the same path operations)."""
+        if self.prediction_log is None:
+            return self.root / "prediction_log"
+        return location(self.prediction_log)
 
     @property
     def monitoring_path(self) -> Path:
@@ -559,6 +585,23 @@ class Settings(BaseModel):
             "BentoML home": str(self.bentoml_home),
             "prediction log": str(self.prediction_log_path),
         }
+
+
+def is_url(value: str | os.PathLike[str]) -> bool:
+    """Whether a location setting is a URL (``s3://...``, ``file://...``), not a local path."""
+    return "://" in str(value)
+
+
+def location(value: str | os.PathLike[str]) -> Path | UPath:
+    """A folder setting as a path object: a local :class:`~pathlib.Path`, or for an fsspec URL
+    a :class:`~upath.UPath` (the lake's path type, with the same operations on ``s3://``)."""
+    if isinstance(value, Path) or hasattr(value, "fs"):  # a Path, or a UPath with its options
+        return value  # type: ignore[return-value]
+    if not is_url(value):
+        return Path(value)
+    from upath import UPath
+
+    return UPath(str(value))
 
 
 def variables() -> dict[str, str]:

@@ -8,6 +8,7 @@ httpx, the protobuf stubs) happen inside the functions that need them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import os
@@ -35,6 +36,8 @@ __all__ = [
     "CUTOFF",
     "DATASET",
     "Champion",
+    "Cuttable",
+    "MotoServer",
     "ServerProcess",
     "car_loan",
     "demo_tables",
@@ -48,6 +51,7 @@ __all__ = [
     "seed_online_store",
     "serve_env",
     "server_home",
+    "start_moto",
     "start_server",
     "train_champion",
     "wait_until",
@@ -97,6 +101,181 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- an object store, and a network between it and its clients that can be cut ----------------
+
+
+class Cuttable:
+    """A TCP forwarder from a loopback port to a service (``target``), that can be cut and
+    restored: while cut, new connections are refused and the open ones are reset, as a network
+    partition between the clients and the store would do, while the store itself keeps its
+    contents (stopping moto's server would lose them). Point a client at :attr:`port`."""
+
+    def __init__(self, target: tuple[str, int], port: int | None = None) -> None:
+        import threading
+
+        self.target = target
+        self.port = port or free_port()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        """Accept and forward connections again (on the same port)."""
+        import threading
+
+        if self._listener is not None:
+            return
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.settimeout(0.1)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            doomed, self._open = list(self._open), set()
+        if listener is not None:
+            listener.close()
+        for sock in doomed:
+            self._reset(sock)
+
+    @staticmethod
+    def _reset(sock: socket.socket) -> None:
+        """Close with RST, not FIN: the peer sees "connection reset", as on a lost route."""
+        import struct
+
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+
+    close = cut
+
+    def _accept(self, listener: socket.socket) -> None:
+        import threading
+
+        while self._listener is listener:
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            client.settimeout(None)
+            with self._lock:  # cut while connecting: this pair must not outlive the cut
+                live = self._listener is listener
+                if live:
+                    self._open.update((client, upstream))
+            if not live:
+                self._reset(client)
+                self._reset(upstream)
+                return
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with self._lock:
+                    self._open.discard(sock)
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+
+@dataclass
+class MotoServer:
+    """moto's S3 server on a loopback port (the object store's stand-in, as in the production
+    profile), with a bucket; :meth:`env` gives a client process the variables to reach it."""
+
+    proc: subprocess.Popen
+    port: int
+    bucket: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, endpoint: str | None = None) -> dict[str, str]:
+        """What botocore reads (credentials are moto's: anything goes)."""
+        return {
+            "AWS_ENDPOINT_URL_S3": endpoint or self.endpoint,
+            "AWS_ACCESS_KEY_ID": "ml-assets-local",
+            "AWS_SECRET_ACCESS_KEY": "ml-assets-local",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def path(self, prefix: str, endpoint: str | None = None) -> Any:
+        """``s3://<bucket>/<prefix>`` as a UPath bound to this server (or ``endpoint``), so
+        this process reads it whatever its own environment says."""
+        from upath import UPath
+
+        env = self.env(endpoint)
+        return UPath(
+            f"s3://{self.bucket}/{prefix}",
+            endpoint_url=env["AWS_ENDPOINT_URL_S3"],
+            key=env["AWS_ACCESS_KEY_ID"],
+            secret=env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def start_moto(bucket: str, log_path: Path) -> MotoServer:
+    """Start moto's S3 server on a free loopback port and create ``bucket``; stop it with
+    :meth:`MotoServer.stop`."""
+    import boto3
+
+    from ml_assets.services import http_ok
+
+    port = free_port()
+    log_file = log_path.open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=settings.child_env(),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log_file.close()
+    server = MotoServer(proc, port, bucket)
+    try:
+        wait_until(lambda: http_ok(server.endpoint), 60, what=f"moto's S3 server on {port}")
+        env = server.env()
+        boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL_S3"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        ).create_bucket(Bucket=bucket)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -151,6 +330,7 @@ def production_profile(home: Path, suffix: str) -> ProductionProfile:
             "ML_ASSETS_LAKE": f"s3://{bucket}/lake",
             "ML_ASSETS_MLFLOW_ARTIFACTS": f"s3://{bucket}/mlflow",
             "ML_ASSETS_BENTO_STORE": f"s3://{bucket}/bentos",
+            "ML_ASSETS_PREDICTION_LOG": f"s3://{bucket}/prediction_log",
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
         }

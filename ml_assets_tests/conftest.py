@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from ml_assets_tests.demo_home import DEMO_TIMEOUT
 
 if TYPE_CHECKING:
+    from ml_assets.testing import MotoServer
     from ml_assets_tests.demo_home import Demo
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -159,6 +160,20 @@ def car_loan_demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     if kept:
         return run_demo(Path(kept).resolve(), reuse=True)
     return run_demo(tmp_path_factory.mktemp("car_loan_demo"))
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """moto's S3 server on a loopback port with a bucket of its own (the production profile's
+    object-store stand-in), for the session; tests use prefixes of their own in the bucket."""
+    from ml_assets.testing import start_moto
+
+    folder = tmp_path_factory.mktemp("moto")
+    server = start_moto(f"mla-test-{uuid.uuid4().hex[:8]}", folder / "moto.log")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -82,6 +82,22 @@ def test_a_bad_value_names_the_variable() -> None:
         settings.from_env({"ML_ASSETS_GRPC_PORT": "abc"})
 
 
+def test_the_prediction_log_is_a_folder_or_an_object_store_url(tmp_path: Path) -> None:
+    s = settings.from_env({"ML_ASSETS_HOME": str(tmp_path)})
+    assert s.prediction_log_path == tmp_path / "prediction_log"
+    s = settings.from_env({"ML_ASSETS_PREDICTION_LOG": "s3://bucket/prediction_log"})
+    root = s.prediction_log_path
+    assert str(root) == "s3://bucket/prediction_log" and str(root / "car_loan").endswith(
+        "prediction_log/car_loan"
+    )
+    assert s.summary()["prediction log"] == "s3://bucket/prediction_log"
+    # a database is refused, naming the setting (README, "Production profile", says why)
+    with pytest.raises(settings.SettingsError, match=r"ML_ASSETS_PREDICTION_LOG=.*not a database"):
+        settings.from_env({"ML_ASSETS_PREDICTION_LOG": "postgresql://postgres@db:5432/x"})
+    with pytest.raises(settings.SettingsError, match="nope:// is not a storage protocol"):
+        settings.from_env({"ML_ASSETS_PREDICTION_LOG": "nope://bucket/x"})
+
+
 def test_source_url_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     s = settings.from_env({"ML_ASSETS_HOME": str(tmp_path)})
     assert s.source_url_for("ML_ASSETS_SOURCE_URL", None) == s.demo_source_url

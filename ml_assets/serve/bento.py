@@ -66,7 +66,11 @@ REQUIREMENTS = (
     "protobuf",
     "prometheus-client",
 )
-OPTIONAL_REQUIREMENTS = {"psycopg": "psycopg[binary]"}  # PostgreSQL online stores
+OPTIONAL_REQUIREMENTS = {
+    "psycopg": "psycopg[binary]",  # PostgreSQL online stores
+    "s3fs": "s3fs",  # a prediction log on an object store (ML_ASSETS_PREDICTION_LOG=s3://...)
+    "universal-pathlib": "universal-pathlib",
+}
 # Package files that pull Dagster or MLflow in stay out of the Bento, and so do the bundled
 # contract and features YAMLs: the Bento's one contract is the one it carries.
 EXCLUDE = ("assets.py", "__pycache__", "*.pyc", "cli.py", "*.yaml")

@@ -23,9 +23,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml_assets import settings
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 CONFIG_FILE = "bento_config.json"
 
@@ -85,8 +88,9 @@ class ServeConfig:
         return max(1, -(-self.max_concurrency // workers))
 
     prediction_log_dir: str = ""
-    """Root of the prediction log; default ``$ML_ASSETS_HOME/prediction_log`` (a built Bento
-    records the building platform's, absolute: see the module doc)."""
+    """Root of the prediction log, a folder or an fsspec URL (``s3://bucket/prediction_log``);
+    default ``$ML_ASSETS_HOME/prediction_log`` (a built Bento records the building platform's,
+    absolute: see the module doc)."""
     log_flush_seconds: float = 1.0
     """How often the prediction log writes a segment: the window of answered rows a killed
     worker loses (see :mod:`ml_assets.serve.prediction_log`)."""
@@ -117,10 +121,10 @@ class ServeConfig:
     def service_name(self) -> str:
         return f"{self.dataset}_service"
 
-    def resolved_log_dir(self) -> Path:
+    def resolved_log_dir(self) -> Path | UPath:
         """Root of the prediction log (a built Bento: what :meth:`load` settled on)."""
         if self.prediction_log_dir:
-            return Path(self.prediction_log_dir)
+            return settings.location(self.prediction_log_dir)
         if self.built:
             raise ServeConfigError(
                 "this Bento records no prediction log location: set ML_ASSETS_PREDICTION_LOG "
@@ -167,6 +171,8 @@ class ServeConfig:
 
 
 def _require_absolute(variable: str, value: str | Path) -> None:
+    if settings.is_url(value):  # an object store: the same wherever the workers run
+        return
     if not Path(value).is_absolute():
         raise ServeConfigError(
             f"{variable}={str(value)!r} is a relative path: a built Bento's workers run in the "
@@ -235,7 +241,8 @@ def build_locations(current: settings.Settings) -> dict[str, str]:
     recorded (a Bento is no place for a secret): such a server needs ``ML_ASSETS_ONLINE_URL``."""
     import sqlalchemy as sa
 
-    out = {"prediction_log_dir": str(Path(current.prediction_log_path).resolve())}
+    log_root = current.prediction_log_path
+    out = {"prediction_log_dir": str(log_root if settings.is_url(log_root) else log_root.resolve())}
     url = current.online_store_url
     try:
         has_password = sa.make_url(url).password is not None

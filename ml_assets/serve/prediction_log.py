@@ -1,18 +1,27 @@
 """The prediction log: every served prediction, durable, readable as a partitioned dataset.
 
-Layout: ``<root>/<dataset>/date=YYYY-MM-DD/part-<time>-<pid>-<seq>.parquet`` (zstd), one row per
-predicted record: request id (the server's, unique), the client's request id (when it
-sent one), row within the request, time, model version, endpoint, protocol,
-request latency, the record's key and event time (predict by keys), every model input (the
-features the model saw, typed like the feature table) and the outputs (``probability`` /
-``probability_<class>`` and ``prediction``, as batch scoring names them).
+Layout: ``<root>/<dataset>/date=YYYY-MM-DD/<segment>.parquet`` (zstd), segments named
+``part-<time>-<host>-<pid>-<seq>-at-<first>-<last>.parquet``, one row per predicted record:
+request id (the server's, unique), the client's request id (when it sent one), row within the
+request, time, model version, endpoint, protocol, request latency, the record's key and event
+time (predict by keys), every model input (the features the model saw, typed like the feature
+table) and the outputs (``probability`` / ``probability_<class>`` and ``prediction``, as batch
+scoring names them). The date folder is the request time's; ``<first>``/``<last>`` bound the
+segment's event times (a row without one counts at its request time), to the second, so a
+reader of a week of events skips by name, without opening them, the segments that cannot hold
+any (what keeps an object store's reads from growing with everything logged since: see
+:func:`read_served`).
 
-Writing is off the hot path: :meth:`PredictionLog.append` only puts the request's already
-validated rows on a deque; a background thread turns what has piled up into one parquet segment
-per date every ``flush_seconds`` (or sooner when many rows wait). Each segment is written to a
-temporary name and renamed, so a reader never sees half a file. :meth:`PredictionLog.close`
-(called on SIGTERM/SIGINT through the service's shutdown hook, and at exit) drains the deque:
-a response is sent only after its rows are on the deque, so every 2xx is logged.
+The root is a local folder (the embedded default) or any fsspec URL (``s3://bucket/prefix``, the
+production profile), so serving workers on several hosts write one log that monitoring on
+another machine reads. Writing is off the hot path: :meth:`PredictionLog.append` only puts the
+request's already validated rows on a deque; a background thread turns what has piled up into
+one parquet segment per date every ``flush_seconds`` (or sooner when many rows wait). A reader
+never sees half a segment: on a local disk it is written to a temporary name, fsynced and
+renamed; on an object store it is one PUT, which is atomic (the object appears whole or not at
+all). :meth:`PredictionLog.close` (called on SIGTERM/SIGINT through the service's shutdown hook,
+and at exit) drains the deque: a response is sent only after its rows are on the deque, so every
+2xx is logged.
 """
 
 from __future__ import annotations
@@ -20,20 +29,28 @@ from __future__ import annotations
 import atexit
 import collections
 import datetime as dt
+import io
+import itertools
 import logging
 import os
+import re
+import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
+from ml_assets import settings
 from ml_assets.contracts.model import ProblemType
 from ml_assets.problems import problem_kind
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +128,34 @@ class LogEntry:
     server's, unique per request."""
 
 
-def dataset_dir(root: str | Path, dataset: str) -> Path:
-    return Path(root) / dataset
+HOST = re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname()) or "host"
+"""This host, in segment names: workers on several hosts write one log, and pids repeat."""
+STAMP = "%Y%m%dT%H%M%SZ"
+EVENTS = re.compile(r"-at-(\d{8}T\d{6}Z)-(\d{8}T\d{6}Z)\.parquet$")
+"""The event-time bounds in a segment's name (a name without them is read, whatever it holds)."""
+_SEQUENCE = itertools.count(1)
+"""Segment numbers of this process, shared by its logs (two logs of one dataset in one process
+must not write the same name)."""
+FETCH_BATCH = 256
+"""Segments an object-store reader fetches at once (concurrently), then parses and filters."""
+
+
+def dataset_dir(root: str | Path | UPath, dataset: str) -> Path | UPath:
+    """A dataset's folder of the log under ``root`` (a folder, or an fsspec URL)."""
+    return settings.location(root) / dataset
+
+
+def _on_disk(path: Path | UPath) -> bool:
+    """Whether ``path`` is a local file (temp + fsync + rename) or an object (one PUT)."""
+    return isinstance(path, Path) and not settings.is_url(path)
+
+
+def _stamp(when: dt.datetime, up: bool) -> str:
+    """``when`` to the second, rounded down (``up``: up), as named in a segment."""
+    second = when.replace(microsecond=0)
+    if up and second != when:
+        second += dt.timedelta(seconds=1)
+    return second.strftime(STAMP)
 
 
 class PredictionLog:
@@ -134,8 +177,8 @@ class PredictionLog:
         max_pending_rows: int = 50_000,
     ) -> None:
         self.layout = layout
-        self.root = Path(root)
-        self.directory = dataset_dir(root, layout.dataset)
+        self.root = settings.location(root)
+        self.directory = dataset_dir(self.root, layout.dataset)
         self.flush_seconds = flush_seconds
         self.max_pending_rows = max_pending_rows
         # write early once a tenth of the bound waits, not only every flush_seconds
@@ -146,7 +189,6 @@ class PredictionLog:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
-        self._seq = 0
         self.rows_written = 0
         self.segments_written = 0
         self.failing: str | None = None
@@ -200,10 +242,22 @@ class PredictionLog:
         while not self._stop.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
+            was_failing = self.failing
             try:
                 self.flush()
-            except Exception:  # keep the writer alive; entries stay queued for the next try
-                log.exception("prediction log: writing a segment failed; retrying")
+            except Exception as exc:  # keep the writer alive; entries stay queued for the next try
+                if was_failing is None:  # the first failure with its traceback, then one line
+                    log.exception("prediction log: writing a segment failed; retrying")
+                else:
+                    log.warning(
+                        "prediction log: writing still fails (%s: %s); %d rows queued",
+                        type(exc).__name__,
+                        exc,
+                        self._pending_rows,
+                    )
+            else:
+                if was_failing is not None:
+                    log.warning("prediction log: writing works again (%s)", self.directory)
         try:
             self.flush()
         except Exception as exc:  # close() reports what is left
@@ -248,14 +302,36 @@ class PredictionLog:
             by_date.setdefault(day, []).append(e)
         return sorted(by_date.items(), key=lambda item: item[0])
 
+    def segment_name(self, frame: pl.DataFrame) -> str:
+        """A new segment's name: unique across hosts, workers and the logs of a worker, in write
+        order within a worker, with the bounds of its rows' event times (:data:`EVENTS`)."""
+        seq = next(_SEQUENCE)
+        when = frame.select(
+            pl.coalesce(pl.col(self.layout.event_time), pl.col("ts")).alias("t")
+        ).get_column("t")
+        first, last = when.min(), when.max()
+        if not isinstance(first, dt.datetime) or not isinstance(last, dt.datetime):
+            first = last = dt.datetime.now(dt.UTC)  # an empty segment: any bounds, it holds no row
+        return (
+            f"part-{time.time_ns() // 1000}-{HOST}-{os.getpid()}-{seq:06d}"
+            f"-at-{_stamp(first, up=False)}-{_stamp(last, up=True)}.parquet"
+        )
+
     def _write(self, day: dt.date, group: list[LogEntry]) -> int:
-        """One segment of one date: written to a temporary name, synced, renamed (a reader
-        never sees half a file), the folder synced; a failed write removes its temp file."""
+        """One segment of one date. On a local disk: written to a temporary name, synced,
+        renamed (a reader never sees half a file), the folder synced; a failed write removes
+        its temp file. On an object store: one PUT, atomic by itself (no temporary object)."""
         frame = self.frame(group)
         folder = self.directory / f"date={day.isoformat()}"
+        name = self.segment_name(frame)
+        if not _on_disk(folder):
+            body = io.BytesIO()
+            frame.write_parquet(body, compression="zstd")
+            target = folder / name
+            target.fs.pipe_file(target.path, body.getvalue())  # one PUT below 100 MB
+            self.segments_written += 1
+            return frame.height
         folder.mkdir(parents=True, exist_ok=True)
-        self._seq += 1
-        name = f"part-{time.time_ns() // 1000}-{os.getpid()}-{self._seq:06d}.parquet"
         tmp = folder / f".{name}.tmp"
         try:
             with open(tmp, "wb") as out:
@@ -376,6 +452,31 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def set_aside(
+    dataset: str, suffix: str, root: str | Path | UPath | None = None
+) -> Path | UPath | None:
+    """Move a dataset's log to ``<dataset>.<suffix>`` beside it (kept, not deleted), so later
+    reads start from an empty log; return where it went (None: there was no log). On an object
+    store every object is copied, then the originals deleted (``Path.rename`` of a UPath prefix
+    moves nothing there, and fsspec's recursive ``mv`` fails on the prefix itself)."""
+    base = dataset_dir(
+        root if root is not None else settings.current().prediction_log_path, dataset
+    )
+    _fresh(base)
+    if not base.exists():
+        return None
+    aside = base.with_name(f"{base.name}.{suffix}")
+    if _on_disk(base):
+        base.rename(aside)
+    else:
+        fs = base.fs
+        objects = fs.find(base.path)
+        fs.copy(objects, [aside.path + o[len(base.path) :] for o in objects])
+        fs.rm(objects)
+        fs.invalidate_cache()
+    return aside
+
+
 # --- reading -----------------------------------------------------------------------------------
 
 
@@ -385,45 +486,105 @@ def _as_utc(value: dt.datetime | dt.date) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+def _fresh(base: Path | UPath) -> None:
+    """Forget the object store's cached listings, so a reader sees the segments written since
+    its last read (fsspec caches listings per filesystem instance)."""
+    if not _on_disk(base):
+        base.fs.invalidate_cache()
+
+
+def _date_folders(base: Path | UPath, first: dt.date, last: dt.date | None) -> list[Path | UPath]:
+    """The ``date=`` folders of ``base`` from ``first`` to ``last`` (None: all later), sorted."""
+    try:
+        children = list(base.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    lo, hi = first.isoformat(), last.isoformat() if last else None
+    folders = [
+        f
+        for f in children
+        if f.name.startswith("date=") and f.name[5:] >= lo and (hi is None or f.name[5:] <= hi)
+    ]
+    if _on_disk(base):  # (on an object store a listed prefix is a folder: no request more)
+        folders = [f for f in folders if f.is_dir()]
+    return sorted(folders, key=lambda f: f.name)
+
+
+def _segments(folder: Path | UPath) -> list[Path | UPath]:
+    """A date folder's segments in name order (write order within a worker)."""
+    return sorted(folder.glob("*.parquet"), key=lambda p: p.name)
+
+
+def _may_hold(path: Path | UPath, lo: dt.datetime, hi: dt.datetime) -> bool:
+    """Whether a segment's name allows rows with (event) times in [lo, hi)."""
+    found = EVENTS.search(path.name)
+    if found is None:
+        return True
+    first, last = (dt.datetime.strptime(g, STAMP).replace(tzinfo=dt.UTC) for g in found.groups())
+    return first < hi and last >= lo
+
+
+def _scans(paths: list[Path | UPath]) -> Iterator[tuple[Path | UPath, pl.LazyFrame | Exception]]:
+    """Each segment as a lazy frame, or the error that stopped reading it. Local files are
+    scanned in place (parquet statistics skip what a filter excludes); objects are fetched
+    :data:`FETCH_BATCH` at a time, concurrently (one GET each), and parsed from memory."""
+    remote = [p for p in paths if not _on_disk(p)]
+    for path in paths:
+        if _on_disk(path):
+            yield path, pl.scan_parquet(path)
+    for start in range(0, len(remote), FETCH_BATCH):
+        batch = remote[start : start + FETCH_BATCH]
+        fs = batch[0].fs
+        blobs = fs.cat([p.path for p in batch], on_error="return")
+        for path in batch:
+            blob = blobs.get(fs._strip_protocol(path.path))
+            if isinstance(blob, Exception):
+                yield path, blob
+            elif not isinstance(blob, bytes):
+                yield path, FileNotFoundError(f"{path} was listed but not returned")
+            else:
+                yield path, pl.scan_parquet(io.BytesIO(blob))
+
+
 def log_files(
     dataset: str,
     start: dt.datetime | dt.date,
     end: dt.datetime | dt.date,
-    root: str | Path | None = None,
-) -> list[Path]:
+    root: str | Path | UPath | None = None,
+) -> list[Path | UPath]:
     """The segments of the date partitions overlapping [start, end)."""
-    from ml_assets import settings
-
     base = dataset_dir(
         root if root is not None else settings.current().prediction_log_path, dataset
     )
     lo, hi = _as_utc(start), _as_utc(end)
-    files: list[Path] = []
-    day = lo.date()
-    while day <= hi.date():
-        folder = base / f"date={day.isoformat()}"
-        if folder.is_dir():
-            files.extend(sorted(folder.glob("*.parquet")))
-        day += dt.timedelta(days=1)
-    return files
+    _fresh(base)
+    return [p for f in _date_folders(base, lo.date(), hi.date()) for p in _segments(f)]
 
 
 def read_prediction_log(
     dataset: str,
     start: dt.datetime | dt.date,
     end: dt.datetime | dt.date,
-    root: str | Path | None = None,
+    root: str | Path | UPath | None = None,
 ) -> pl.DataFrame:
     """Logged predictions of a dataset with time in [start, end) (naive = UTC), oldest first.
 
     Segments written by different model versions may differ in their feature columns; they are
-    stacked with the union of the columns (missing ones null).
+    stacked with the union of the columns (missing ones null). A segment that cannot be read
+    is an error here (:func:`read_served` reports it instead).
     """
     lo, hi = _as_utc(start), _as_utc(end)
     files = log_files(dataset, lo, hi, root)
-    if not files:
+    frames = []
+    for path, scan in _scans(files):
+        try:
+            if isinstance(scan, Exception):
+                raise scan
+            frames.append(scan.collect())
+        except Exception as exc:
+            raise OSError(f"prediction log segment {path}: {exc}") from exc
+    if not frames:
         return pl.DataFrame(schema=BASE_SCHEMA)
-    frames = [pl.read_parquet(f) for f in files]
     frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
     return frame.filter(
         (pl.col("ts") >= pl.lit(lo, UTC_US)) & (pl.col("ts") < pl.lit(hi, UTC_US))
@@ -435,7 +596,7 @@ class ServedRows:
     """The logged predictions of a partition's events, and the segments that could not be read."""
 
     rows: pl.DataFrame
-    unreadable: list[tuple[Path, str]]
+    unreadable: list[tuple[Path | UPath, str]]
 
 
 def read_served(
@@ -443,47 +604,45 @@ def read_served(
     start: dt.datetime | dt.date,
     end: dt.datetime | dt.date,
     event_time: str,
-    root: str | Path | None = None,
+    root: str | Path | UPath | None = None,
 ) -> ServedRows:
     """Logged predictions of the events in [start, end) (naive = UTC), oldest event first.
 
     A served prediction belongs to the partition of the event it predicts: its ``event_time``
     when the request carried one, else its request time ``ts``. Predictions are served at or
     after their event (live within seconds; a replay or a backlog much later), so every date
-    folder from ``start`` on is scanned, and parquet statistics skip most segments. A segment
-    that cannot be read (corrupt, or cut short) is skipped and returned in ``unreadable`` with
-    the reason, never silently: the caller reports it. Segments of an older model version with
-    fewer columns are stacked with the union of the columns (missing ones null).
+    folder from ``start`` on is listed; a segment whose name bounds its event times outside
+    [start, end) is skipped unopened, and parquet statistics skip more in the rest. A segment
+    that cannot be read (corrupt, cut short, or its object gone) is skipped and returned in
+    ``unreadable`` with the reason, never silently: the caller reports it. Segments of an older
+    model version with fewer columns are stacked with the union of the columns (missing ones
+    null).
     """
-    from ml_assets import settings
-
     lo, hi = _as_utc(start), _as_utc(end)
     base = dataset_dir(
         root if root is not None else settings.current().prediction_log_path, dataset
     )
-    folders = (
-        sorted(
-            f
-            for f in base.iterdir()
-            if f.is_dir() and f.name.startswith("date=") and f.name[5:] >= lo.date().isoformat()
-        )
-        if base.is_dir()
-        else []
-    )
+    _fresh(base)
+    paths = [
+        p
+        for folder in _date_folders(base, lo.date(), None)
+        for p in _segments(folder)
+        if not event_time or _may_hold(p, lo, hi)
+    ]
     when = pl.col(event_time) if event_time else pl.lit(None, UTC_US)
     frames: list[pl.DataFrame] = []
-    unreadable: list[tuple[Path, str]] = []
-    for folder in folders:
-        for path in sorted(folder.glob("*.parquet")):
-            try:
-                scan = pl.scan_parquet(path)
-                names = scan.collect_schema().names()
-                at = pl.coalesce(when, "ts") if event_time in names else pl.col("ts")
-                frames.append(
-                    scan.filter((at >= pl.lit(lo, UTC_US)) & (at < pl.lit(hi, UTC_US))).collect()
-                )
-            except Exception as exc:  # a corrupt segment must not hide the others
-                unreadable.append((path, f"{type(exc).__name__}: {exc}"))
+    unreadable: list[tuple[Path | UPath, str]] = []
+    for path, scan in _scans(paths):
+        try:
+            if isinstance(scan, Exception):
+                raise scan
+            names = scan.collect_schema().names()
+            at = pl.coalesce(when, "ts") if event_time in names else pl.col("ts")
+            frames.append(
+                scan.filter((at >= pl.lit(lo, UTC_US)) & (at < pl.lit(hi, UTC_US))).collect()
+            )
+        except Exception as exc:  # a corrupt segment must not hide the others
+            unreadable.append((path, f"{type(exc).__name__}: {exc}"))
     frames = [f for f in frames if f.height]
     if not frames:
         return ServedRows(pl.DataFrame(schema=BASE_SCHEMA), unreadable)

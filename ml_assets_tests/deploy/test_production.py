@@ -20,7 +20,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ml_assets.testing import PG_SERVER, free_port, production_profile, serve_env, start_server
+from ml_assets.testing import (
+    PG_SERVER,
+    free_port,
+    production_profile,
+    serve_env,
+    start_server,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.production,
@@ -183,7 +190,7 @@ def test_the_main_job_runs_end_to_end_on_the_profile_and_the_exported_bento_serv
             f"print(json.dumps([p.split('/', 2)[1] for p in fs.find({stack.bucket!r})]))"
         )
     )
-    assert {"lake", "mlflow", "bentos"} <= set(listing)
+    assert {"lake", "mlflow", "bentos"} <= set(listing)  # (the prediction log: once served)
     engine = sa.create_engine(f"{PG}/{stack.databases[1]}")
     with engine.connect() as conn:
         versions = conn.exec_driver_sql(
@@ -229,6 +236,24 @@ def test_the_main_job_runs_end_to_end_on_the_profile_and_the_exported_bento_serv
         body = resp.json()
         assert len(body["predictions"]) == 3, body
         assert body["model_version"] == "1", body
+
+        # The prediction log is in the object store: another process (monitoring's host)
+        # reads the three rows there by their events' time.
+        event_time = contract.entity.event_time
+        first, last = rows[event_time].min(), rows[event_time].max() + dt.timedelta(seconds=1)
+        read = (
+            "from datetime import datetime as d; from ml_assets import settings; "
+            "from ml_assets.serve.prediction_log import read_served; "
+            f"r = read_served({DATASET!r}, d.fromisoformat({first.isoformat()!r}), "
+            f"d.fromisoformat({last.isoformat()!r}), {event_time!r}); "
+            "print(settings.current().prediction_log_path, r.rows.height, len(r.unreadable))"
+        )
+        wait_until(
+            lambda: stack.python(read) == f"s3://{stack.bucket}/prediction_log 3 0",
+            120,
+            interval=1,
+            what="the served rows in the object store",
+        )
     finally:
         server.stop()
 

@@ -224,6 +224,24 @@ def test_relative_state_paths_fail_a_bento_naming_the_variable(
         ServeConfig.load(folder)
 
 
+def test_a_prediction_log_on_an_object_store_is_recorded_and_served_as_its_url(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """An ``s3://`` log is the same wherever the workers run: recorded as is at build, taken
+    as is at serve time (no absolute-path rule), resolved to a path on the object store."""
+    clean_env.setenv("ML_ASSETS_PREDICTION_LOG", "s3://bucket/prediction_log")
+    assert build_locations(settings.current())["prediction_log_dir"] == (
+        "s3://bucket/prediction_log"
+    )
+    folder = bento_dir(tmp_path, prediction_log_dir="/srv/log")
+    config = ServeConfig.load(folder)
+    assert config.prediction_log_dir == "s3://bucket/prediction_log"
+    assert str(config.resolved_log_dir()) == "s3://bucket/prediction_log"
+    recorded = bento_dir(tmp_path / "other", prediction_log_dir="s3://bucket/recorded")
+    clean_env.delenv("ML_ASSETS_PREDICTION_LOG")
+    assert str(ServeConfig.load(recorded).resolved_log_dir()) == "s3://bucket/recorded"
+
+
 def test_a_relative_home_is_fine_when_the_specific_variables_are_absolute(
     tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:

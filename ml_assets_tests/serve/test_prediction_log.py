@@ -1,20 +1,32 @@
 """The prediction log in-process: many threads append, the writer batches, close loses nothing,
-the reader sees a date-partitioned dataset."""
+the reader sees a date-partitioned dataset; on a local folder and on an object store (moto's S3
+server), cut off and back."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
+import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
 
 from ml_assets.contracts.model import ProblemType
-from ml_assets.serve.prediction_log import LogEntry, LogLayout, PredictionLog, read_prediction_log
-from ml_assets.testing import wait_until
+from ml_assets.serve.prediction_log import (
+    HOST,
+    LogEntry,
+    LogLayout,
+    PredictionLog,
+    read_prediction_log,
+    read_served,
+    set_aside,
+)
+from ml_assets.testing import Cuttable, MotoServer, wait_until
 
 LAYOUT = LogLayout(
     dataset="toy",
@@ -116,17 +128,23 @@ def test_writer_failure_keeps_entries_queued(
 ) -> None:
     blocker = tmp_path / "toy"
     blocker.write_text("a file where the dataset folder should be")
-    caplog.set_level(logging.ERROR, logger="ml_assets.serve.prediction_log")
+    caplog.set_level(logging.WARNING, logger="ml_assets.serve.prediction_log")
     log = PredictionLog(LAYOUT, tmp_path, flush_seconds=0.05)
     append(log, "kept", DAY1, 2, keys=False)
 
-    def failed_flushes() -> int:
-        return sum("writing a segment failed" in r.getMessage() for r in caplog.records)
+    def messages(text: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if text in r.getMessage()]
 
-    wait_until(lambda: failed_flushes() >= 3, 30, what="three failed flush attempts")
+    wait_until(lambda: len(messages("still fails")) >= 2, 30, what="three failed flush attempts")
     with log._flush_lock:  # no flush in flight while we look
         assert log.rows_written == 0 and len(log._pending) == 1  # failed, still queued
+    # the first failure with its traceback, the next ones a line each (a store down for an
+    # hour must not fill the server's log with tracebacks)
+    (first,) = messages("writing a segment failed")
+    assert first.exc_info is not None and first.levelno == logging.ERROR
+    assert "2 rows queued" in messages("still fails")[0].getMessage()
     blocker.unlink()
+    wait_until(lambda: messages("writing works again"), 30, what="the recovery logged")
     log.close()
     assert read_prediction_log("toy", DAY1.date(), DAY2, root=tmp_path).height == 2
 
@@ -157,3 +175,142 @@ def test_bounded_queue_refuses_at_the_bound_and_while_writing_fails(tmp_path: Pa
         read_prediction_log("toy", DAY1.date(), DAY2 + dt.timedelta(days=1), root=tmp_path).height
         == 123
     )
+
+
+# --- on an object store: moto's S3 server, the production profile's stand-in ------------------
+
+
+def object_root(moto: MotoServer, endpoint: str | None = None) -> Any:
+    """A prefix of its own in the session's bucket (through ``endpoint`` when given)."""
+    return moto.path(f"log-{uuid.uuid4().hex[:8]}", endpoint)
+
+
+def put(moto: MotoServer, root: Any, relative: str, body: bytes) -> None:
+    """Write an object under ``root`` behind the log's back."""
+    (root / relative).write_bytes(body)
+
+
+def test_two_workers_write_one_log_on_an_object_store_that_a_reader_elsewhere_reads(
+    moto: MotoServer,
+) -> None:
+    """Two writers (two serving workers, as on two hosts) and one reader share a prefix: each
+    segment is one object (no temporary object, no rename), named by host, pid and sequence
+    with its event-time bounds; the reader sees segments written after its first read."""
+    root = object_root(moto)
+    first, second = (PredictionLog(LAYOUT, root, flush_seconds=3600) for _ in range(2))
+    append(first, "a", DAY1, 4, keys=True)
+    append(second, "b", DAY2, 2, keys=False)
+    assert first.flush() == 4 and second.flush() == 2
+    frame = read_prediction_log("toy", DAY1.date(), DAY2 + dt.timedelta(days=1), root=root)
+    assert frame.schema == LAYOUT.schema()
+    assert frame.group_by("request_id").len().sort("request_id").rows() == [("a", 4), ("b", 2)]
+    names = sorted(p.name for day in (root / "toy").iterdir() for p in day.iterdir())
+    assert len(names) == 2 and all(HOST in n and str(os.getpid()) in n for n in names)
+    assert [n.split("-at-")[1] for n in names] == [
+        "20240301T235959Z-20240301T235959Z.parquet",
+        "20240302T000001Z-20240302T000001Z.parquet",
+    ]
+    # written since the last read: seen (listings are not served from a stale cache)
+    append(second, "c", DAY2, 3, keys=True)
+    first.close(), second.close()
+    served = read_served("toy", DAY2.date(), DAY2 + dt.timedelta(days=1), "ts_event", root)
+    assert served.unreadable == []
+    assert served.rows.group_by("request_id").len().sort("request_id").rows() == [
+        ("b", 2),
+        ("c", 3),
+    ]
+
+
+def test_a_corrupt_object_is_reported_and_one_outside_the_window_is_not_even_opened(
+    moto: MotoServer,
+) -> None:
+    root = object_root(moto)
+    log = PredictionLog(LAYOUT, root, flush_seconds=3600)
+    append(log, "a", DAY1, 3, keys=True)
+    log.close()
+    # a replay served in March predictions of February's events: their segment is in March's
+    # folder, its name bounds its events in February
+    put(
+        moto,
+        root,
+        "toy/date=2024-03-01/part-1-h-1-000001-at-20240301T000000Z-20240301T235959Z.parquet",
+        b"x",
+    )
+    put(
+        moto,
+        root,
+        "toy/date=2024-03-02/part-2-h-1-000002-at-20240201T000000Z-20240201T000001Z.parquet",
+        b"y",
+    )
+    put(moto, root, "toy/date=2024-03-02/part-legacy.parquet", b"PAR1 cut short")
+    served = read_served("toy", DAY1.date(), DAY2.date(), "ts_event", root)
+    assert served.rows["request_id"].to_list() == ["a"] * 3  # the readable rows, all of them
+    reported = sorted(p.name for p, _ in served.unreadable)
+    # the object whose name puts its events in February was skipped unopened; the one with no
+    # bounds in its name (an older writer's) was read, and both corrupt ones are reported
+    assert reported == [
+        "part-1-h-1-000001-at-20240301T000000Z-20240301T235959Z.parquet",
+        "part-legacy.parquet",
+    ]
+    assert all("parquet" in reason.lower() for _, reason in served.unreadable)
+    february = read_served("toy", dt.date(2024, 2, 1), dt.date(2024, 2, 2), "ts_event", root)
+    assert sorted(p.name for p, _ in february.unreadable) == [
+        "part-2-h-1-000002-at-20240201T000000Z-20240201T000001Z.parquet",
+        "part-legacy.parquet",
+    ]
+    with pytest.raises(OSError, match="part-1-h-1"):  # this reader raises instead
+        read_prediction_log("toy", DAY1.date(), DAY2.date(), root=root)
+
+
+def test_an_object_store_cut_off_refuses_then_writes_every_queued_row_once_back(
+    moto: MotoServer,
+) -> None:
+    """The store unreachable (connections refused and reset; its contents kept): the writer
+    fails, the log refuses new predictions with the reason (the server's 503 and /readyz) and
+    keeps what it had answered; back, it writes the backlog and accepts again: no row lost."""
+    link = Cuttable(("127.0.0.1", moto.port))
+    root = object_root(moto)
+    through = moto.path(root.path.split("/", 1)[1], f"http://127.0.0.1:{link.port}")
+    log = PredictionLog(LAYOUT, through, flush_seconds=0.05, max_pending_rows=1000)
+    try:
+        append(log, "before", DAY1, 3, keys=True)
+        wait_until(lambda: log.pending_rows == 0, 60, what="the first rows written")
+        link.cut()
+        append(log, "during", DAY1, 4, keys=True)
+        refusal = wait_until(log.refusal, 120, what="the log refusing")
+        assert refusal.startswith("the prediction log cannot be written"), refusal
+        assert log.pending_rows == 4  # answered, kept
+        link.restore()
+        wait_until(lambda: log.refusal() is None and log.pending_rows == 0, 120, what="the backlog")
+        append(log, "after", DAY1, 2, keys=True)
+        assert log.close() == 0
+    finally:
+        link.close()
+        log.close()
+    frame = read_prediction_log("toy", DAY1.date(), DAY2.date(), root=root)
+    assert frame.group_by("request_id").len().sort("request_id").rows() == [
+        ("after", 2),
+        ("before", 3),
+        ("during", 4),
+    ]
+
+
+@pytest.mark.parametrize("store", ["folder", "object store"])
+def test_a_log_set_aside_is_kept_beside_and_later_reads_start_empty(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """What a second replay needs (``ml_assets.replay`` moves the log aside): on an object
+    store ``Path.rename`` of the UPath prefix moved nothing, so this moves every object."""
+    root = tmp_path if store == "folder" else object_root(request.getfixturevalue("moto"))
+    log = PredictionLog(LAYOUT, root, flush_seconds=3600)
+    append(log, "a", DAY1, 3, keys=True)
+    append(log, "b", DAY2, 2, keys=True)
+    log.close()
+    aside = set_aside("toy", "before-replay-1", root)
+    assert aside is not None and aside.name == "toy.before-replay-1"
+    assert read_prediction_log("toy", DAY1.date(), DAY2.date() + dt.timedelta(1), root).height == 0
+    kept = read_prediction_log(
+        "toy.before-replay-1", DAY1.date(), DAY2.date() + dt.timedelta(1), root
+    )
+    assert sorted(kept["request_id"].unique()) == ["a", "b"] and kept.height == 5
+    assert set_aside("toy", "before-replay-2", root) is None  # nothing left to move
