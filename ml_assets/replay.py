@@ -238,12 +238,11 @@ class Replay:
             path = self.lake.path(self.dataset.keys.monitoring, partition)
             if path.exists():
                 path.unlink()
-        log_dir = settings.current().prediction_log_path / self.dataset.name
-        if log_dir.exists():
-            aside = log_dir.with_name(
-                f"{log_dir.name}.before-replay-{time.strftime('%Y%m%d-%H%M%S')}"
-            )
-            log_dir.rename(aside)
+        from ml_assets.serve.prediction_log import set_aside
+
+        suffix = f"before-replay-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside = set_aside(self.dataset.name, suffix)  # a folder or an object-store prefix
+        if aside is not None:
             log.info("%s: the earlier prediction log moved to %s", self.dataset.name, aside)
 
     def run(self) -> Story:

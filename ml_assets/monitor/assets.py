@@ -196,8 +196,9 @@ class Analysis:
     """The prediction log's rows of the partition's events, as logged (operational summary)."""
     superseded: int
     """Batch rows not monitored because the same event was also served."""
-    unreadable: list[tuple[Path, str]]
-    """Prediction-log segments that could not be read, with the reason."""
+    unreadable: list[tuple[Any, str]]
+    """Prediction-log segments (local paths or object-store paths) that could not be read, with
+    the reason."""
 
 
 def read_analysis(
