@@ -280,7 +280,12 @@ def run_monitoring(
     summary = execute(dataset.jobs.monitoring_summary, instance, view, bar=False)
     ok = ok and summary.success
     status = "succeeded" if ok else "FAILED"
-    what = describe_partitions(partitions) if partitions else "no scored partition"
+    if not partitions:
+        what = "no scored partition"
+    elif len(partitions) == 1:
+        what = f"partition {partitions[0]}"
+    else:
+        what = f"{len(partitions)} partitions ({partitions[0]} .. {partitions[-1]}), a run each,"
     _out(
         f"{dataset.jobs.monitor}: {what} and the summary, {status} in "
         f"{time.perf_counter() - t0:.1f} s"

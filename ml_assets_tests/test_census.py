@@ -125,6 +125,22 @@ def test_an_integer_year_dataset_runs_end_to_end_and_serves_on_sqlite(tmp_path: 
     env, ran = _onboard(tmp_path, f"sqlite:///{tmp_path / 'census.sqlite'}")
     _lake_checks(env, ran.stdout)
     _serve_and_check(env, ran.stdout, tmp_path)
+    # a user's own dataset is monitored from the command line: a run per scored year, then the
+    # summary; the results are in the lake, against the champion's reference
+    monitored = _cli(env, "run", "census", "--only", "monitor", "--from", "2022-01-01")
+    assert monitored.returncode == 0, monitored.stdout[-3000:] + monitored.stderr[-3000:]
+    assert (
+        "census_monitor: 3 partitions (2022-01-01 .. 2024-01-01), a run each, and the summary, "
+        "succeeded" in monitored.stdout
+    ), monitored.stdout
+    import dagster as dg
+    import polars as pl
+
+    lake = Lake(base_path=str(Path(env["ML_ASSETS_HOME"]) / "lake"))
+    results = lake.scan(dg.AssetKey(["census", "monitoring"]), ["2023-01-01"]).collect()
+    assert results.get_column("reference").unique().to_list() == ["census@v1"]
+    estimated = results.filter(pl.col("calculator") == "estimated_performance")
+    assert estimated.height and estimated.get_column("value").is_not_null().all()
 
 
 @pytest.mark.parametrize("where", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
